@@ -1,0 +1,3 @@
+"""Layer 0: settings, errors, types and safe image decoding. Imports nothing internal."""
+
+from __future__ import annotations

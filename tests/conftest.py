@@ -1,0 +1,64 @@
+"""Fixtures shared by every test layer: real images, real artifacts, no mocks of our code."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from lookalike.core.settings import Settings
+from lookalike.registry import Registry
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "demo" / "catalog"
+SHARED_DATA = Path(os.environ.get("LOOKALIKE_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def demo_catalog() -> Path:
+    """The bundled demo catalog: ``items.csv`` and ``images/``."""
+    return DEMO
+
+
+@pytest.fixture(scope="session")
+def demo_images(demo_catalog: Path) -> list[Path]:
+    return sorted((demo_catalog / "images").glob("*.jpg"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} is absent: these tests need ../shared/data")
+    return SHARED_DATA
+
+
+@pytest.fixture()
+def settings(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path)
+
+
+@pytest.fixture(scope="session")
+def built_models(tmp_path_factory: pytest.TempPathFactory, demo_images: list[Path]) -> Path:
+    """A models/ folder holding the real default model, built once per test session.
+
+    Set LOOKALIKE_TEST_MODELS to an existing models/ folder to reuse a build (CI does, after
+    building it once with `lookalike models build-default`).
+    """
+    reuse = os.environ.get("LOOKALIKE_TEST_MODELS")
+    if reuse and Path(reuse, "effnet_lite0", "aliases.json").is_file():
+        return Path(reuse)
+    from lookalike.embed.build import build_default
+
+    root = tmp_path_factory.mktemp("models")
+    build_default(Registry(root, "model"), calibration_images=demo_images)
+    return root
+
+
+@pytest.fixture()
+def home_with_model(tmp_path: Path, built_models: Path) -> Path:
+    """A fresh LOOKALIKE_HOME whose models/ is a copy of the built default model."""
+    import shutil
+
+    shutil.copytree(built_models, tmp_path / "models")
+    return tmp_path
