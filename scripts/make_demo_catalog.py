@@ -43,7 +43,10 @@ def colour_name(path: Path) -> str:
         w, h = im.size
         centre = im.crop((w // 4, h // 4, 3 * w // 4, 3 * h // 4)).resize((16, 16))
         r, g, b = (sum(c) / 256 for c in zip(*centre.get_flattened_data(), strict=True))
-    return min(COLOURS, key=lambda n: sum((a - c) ** 2 for a, c in zip(COLOURS[n], (r, g, b))))
+    def distance(name: str) -> float:
+        return sum((a - c) ** 2 for a, c in zip(COLOURS[name], (r, g, b), strict=True))
+
+    return min(COLOURS, key=distance)
 
 
 def main() -> None:

@@ -62,3 +62,41 @@ def home_with_model(tmp_path: Path, built_models: Path) -> Path:
 
     shutil.copytree(built_models, tmp_path / "models")
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def demo_home(tmp_path_factory: pytest.TempPathFactory, built_models: Path) -> Path:
+    """A LOOKALIKE_HOME with the default model, the demo catalog imported and indexed.
+
+    Built once per session through the same library calls the CLI makes. Tests that change it
+    must copy it first (see ``fresh_demo_home``).
+    """
+    import shutil
+
+    from lookalike.catalog import CatalogStore
+    from lookalike.embed import load_embedder
+    from lookalike.search import build_index
+
+    home = tmp_path_factory.mktemp("demo_home")
+    shutil.copytree(built_models, home / "models")
+    settings = Settings(home=home)
+    settings.var_dir.mkdir(parents=True)
+    store = CatalogStore(settings.db_url, settings.media_dir)
+    store.create_schema()
+    report = store.import_file(DEMO / "items.csv", DEMO)
+    assert report.ok, report.rejected
+    embedder = load_embedder(Registry(settings.models_dir, "model"), "effnet_lite0:production")
+    indexes = Registry(settings.index_dir, "index")
+    indexes.promote(build_index(store, embedder, indexes))
+    store.close()
+    return home
+
+
+@pytest.fixture()
+def fresh_demo_home(tmp_path: Path, demo_home: Path) -> Path:
+    """A private copy of ``demo_home`` that a test may change."""
+    import shutil
+
+    home = tmp_path / "home"
+    shutil.copytree(demo_home, home)
+    return home

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Limits", "SearchSettings", "Settings"]
+__all__ = ["ExtensionSettings", "Limits", "SearchSettings", "Settings"]
 
 Runtime = Literal["auto", "cuda", "onnx-cpu", "torch-cpu"]
 
@@ -35,6 +35,14 @@ class SearchSettings(BaseModel):
     runtime: Runtime = "auto"
 
 
+class ExtensionSettings(BaseModel):
+    """Browser-extension clients: which extension origins may call the API, and how often."""
+
+    # e.g. ["chrome-extension://abcdefghijklmnopabcdefghijklmnop"]; CORS allows exactly these.
+    origins: list[str] = []
+    rate_per_minute: int = 120
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LOOKALIKE_", env_nested_delimiter="__", extra="ignore"
@@ -46,6 +54,7 @@ class Settings(BaseSettings):
     port: int = 8000
     limits: Limits = Field(default_factory=Limits)
     search: SearchSettings = Field(default_factory=SearchSettings)
+    extension: ExtensionSettings = Field(default_factory=ExtensionSettings)
 
     @property
     def models_dir(self) -> Path:

@@ -1,0 +1,62 @@
+"""``lookalike eval``: offline evaluation of the production model (or a named one)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lookalike.cli.progress import progress_bar
+from lookalike.core.settings import Settings
+from lookalike.embed import load_embedder
+from lookalike.registry import Registry
+from lookalike.search import evaluate_retrieval, read_pairs
+
+app = typer.Typer(help="Measure search quality offline.", no_args_is_help=True)
+console = Console()
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+
+
+@app.command("retrieval")
+def retrieval(
+    pairs: Path = typer.Option(..., exists=True, dir_okay=False, help="pairs.csv"),
+    root: Path = typer.Option(..., exists=True, file_okay=False, help="Folder of the paths"),
+    distractors: Path = typer.Option(
+        None, exists=True, file_okay=False, help="Folder of extra catalog photos for the gallery"
+    ),
+    split: str = typer.Option(None, help="Keep only pairs whose split column has this value"),
+    model: str = typer.Option(None, help="Model name:version (default: production)"),
+    json_out: Path = typer.Option(None, "--json", help="Write the figures here as JSON"),
+    limit: int = typer.Option(0, help="Use only the first N pairs (0: all)"),
+) -> None:
+    """Query with shopper photos, rank catalog photos: Recall@1/5/10/20 and mAP."""
+    settings = Settings()
+    ref = model or f"{settings.search.model_name}:production"
+    embedder = load_embedder(
+        Registry(settings.models_dir, "model"), ref, runtime=settings.search.runtime
+    )
+    chosen = read_pairs(pairs, split)
+    if limit:
+        chosen = chosen[:limit]
+    extra = sorted(
+        p for p in (distractors.rglob("*") if distractors else []) if p.suffix.lower()
+        in IMAGE_SUFFIXES
+    )
+    with progress_bar(f"embedding with {embedder.info.ref}") as progress:
+        report = evaluate_retrieval(embedder, chosen, root, distractors=extra, progress=progress)
+    table = Table(title=f"{report.model} ({report.served_by})")
+    for col in ["queries", "gallery", *[f"R{k}" for k in report.recall], "mAP"]:
+        table.add_column(col, justify="right")
+    table.add_row(
+        str(report.queries), str(report.gallery), *[f"{v:.3f}" for v in report.recall.values()],
+        f"{report.map:.3f}",
+    )
+    console.print(table)
+    if json_out:
+        doc = {**report.to_dict(), "pairs": str(pairs), "split": split}
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(doc, indent=2))
+        console.print(f"wrote {json_out}")

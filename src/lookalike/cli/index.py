@@ -1,0 +1,114 @@
+"""``lookalike index``: build, update, list, promote and roll back catalog indexes."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lookalike.catalog import CatalogStore
+from lookalike.cli.progress import progress_bar
+from lookalike.core.errors import LookalikeError
+from lookalike.core.settings import Settings
+from lookalike.embed import load_embedder
+from lookalike.registry import Ref, Registry
+from lookalike.search import build_index, update_index
+
+app = typer.Typer(help="Build and manage the catalog's vector index.", no_args_is_help=True)
+console = Console()
+
+
+def _open(settings: Settings) -> tuple[CatalogStore, Registry, Registry]:
+    catalog = CatalogStore(settings.db_url, settings.media_dir)
+    catalog.create_schema()
+    return catalog, Registry(settings.models_dir, "model"), Registry(settings.index_dir, "index")
+
+
+@app.command("build")
+def build(
+    factory: str = typer.Option(
+        None, help="FAISS factory string (Flat, HNSW32, IVF1024,PQ32); default suits the size"
+    ),
+    model: str = typer.Option(None, help="Embedder name:version (default: production)"),
+    promote: bool = typer.Option(True, help="Make the new index production"),
+) -> None:
+    """Embed every catalog image and write a new index version."""
+    settings = Settings()
+    catalog, models, indexes = _open(settings)
+    ref = model or f"{settings.search.model_name}:production"
+    embedder = load_embedder(models, ref, runtime=settings.search.runtime)
+    console.print(f"embedder {embedder.info.ref} via {embedder.info.served_by}")
+    with progress_bar("embedding catalog images") as progress:
+        new = build_index(
+            catalog, embedder, indexes, name=settings.search.index_name, factory=factory,
+            progress=progress,
+        )
+    manifest = indexes.manifest(new)
+    console.print(
+        f"built index [bold]{new}[/]: {manifest['count']} vectors, {manifest['items']} items, "
+        f"{manifest['factory']}, {manifest['build_seconds']} s"
+    )
+    for problem in manifest.get("skipped_images", []):
+        console.print(f"[yellow]skipped[/] {problem}")
+    if promote:
+        indexes.promote(new)
+        console.print(f"{new} is now production")
+
+
+@app.command("update")
+def update(promote: bool = typer.Option(True, help="Make the new index production")) -> None:
+    """Add new catalog images and drop deleted ones, starting from production (no full rebuild)."""
+    settings = Settings()
+    catalog, models, indexes = _open(settings)
+    embedder = load_embedder(
+        models, f"{settings.search.model_name}:production", runtime=settings.search.runtime
+    )
+    with progress_bar("embedding new images") as progress:
+        new, added, removed = update_index(
+            catalog, embedder, indexes, name=settings.search.index_name, progress=progress
+        )
+    console.print(f"wrote index [bold]{new}[/]: +{added} / -{removed} vectors")
+    if promote:
+        indexes.promote(new)
+        console.print(f"{new} is now production")
+
+
+@app.command("list")
+def list_indexes() -> None:
+    """Every index version with its aliases and figures."""
+    indexes = Registry(Settings().index_dir, "index")
+    table = Table("name", "version", "aliases", "embedder", "factory", "vectors", "created")
+    for name in indexes.names():
+        aliases = indexes.aliases(name)
+        for version in indexes.versions(name):
+            m = indexes.manifest(Ref(name, version))
+            tags = ",".join(a for a, v in aliases.items() if v == version)
+            table.add_row(
+                name, version, tags, m.get("embedder"), m.get("factory"), str(m.get("count")),
+                m.get("created_at"),
+            )
+    console.print(table)
+
+
+@app.command("promote")
+def promote(ref: str = typer.Argument(..., help="name:version, e.g. catalog:3")) -> None:
+    """Make an index version production (the old one becomes previous)."""
+    indexes = Registry(Settings().index_dir, "index")
+    try:
+        aliases = indexes.promote(Ref.parse(ref, default_version="latest"))
+    except LookalikeError as exc:
+        console.print(f"[red]{exc.message}[/]")
+        raise typer.Exit(1) from exc
+    console.print(f"aliases now: {aliases}")
+
+
+@app.command("rollback")
+def rollback(name: str = typer.Argument("catalog")) -> None:
+    """Swap production and previous."""
+    indexes = Registry(Settings().index_dir, "index")
+    try:
+        aliases = indexes.rollback(name)
+    except LookalikeError as exc:
+        console.print(f"[red]{exc.message}[/]")
+        raise typer.Exit(1) from exc
+    console.print(f"aliases now: {aliases}")

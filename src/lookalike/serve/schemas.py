@@ -1,0 +1,63 @@
+"""Request and response schemas of the HTTP API (they are the OpenAPI documentation)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+__all__ = [
+    "Category",
+    "CategoryList",
+    "ErrorBody",
+    "ErrorResponse",
+    "ItemOut",
+    "ResultItem",
+    "SearchResponse",
+]
+
+
+class ResultItem(BaseModel):
+    item_id: str
+    title: str
+    category: str
+    price: float = Field(description="Rental price in the catalog's currency")
+    available: bool = Field(description="Can be rented now")
+    score: float = Field(description="Cosine similarity of the best-matching image, -1..1")
+    image_url: str
+    url: str | None = None
+
+
+class SearchResponse(BaseModel):
+    results: list[ResultItem]
+    model_version: str = Field(description="Embedder that answered, name:version")
+    index_version: str = Field(description="Index that answered, name:version")
+    served_by: str = Field(description="Runtime path that answered, e.g. onnxruntime-cpu:int8")
+    took_ms: float
+    request_id: str
+
+
+class ItemOut(BaseModel):
+    item_id: str
+    title: str
+    category: str
+    price: float
+    available: bool
+    url: str | None
+    image_urls: list[str]
+
+
+class Category(BaseModel):
+    name: str
+    count: int
+
+
+class CategoryList(BaseModel):
+    categories: list[Category]
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
