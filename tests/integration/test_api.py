@@ -197,3 +197,11 @@ def test_corrupt_production_index_falls_back_to_previous(fresh_demo_home) -> Non
         assert any("checksum" in p for p in health["problems"])
         r = c.get("/v1/items/LK-0002/similar")
         assert r.status_code == 200 and r.json()["index_version"] == str(good)
+
+
+def test_result_links_open_the_item_page(client, demo_images) -> None:
+    body = _search(client, _jpeg(demo_images[2]), k=3).json()
+    link = body["results"][0]["url"]
+    assert link == f"/items/{body['results'][0]['item_id']}"
+    page = client.get(link)
+    assert page.status_code == 200 and "/static/item.js" in page.text

@@ -358,15 +358,17 @@ class FaissIndex:
         faiss only reads a selector where the search happens: IndexIDMap translates a top-level
         one, but IndexRefine and IndexPreTransform pass only their ``*_index_params`` down.
         """
-        inner = self._index.index if self.mode != "native" else self._index
-        inner = faiss.downcast_index(inner)
-        if isinstance(inner, faiss.IndexRefine):
-            base = _leaf_params(faiss.downcast_index(inner.base_index), self, None)
-            if selector is not None:
+        if self.mode == "native":
+            inner = faiss.downcast_index(self._index)
+        else:
+            inner = faiss.downcast_index(self._index.index)
+            if selector is not None and not isinstance(inner, faiss.IndexFlatCodes | faiss.IndexHNSW):
+                # Nested params are out of IndexIDMap's reach: translate caller ids ourselves.
                 translated = faiss.IDSelectorTranslated(self._index.id_map, selector)
                 translated.referenced = selector
-                base.sel = translated
-                base.referenced = translated
+                selector = translated
+        if isinstance(inner, faiss.IndexRefine):
+            base = _leaf_params(faiss.downcast_index(inner.base_index), self, selector)
             params = faiss.IndexRefineSearchParameters(k_factor=self.refine_k_factor)
             params.base_index_params = base
             params.referenced = base

@@ -70,7 +70,7 @@ def _response(request: Request, result: SearchResult) -> SearchResponse:
                 available=h.item.available,
                 score=round(h.score, 4),
                 image_url=_image_url(h.item.item_id),
-                url=h.item.url,
+                url=h.item.url or f"/items/{h.item.item_id}",
             )
             for h in result.hits
         ],
@@ -255,5 +255,9 @@ def create_app(settings: Settings | None = None, *, state: ServingState | None =
     @app.get("/", include_in_schema=False)
     async def index_page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
+
+    @app.get("/items/{item_id}", include_in_schema=False)
+    async def item_page(item_id: str) -> FileResponse:
+        return FileResponse(STATIC / "item.html")
 
     return app

@@ -281,7 +281,7 @@ function renderCard(item) {
   const li = els.template.content.firstElementChild.cloneNode(true);
   const link = li.querySelector(".card");
   const id = String(item.item_id ?? "");
-  link.href = item.url || `/v1/items/${encodeURIComponent(id)}`;
+  link.href = item.url || `/items/${encodeURIComponent(id)}`;
   link.dataset.itemId = id;
 
   const img = li.querySelector("img");
