@@ -31,27 +31,55 @@ def retrieval(
     model: str = typer.Option(None, help="Model name:version (default: production)"),
     json_out: Path = typer.Option(None, "--json", help="Write the figures here as JSON"),
     limit: int = typer.Option(0, help="Use only the first N pairs (0: all)"),
+    crop: str = typer.Option(
+        "auto",
+        help="Query crops: auto (as search does), model, whole, upper, lower, garment, multi",
+    ),
+    cache: bool = typer.Option(
+        True, help="Reuse backbone features cached on disk (fixed-region crops)"
+    ),
+    cache_dir: Path = typer.Option(None, help="Feature cache folder (default: var/cache/features)"),
 ) -> None:
     """Query with shopper photos, rank catalog photos: Recall@1/5/10/20 and mAP."""
     settings = Settings()
     ref = model or f"{settings.search.model_name}:production"
-    embedder = load_embedder(
-        Registry(settings.models_dir, "model"), ref, runtime=settings.search.runtime
-    )
+    registry = Registry(settings.models_dir, "model")
+    embedder = load_embedder(registry, ref, runtime=settings.search.runtime)
+    feature_cache = None
+    if cache:
+        from lookalike.embed.cache import FeatureCache, backbone_key
+
+        manifest = registry.manifest(embedder.info.ref)
+        feature_cache = FeatureCache(
+            cache_dir or settings.var_dir / "cache" / "features",
+            backbone_key(manifest, embedder.info.variant),
+            embedder.embed_backbone,
+        )
     chosen = read_pairs(pairs, split)
     if limit:
         chosen = chosen[:limit]
     extra = sorted(
-        p for p in (distractors.rglob("*") if distractors else []) if p.suffix.lower()
-        in IMAGE_SUFFIXES
+        p
+        for p in (distractors.rglob("*") if distractors else [])
+        if p.suffix.lower() in IMAGE_SUFFIXES
     )
     with progress_bar(f"embedding with {embedder.info.ref}") as progress:
-        report = evaluate_retrieval(embedder, chosen, root, distractors=extra, progress=progress)
-    table = Table(title=f"{report.model} ({report.served_by})")
+        report = evaluate_retrieval(
+            embedder,
+            chosen,
+            root,
+            distractors=extra,
+            progress=progress,
+            crop=crop,
+            cache=feature_cache,
+        )
+    table = Table(title=f"{report.model} ({report.served_by}, crop {report.extra['crop']})")
     for col in ["queries", "gallery", *[f"R{k}" for k in report.recall], "mAP"]:
         table.add_column(col, justify="right")
     table.add_row(
-        str(report.queries), str(report.gallery), *[f"{v:.3f}" for v in report.recall.values()],
+        str(report.queries),
+        str(report.gallery),
+        *[f"{v:.3f}" for v in report.recall.values()],
         f"{report.map:.3f}",
     )
     console.print(table)

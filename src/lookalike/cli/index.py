@@ -7,11 +7,13 @@ from rich.console import Console
 from rich.table import Table
 
 from lookalike.catalog import CatalogStore
+from lookalike.cli.models import already_production, check_table, gate_and_promote
 from lookalike.cli.progress import progress_bar
 from lookalike.core.errors import LookalikeError
 from lookalike.core.settings import Settings
 from lookalike.embed import load_embedder
 from lookalike.registry import Ref, Registry
+from lookalike.registry.checks import CheckReport
 from lookalike.search import build_index, update_index
 
 app = typer.Typer(help="Build and manage the catalog's vector index.", no_args_is_help=True)
@@ -40,7 +42,11 @@ def build(
     console.print(f"embedder {embedder.info.ref} via {embedder.info.served_by}")
     with progress_bar("embedding catalog images") as progress:
         new = build_index(
-            catalog, embedder, indexes, name=settings.search.index_name, factory=factory,
+            catalog,
+            embedder,
+            indexes,
+            name=settings.search.index_name,
+            factory=factory,
             progress=progress,
         )
     manifest = indexes.manifest(new)
@@ -50,9 +56,8 @@ def build(
     )
     for problem in manifest.get("skipped_images", []):
         console.print(f"[yellow]skipped[/] {problem}")
-    if promote:
-        indexes.promote(new)
-        console.print(f"{new} is now production")
+    if promote:  # through the same checks as `lookalike index promote`
+        promote_cmd(str(new), model=model, force=False)
 
 
 @app.command("update")
@@ -68,9 +73,8 @@ def update(promote: bool = typer.Option(True, help="Make the new index productio
             catalog, embedder, indexes, name=settings.search.index_name, progress=progress
         )
     console.print(f"wrote index [bold]{new}[/]: +{added} / -{removed} vectors")
-    if promote:
-        indexes.promote(new)
-        console.print(f"{new} is now production")
+    if promote:  # through the same checks as `lookalike index promote`
+        promote_cmd(str(new), model=None, force=False)
 
 
 @app.command("list")
@@ -84,31 +88,72 @@ def list_indexes() -> None:
             m = indexes.manifest(Ref(name, version))
             tags = ",".join(a for a, v in aliases.items() if v == version)
             table.add_row(
-                name, version, tags, m.get("embedder"), m.get("factory"), str(m.get("count")),
+                name,
+                version,
+                tags,
+                m.get("embedder"),
+                m.get("factory"),
+                str(m.get("count")),
                 m.get("created_at"),
             )
     console.print(table)
 
 
-@app.command("promote")
-def promote(ref: str = typer.Argument(..., help="name:version, e.g. catalog:3")) -> None:
-    """Make an index version production (the old one becomes previous)."""
-    indexes = Registry(Settings().index_dir, "index")
+def _run_checks(ref: str, model: str | None) -> tuple[Registry, CheckReport]:
+    from lookalike.jobs.gates import check_index
+
+    settings = Settings()
+    indexes = Registry(settings.index_dir, "index")
     try:
-        aliases = indexes.promote(Ref.parse(ref, default_version="latest"))
+        with console.status(f"checking {ref}"):
+            report = check_index(settings, ref, model=model)
     except LookalikeError as exc:
         console.print(f"[red]{exc.message}[/]")
         raise typer.Exit(1) from exc
-    console.print(f"aliases now: {aliases}")
+    return indexes, report
+
+
+@app.command("check")
+def check(
+    ref: str = typer.Argument(..., help="name:version, e.g. catalog:3"),
+    model: str = typer.Option(None, help="embedder it will serve with (default: production)"),
+) -> None:
+    """Run the deploy checks on an index version without promoting; exit 1 if any fails."""
+    _, report = _run_checks(ref, model)
+    console.print(check_table(report))
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+@app.command("promote")
+def promote_cmd(
+    ref: str = typer.Argument(..., help="name:version, e.g. catalog:3"),
+    model: str = typer.Option(None, help="embedder it will serve with (default: production)"),
+    force: bool = typer.Option(False, "--force", help="promote even if checks fail (logged)"),
+) -> None:
+    """Check an index version and make it production only if every check passes.
+
+    Checks: checksums, load, built with the production model, vector count vs catalog, golden
+    (or self-) retrieval through the index, search latency. The old production becomes previous.
+    """
+    if already_production(Registry(Settings().index_dir, "index"), ref):
+        return
+    indexes, report = _run_checks(ref, model)
+    gate_and_promote(indexes, report, force, "index")
 
 
 @app.command("rollback")
 def rollback(name: str = typer.Argument("catalog")) -> None:
-    """Swap production and previous."""
+    """Move production back to previous in one atomic step (nothing is deleted)."""
     indexes = Registry(Settings().index_dir, "index")
     try:
+        before = indexes.aliases(name).get("production", "none")
         aliases = indexes.rollback(name)
+        built_with = indexes.manifest(f"{name}:production").get("embedder")
     except LookalikeError as exc:
         console.print(f"[red]{exc.message}[/]")
         raise typer.Exit(1) from exc
-    console.print(f"aliases now: {aliases}")
+    console.print(
+        f"{name}: now serving [bold]{name}:{aliases['production']}[/bold] built with {built_with} "
+        f"(was {name}:{before}; previous is now {name}:{aliases.get('previous', '-')})"
+    )

@@ -15,6 +15,7 @@ from lookalike.cli import extension as extension_cli
 from lookalike.cli import index as index_cli
 from lookalike.cli import keys as keys_cli
 from lookalike.cli import models as models_cli
+from lookalike.cli import refresh as refresh_cli
 from lookalike.core.errors import LookalikeError
 from lookalike.core.settings import Settings
 
@@ -27,6 +28,9 @@ app.add_typer(index_cli.app, name="index")
 app.add_typer(eval_cli.app, name="eval")
 app.add_typer(keys_cli.app, name="keys")
 app.add_typer(extension_cli.app, name="extension")
+app.add_typer(refresh_cli.events_app, name="events")
+app.command("refresh")(refresh_cli.refresh_cmd)
+app.command("report")(refresh_cli.report_cmd)
 console = Console()
 DEMO_CATALOG = Path("demo/catalog/items.csv")
 

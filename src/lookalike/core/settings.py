@@ -12,7 +12,15 @@ from typing import Literal
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["ExtensionSettings", "Limits", "SearchSettings", "Settings"]
+__all__ = [
+    "ExtensionSettings",
+    "Gates",
+    "Limits",
+    "RefreshSettings",
+    "SearchSettings",
+    "ServingSettings",
+    "Settings",
+]
 
 Runtime = Literal["auto", "cuda", "onnx-cpu", "torch-cpu"]
 
@@ -43,6 +51,70 @@ class ExtensionSettings(BaseModel):
     rate_per_minute: int = 120
 
 
+class RefreshSettings(BaseModel):
+    """Data checks that stop ``lookalike refresh`` before anything is built."""
+
+    # Share of file rows the import would reject (bad fields, missing/unreadable images).
+    max_rejected_share: float = 0.05
+    # Share of current catalog items that a new (full) catalog file may drop in one refresh.
+    max_removed_share: float = 0.20
+    # How far the mean cosine of new embeddings to the production centroid may fall, in
+    # standard deviations of the production sample's own cosines.
+    drift_max_std: float = 3.0
+    drift_sample: int = 64
+    # Fewer new images than this and the drift figure is reported but not enforced.
+    drift_min_sample: int = 8
+    # The catalog file is the full catalog: items absent from it are removed.
+    prune_missing: bool = True
+
+
+class Gates(BaseModel):
+    """What a model or index must pass before ``promote`` makes it production (jobs/gates.py).
+
+    Measured on the 2-core CPU dev box with the default EfficientNet-Lite0 fp32: golden
+    Recall@10 1.0, batch-1 embed p95 about 70 ms, Flat search p95 under 1 ms; the bounds keep
+    a wide margin so that only a broken or clearly worse artifact is refused.
+    """
+
+    # A candidate's Recall@10 may be at most this much (absolute) below production's.
+    tolerance: float = 0.02
+    # Share of golden queries whose known item must be in the top 10.
+    golden_recall_min: float = 0.9
+    # Batch-1 embedding p95 on the golden queries (the search contract is 200 ms end to end).
+    latency_p95_ms: float = 150.0
+    # One k=10 index search, p95.
+    index_latency_p95_ms: float = 50.0
+    # Without golden items in the catalog: share of sampled images that find themselves top-1.
+    self_retrieval_min: float = 0.95
+    self_retrieval_sample: int = 64
+    # ``None``: demo/golden under home, the working directory or the source checkout.
+    golden_dir: Path | None = None
+
+
+class ServingSettings(BaseModel):
+    """The serving contract: hot reload, time budgets, concurrency, caching and freshness."""
+
+    # How often each worker re-reads the registry's production aliases (0 turns it off). A
+    # promote is visible everywhere within this plus the time to load the new pair.
+    reload_seconds: float = 2.0
+    # Search contract: p95 under 200 ms; our own target is 15 ms. Both are watched on the
+    # latency histograms of /metrics; neither triggers a fallback by itself.
+    contract_p95_ms: float = 200.0
+    target_ms: float = 15.0
+    # A fallback step is taken when a step fails or exceeds this budget. It is far above the
+    # contract on purpose: on a 2-core CPU under a burst, a healthy embed queues for 100-300 ms,
+    # and a trigger near the contract would flap onto the slower torch path and make it worse.
+    # The budget catches hung or broken engines, not slow minutes.
+    step_budget_ms: float = 1000.0
+    # Concurrent searches per worker; beyond it the answer is 503 + Retry-After (no queue).
+    max_in_flight: int = 8
+    retry_after_seconds: int = 1
+    # Cache-Control max-age of results; ETags make revalidation after it cheap.
+    cache_max_age_seconds: int = 60
+    # Freshness: how far the index may lag behind catalog changes before /health says degraded.
+    index_max_age_hours: float = 24.0
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LOOKALIKE_", env_nested_delimiter="__", extra="ignore"
@@ -55,6 +127,9 @@ class Settings(BaseSettings):
     limits: Limits = Field(default_factory=Limits)
     search: SearchSettings = Field(default_factory=SearchSettings)
     extension: ExtensionSettings = Field(default_factory=ExtensionSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
+    gates: Gates = Field(default_factory=Gates)
+    refresh: RefreshSettings = Field(default_factory=RefreshSettings)
 
     @property
     def models_dir(self) -> Path:

@@ -6,6 +6,10 @@ Ladder (``runtime="auto"``)::
     onnx-cpu  ONNX Runtime on CPU, the manifest's ``default_variant`` (int8 or fp32), then fp32
     torch-cpu the artifact's ``weights.pt`` rebuilt in torch (needs torch; serving does not)
 
+A trained model's manifest names a projection head (``head: {"file": "head.npz", ...}``, see
+:mod:`lookalike.embed.heads`): every step then applies it after the backbone, in numpy, with the
+tower chosen by ``embed(images, role=...)``. Without a head ``role`` changes nothing.
+
 Every skipped or failed step is logged on the ``lookalike.embed`` logger and the reasons end up
 in ``Embedder.info.reason``. A step is served only after a load check (one synthetic image must
 give a finite unit vector of the right width), so a model that outputs NaN is never served.
@@ -25,6 +29,8 @@ import numpy as np
 from PIL import Image
 
 from lookalike.core.errors import ConfigError, IntegrityError, InvalidInput, Unavailable
+from lookalike.embed.heads import ROLES, ProjectionHead, Role
+from lookalike.embed.localize import FMAP_OUTPUT, Garment, LocalizerHead
 from lookalike.embed.measure import cpu_threads
 from lookalike.embed.preprocess import PreprocessConfig, preprocess_batch
 from lookalike.registry import Ref, Registry
@@ -58,18 +64,24 @@ class EmbedderInfo:
 
 @runtime_checkable
 class Embedder(Protocol):
-    """Anything that turns images into ``(n, dim)`` float32 L2-normalised rows."""
+    """Anything that turns images into ``(n, dim)`` float32 L2-normalised rows.
+
+    ``role`` is "query" for a shopper's photo and "catalog" (the default) for catalog photos;
+    a model without a learned head gives the same rows for both.
+    """
 
     info: EmbedderInfo
 
-    def embed(self, images: Sequence[Image.Image]) -> np.ndarray: ...
+    def embed(self, images: Sequence[Image.Image], role: Role = "catalog") -> np.ndarray: ...
 
 
 class LoadedEmbedder:
-    """An :class:`Embedder` over any batch function ``(n,3,S,S) float32 -> (n, dim)``.
+    """An :class:`Embedder` over any batch function ``(n,3,S,S) float32 -> (n, backbone dim)``.
 
-    It applies the manifest's preprocessing and batches by ``batch_size``; safe to call from
-    several threads when the batch function is (ONNX Runtime sessions and torch no-grad are).
+    It applies the manifest's preprocessing, batches by ``batch_size`` and, when the model has
+    one, the projection ``head``; safe to call from several threads when the batch function is
+    (ONNX Runtime sessions and torch no-grad are). ``query_crop`` is the region of a shopper's
+    photo the model was trained on ("whole", "upper", ...): callers that cut crops read it.
     """
 
     def __init__(
@@ -78,16 +90,30 @@ class LoadedEmbedder:
         preprocess: PreprocessConfig,
         info: EmbedderInfo,
         batch_size: int = BATCH,
+        *,
+        head: ProjectionHead | None = None,
+        backbone_dim: int | None = None,
+        query_crop: str = "whole",
+        localizer: LocalizerHead | None = None,
+        run_maps: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> None:
         self._run = run
+        self.localizer = localizer if run_maps is not None else None
+        self._run_maps = run_maps
         self.preprocess = preprocess
         self.info = info
         self.batch_size = batch_size
+        self.head = head
+        self.backbone_dim = backbone_dim or (head.in_dim if head else info.dim)
+        self.query_crop = query_crop
 
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        """Embed already-preprocessed ``(n, 3, S, S)`` pixels."""
+        """Backbone rows ``(n, backbone_dim)`` (unit norm) of preprocessed ``(n, 3, S, S)`` pixels.
+
+        Without a head these are the embeddings; with one, :meth:`project` finishes the job.
+        """
         n = len(pixels)
-        out = np.empty((n, self.info.dim), dtype=np.float32)
+        out = np.empty((n, self.backbone_dim), dtype=np.float32)
         for start in range(0, n, self.batch_size):
             chunk = self._run(pixels[start : start + self.batch_size])
             out[start : start + len(chunk)] = chunk
@@ -95,14 +121,65 @@ class LoadedEmbedder:
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.maximum(norms, 1e-12)
 
-    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Embed PIL images (any mode, any size); returns ``(n, dim)`` float32, unit rows."""
+    def embed_backbone(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Backbone rows of PIL images, before any head (what training and caches store)."""
         for img in images:
             if not isinstance(img, Image.Image):
                 raise InvalidInput(f"expected PIL images, got {type(img).__name__}")
         if not images:
-            return np.empty((0, self.info.dim), dtype=np.float32)
+            return np.empty((0, self.backbone_dim), dtype=np.float32)
         return self.embed_pixels(preprocess_batch(images, self.preprocess))
+
+    def project(
+        self,
+        features: np.ndarray,
+        role: Role = "catalog",
+        images: Sequence[Image.Image] | None = None,
+    ) -> np.ndarray:
+        """Apply the head (if any) to backbone rows; ``images`` feed a colour signature."""
+        if role not in ROLES:
+            raise InvalidInput(f"role must be 'query' or 'catalog', got {role!r}")
+        if self.head is None:
+            return features
+        colour = self.head.colours(images) if images is not None else None
+        return self.head.apply(features, role, colour)
+
+    def embed(self, images: Sequence[Image.Image], role: Role = "catalog") -> np.ndarray:
+        """Embed PIL images (any mode, any size); returns ``(n, dim)`` float32, unit rows.
+
+        ``role="query"`` uses the shopper-photo tower of a trained head; the default
+        (``"catalog"``) is what index builds use. Models without a head ignore ``role``.
+        """
+        if role not in ROLES:
+            raise InvalidInput(f"role must be 'query' or 'catalog', got {role!r}")
+        feats = self.embed_backbone(images)
+        if self.head is None or not len(images):
+            return feats if self.head is None else np.empty((0, self.info.dim), np.float32)
+        return self.project(feats, role, images)
+
+    def embed_and_locate(
+        self, images: Sequence[Image.Image], role: Role = "query"
+    ) -> tuple[np.ndarray, list[list[Garment]]]:
+        """Embed whole photos and find their garments in the same backbone pass.
+
+        Returns the ``(n, dim)`` embeddings and, per photo, its garments best first (empty
+        lists when the model has no localiser: check ``self.localizer``).
+        """
+        if self.localizer is None or self._run_maps is None or not images:
+            return self.embed(images, role), [[] for _ in images]
+        pixels = preprocess_batch(images, self.preprocess)
+        feats, fmap = self._run_maps(pixels)
+        feats = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+        probs = self.localizer.probabilities(fmap)
+        size = self.preprocess.size
+        garments = [
+            self.localizer.boxes(p, img.size, size) for p, img in zip(probs, images, strict=True)
+        ]
+        return self.project(feats.astype(np.float32), role, images), garments
+
+    def locate(self, images: Sequence[Image.Image]) -> list[list[Garment]]:
+        """Garments found in each photo, best first (empty without a localiser)."""
+        return self.embed_and_locate(images)[1]
 
 
 def onnx_session(path: Path, providers: list[str], threads: int | None = None) -> Any:
@@ -122,13 +199,18 @@ def _load_check(emb: LoadedEmbedder) -> None:
     rng = np.random.default_rng(0)
     img = Image.fromarray(rng.integers(0, 256, (160, 120, 3), dtype=np.uint8), "RGB")
     raw = emb._run(preprocess_batch([img], emb.preprocess))
-    if raw.shape != (1, emb.info.dim):
-        raise ValueError(f"load check: output shape {raw.shape}, expected (1, {emb.info.dim})")
+    if raw.shape != (1, emb.backbone_dim):
+        raise ValueError(f"load check: output shape {raw.shape}, expected (1, {emb.backbone_dim})")
     if not np.all(np.isfinite(raw)):
         raise ValueError("load check: output is not finite (NaN or inf)")
     norm = float(np.linalg.norm(raw))
     if abs(norm - 1.0) > 1e-2:
         raise ValueError(f"load check: output norm {norm:.4f}, expected 1")
+    if emb.head is not None:
+        for role in ROLES:
+            out = emb.embed([img], role=role)  # type: ignore[arg-type]
+            if out.shape != (1, emb.info.dim) or not np.all(np.isfinite(out)):
+                raise ValueError(f"load check: head output for {role} is {out.shape} or not finite")
 
 
 class _Ladder:
@@ -141,6 +223,22 @@ class _Ladder:
         self.dim = int(manifest.get("embedding_dim", 0))
         if self.dim <= 0:
             raise ConfigError(f"model {ref}: manifest has no embedding_dim")
+        self.head: ProjectionHead | None = None
+        self.backbone_dim = int(manifest.get("backbone_dim", self.dim))
+        self.query_crop = str(manifest.get("query_crop", "whole"))
+        self.localizer: LocalizerHead | None = None
+        loc = manifest.get("localizer")
+        if loc:
+            self.localizer = LocalizerHead.load(self.dir / loc["file"])
+        self.output_name = str(manifest.get("output_name", "embedding"))
+        head = manifest.get("head")
+        if head:
+            self.head = ProjectionHead.load(self.dir / head["file"])
+            if self.head.out_dim != self.dim or self.head.in_dim != self.backbone_dim:
+                raise ConfigError(
+                    f"model {ref}: head maps {self.head.in_dim}->{self.head.out_dim} but the "
+                    f"manifest says {self.backbone_dim}->{self.dim}"
+                )
         self.preprocess = PreprocessConfig.from_dict(manifest.get("preprocess", {}))
         self.variants: dict[str, str] = dict(manifest.get("variants", {}))
         self.variant = variant or manifest.get("default_variant") or "fp32"
@@ -156,10 +254,27 @@ class _Ladder:
         log.warning("embedder %s: %s skipped: %s", self.ref, step, why)
         self.reasons.append(f"{step} skipped: {why}")
 
-    def accept(self, run: Callable[[np.ndarray], np.ndarray], variant: str, served_by: str):
+    def accept(
+        self,
+        run: Callable[[np.ndarray], np.ndarray],
+        variant: str,
+        served_by: str,
+        run_maps: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> LoadedEmbedder:
+        if self.localizer is not None and run_maps is None:
+            self.reasons.append(f"{served_by} has no feature map: localiser off")
         reason = "; ".join([*self.reasons, f"serving with {served_by}"])
         info = EmbedderInfo(str(self.ref), self.dim, variant, served_by, reason)
-        emb = LoadedEmbedder(run, self.preprocess, info)
+        emb = LoadedEmbedder(
+            run,
+            self.preprocess,
+            info,
+            head=self.head,
+            backbone_dim=self.backbone_dim,
+            query_crop=self.query_crop,
+            localizer=self.localizer,
+            run_maps=run_maps,
+        )
         _load_check(emb)
         log.info("embedder %s served by %s (%s)", self.ref, served_by, reason)
         return emb
@@ -172,10 +287,20 @@ class _Ladder:
         if provider not in sess.get_providers():
             raise ValueError(f"{provider} did not take the session")
 
-        def run(x: np.ndarray) -> np.ndarray:
-            return np.asarray(sess.run(None, {_INPUT: x})[0], dtype=np.float32)
+        outputs = [o.name for o in sess.get_outputs()]
+        first = self.output_name if self.output_name in outputs else outputs[0]
 
-        return self.accept(run, variant, f"{label}:{variant}")
+        def run(x: np.ndarray) -> np.ndarray:
+            return np.asarray(sess.run([first], {_INPUT: x})[0], dtype=np.float32)
+
+        run_maps = None
+        if FMAP_OUTPUT in outputs:
+
+            def run_maps(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                emb, fmap = sess.run([first, FMAP_OUTPUT], {_INPUT: x})
+                return np.asarray(emb, np.float32), np.asarray(fmap, np.float32)
+
+        return self.accept(run, variant, f"{label}:{variant}", run_maps)
 
     def torch(self, device: str) -> LoadedEmbedder:
         weights = self.manifest.get("torch_weights")
@@ -196,7 +321,13 @@ class _Ladder:
                 out = model(torch.from_numpy(np.ascontiguousarray(x)).to(device))
             return out.float().cpu().numpy()
 
-        return self.accept(run, "fp32", f"torch-{device}")
+        def run_maps(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            with torch.inference_mode():
+                fmap = model.features(torch.from_numpy(np.ascontiguousarray(x)).to(device))
+                emb = torch.nn.functional.normalize(fmap.mean(dim=(2, 3)), dim=1)
+            return emb.float().cpu().numpy(), fmap.float().cpu().numpy()
+
+        return self.accept(run, "fp32", f"torch-{device}", run_maps)
 
     def step_cuda(self) -> LoadedEmbedder:
         import onnxruntime as ort

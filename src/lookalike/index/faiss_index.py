@@ -8,10 +8,11 @@ removal are handled depends on what faiss supports for the index type (``mode``)
 - ``idmap``: flat-code indexes (``Flat``, ``PQ…``, ``SQ8``) are wrapped in ``IndexIDMap2``, whose
   removal compacts the storage.
 - ``tombstone``: indexes faiss cannot remove from (``HNSW…``, ``…,Refine(…)``, fast-scan
-  ``IVF…,PQ…x4fs``) are wrapped in ``IndexIDMap2`` and removed ids go into a tombstone set filtered out at search time. ``ntotal``
-  counts live vectors, ``tombstones`` reports the dead ones and ``compact()`` rebuilds the index
-  without them (for HNSW that re-inserts every vector: minutes for a million). Re-adding a
-  tombstoned id compacts first, so an id never has two vectors.
+  ``IVF…,PQ…x4fs``) are wrapped in ``IndexIDMap2``; removed ids go into a tombstone set that is
+  filtered out at search time. ``ntotal`` counts live vectors, ``tombstones`` reports the dead
+  ones and ``compact()`` rebuilds the index without them (for HNSW that re-inserts every vector:
+  minutes for a million). Re-adding a tombstoned id compacts first, so an id never has two
+  vectors.
 
 Filtered search (``allowed=``) passes an ``IDSelectorBatch`` to faiss. Graph and IVF searches
 can miss hits under a very selective filter, so for approximate indexes a small allowed set
@@ -31,11 +32,11 @@ import faiss
 import numpy as np
 
 from lookalike.core.errors import (
-    DimensionMismatch,
     IntegrityError,
     InvalidInput,
     NotFound,
 )
+from lookalike.index.checks import check_ids, check_vectors, fsync_and_rename
 from lookalike.index.factory import (
     DEFAULT_EF_SEARCH,
     DEFAULT_REFINE_K_FACTOR,
@@ -179,7 +180,7 @@ class FaissIndex:
         With fewer than 39 vectors per IVF list the list count is lowered to ``n // 39`` (and
         ``factory`` updated, with a warning) rather than training empty or degenerate lists.
         """
-        x = self._check_vectors(vectors, "training vectors")
+        x = check_vectors(self.dim, vectors, "training vectors")
         if self.is_trained:
             return
         nlist = parse_nlist(self.factory)
@@ -206,8 +207,8 @@ class FaissIndex:
         Raises InvalidInput (untrained index, duplicate ids, non-finite values, shape errors) or
         DimensionMismatch.
         """
-        x = self._check_vectors(vectors, "vectors")
-        ids = self._check_ids(ids)
+        x = check_vectors(self.dim, vectors, "vectors")
+        ids = check_ids(ids)
         if len(ids) != len(x):
             raise InvalidInput(f"got {len(x)} vectors but {len(ids)} ids")
         if not self.is_trained:
@@ -231,7 +232,7 @@ class FaissIndex:
 
     def remove(self, ids: np.ndarray) -> int:
         """Remove ids; ids not in the index are ignored. Returns the number removed."""
-        ids = np.unique(self._check_ids(ids))
+        ids = np.unique(check_ids(ids))
         present = ids[self.contains(ids)]
         if len(present) == 0:
             return 0
@@ -265,7 +266,7 @@ class FaissIndex:
     # -- reads ------------------------------------------------------------------------------
 
     def contains(self, ids: np.ndarray) -> np.ndarray:
-        ids = self._check_ids(ids)
+        ids = check_ids(ids)
         return np.isin(ids, self._ids) & ~np.isin(ids, self._dead)
 
     def search(
@@ -276,7 +277,7 @@ class FaissIndex:
         ``queries`` may be one ``(dim,)`` vector or ``(m, dim)``. ``allowed`` ids not in the
         index are ignored; an empty allowed set gives all-padding rows.
         """
-        q = self._check_vectors(queries, "queries")
+        q = check_vectors(self.dim, queries, "queries")
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise InvalidInput(f"k must be a positive int, got {k!r}")
         k = int(k)
@@ -287,7 +288,7 @@ class FaissIndex:
         exact = self.factory == "Flat"
         candidates: np.ndarray | None = None  # None: every live id
         if allowed is not None:
-            allowed = np.unique(self._check_ids(allowed))
+            allowed = np.unique(check_ids(allowed))
             candidates = allowed[self.contains(allowed)]
             if len(candidates) == 0:
                 return scores, labels
@@ -300,6 +301,10 @@ class FaissIndex:
             selector.referenced = inner  # keep the wrapped selector alive while searching
         else:
             selector = None
+        if selector is not None and self._leaf_is_fast_scan_flat():
+            # IndexPQFastScan takes no search parameters, hence no selector: scan exactly.
+            pool = self.ids if candidates is None else candidates
+            return self._exact(q, pool, k)
         params = self._params(selector)
         d, i = self._index.search(q, k, params=params)
         found = i >= 0
@@ -335,10 +340,10 @@ class FaissIndex:
         tmp_index = directory / f".{INDEX_FILE}.{os.getpid()}.tmp"
         try:
             faiss.write_index(self._index, str(tmp_index))
-            _fsync_and_rename(tmp_index, directory / INDEX_FILE)
+            fsync_and_rename(tmp_index, directory / INDEX_FILE)
             tmp_meta = directory / f".{META_FILE}.{os.getpid()}.tmp"
             tmp_meta.write_text(json.dumps(meta, indent=2) + "\n")
-            _fsync_and_rename(tmp_meta, directory / META_FILE)
+            fsync_and_rename(tmp_meta, directory / META_FILE)
         finally:
             for leftover in directory.glob(f".*.{os.getpid()}.tmp"):
                 leftover.unlink(missing_ok=True)
@@ -362,7 +367,9 @@ class FaissIndex:
             inner = faiss.downcast_index(self._index)
         else:
             inner = faiss.downcast_index(self._index.index)
-            if selector is not None and not isinstance(inner, faiss.IndexFlatCodes | faiss.IndexHNSW):
+            if selector is not None and not isinstance(
+                inner, faiss.IndexFlatCodes | faiss.IndexHNSW
+            ):
                 # Nested params are out of IndexIDMap's reach: translate caller ids ourselves.
                 translated = faiss.IDSelectorTranslated(self._index.id_map, selector)
                 translated.referenced = selector
@@ -379,7 +386,13 @@ class FaissIndex:
             params.index_params = leaf
             params.referenced = leaf
             return params
+        if selector is None and isinstance(inner, faiss.IndexFastScan):
+            return None  # IndexPQFastScan rejects any params
         return _leaf_params(inner, self, selector)
+
+    def _leaf_is_fast_scan_flat(self) -> bool:
+        inner = faiss.downcast_index(self._index.index if self.mode != "native" else self._index)
+        return isinstance(inner, faiss.IndexFastScan) and not isinstance(inner, faiss.IndexIVF)
 
     def _exact(self, q: np.ndarray, pool: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact inner-product top-k of ``q`` over the vectors of ``pool`` ids."""
@@ -399,6 +412,10 @@ class FaissIndex:
             s = np.hstack([s, np.full((len(q), pad), -np.inf, dtype=np.float32)])
             i = np.hstack([i, np.full((len(q), pad), -1, dtype=np.int64)])
         return s.astype(np.float32), i
+
+    def reconstruct(self, ids: np.ndarray) -> np.ndarray:
+        """The stored vectors of ``ids`` (approximate for compressed indexes), one row each."""
+        return self._reconstruct(np.asarray(ids, dtype=np.int64))
 
     def _reconstruct(self, ids: np.ndarray) -> np.ndarray:
         out = np.empty((len(ids), self.dim), dtype=np.float32)
@@ -435,35 +452,6 @@ class FaissIndex:
             wanted, ivf = faiss.DirectMap.Array, inner
         if ivf.direct_map.type != wanted:
             ivf.set_direct_map_type(wanted)
-
-    def _check_vectors(self, vectors: np.ndarray, what: str) -> np.ndarray:
-        try:
-            x = np.asarray(vectors, dtype=np.float32)
-        except (TypeError, ValueError) as exc:
-            raise InvalidInput(f"{what} must be a float array: {exc}") from exc
-        if x.ndim == 1:
-            x = x[None, :]
-        if x.ndim != 2:
-            raise InvalidInput(f"{what} must be 2-D (n, {self.dim}), got shape {x.shape}")
-        if x.shape[1] != self.dim:
-            raise DimensionMismatch(
-                f"{what} have dim {x.shape[1]}, the index has dim {self.dim}"
-            )
-        if not np.isfinite(x).all():
-            raise InvalidInput(f"{what} contain NaN or infinite values")
-        return np.ascontiguousarray(x)
-
-    @staticmethod
-    def _check_ids(ids: np.ndarray) -> np.ndarray:
-        arr = np.asarray(ids)
-        if arr.ndim != 1:
-            raise InvalidInput(f"ids must be 1-D, got shape {arr.shape}")
-        if arr.size and not np.issubdtype(arr.dtype, np.integer):
-            raise InvalidInput(f"ids must be integers, got {arr.dtype}")
-        arr = np.ascontiguousarray(arr, dtype=np.int64)
-        if arr.size and arr.min() < 0:
-            raise InvalidInput("ids must be non-negative (-1 marks padding)")
-        return arr
 
 
 def _leaf_params(
@@ -519,17 +507,3 @@ def _faiss_message(exc: Exception) -> str:
     # faiss messages carry a C++ stack prefix ("Error in ... at file:line: msg"); keep the msg.
     text = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
     return text.split(": ", 1)[-1] if text.startswith("Error in") else text
-
-
-def _fsync_and_rename(tmp: Path, final: Path) -> None:
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, final)
-    try:
-        dir_fd = os.open(final.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

@@ -124,8 +124,13 @@ def build_index(
         "built_by": "build",
     }
     ref = _write_index(registry, name, index, ids, manifest)
-    log.info("built index %s: %d vectors with %s in %.1fs", ref, len(ids), embedder.info.ref,
-             manifest["build_seconds"])
+    log.info(
+        "built index %s: %d vectors with %s in %.1fs",
+        ref,
+        len(ids),
+        embedder.info.ref,
+        manifest["build_seconds"],
+    )
     return ref
 
 
@@ -191,8 +196,10 @@ def check_pair(loaded: LoadedIndex, embedder_ref: str) -> None:
 
 
 def load_production_index(
-    registry: Registry, name: str, embedder_ref: str, aliases: Iterable[str] = ("production",
-                                                                               "previous")
+    registry: Registry,
+    name: str,
+    embedder_ref: str,
+    aliases: Iterable[str] = ("production", "previous"),
 ) -> tuple[LoadedIndex, list[str]]:
     """Load the first alias that loads and matches the embedder; return it and why others failed.
 
@@ -209,4 +216,3 @@ def load_production_index(
         except Exception as exc:  # a damaged faiss file raises RuntimeError from C++
             failures.append(f"{name}:{alias}: could not load ({exc})")
     raise ConfigError("no index can serve: " + " | ".join(failures))
-

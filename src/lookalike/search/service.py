@@ -1,11 +1,17 @@
-"""The query path: image → embedding → nearest catalog images → items, with versions attached."""
+"""The query path: image → crops → embeddings → nearest catalog images → items, with versions.
+
+A shopper's photo is searched with the crops chosen by ``crops`` (see
+:mod:`lookalike.search.crops`): one region, or several (whole photo, garment boxes) whose
+results merge by the best score per item; each hit says which region matched and its box.
+``per_garment=True`` also returns each garment's own results.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
@@ -14,16 +20,35 @@ from lookalike.catalog import CatalogStore, Item
 from lookalike.core.errors import NotFound
 from lookalike.core.images import load_image_file
 from lookalike.embed import Embedder
+from lookalike.search.crops import QueryCrop, embed_query_crops, merge_best, resolve_mode
 from lookalike.search.indexing import LoadedIndex
 
-__all__ = ["Hit", "SearchResult", "SearchService"]
+__all__ = ["GarmentGroup", "Hit", "SearchResult", "SearchService"]
+
+Box = tuple[float, float, float, float]
 
 
 @dataclass(frozen=True)
 class Hit:
+    """One item found; ``region`` is the part of the query photo that matched it ("whole",
+    "upper", "lower", "full"), ``box`` that region as normalised (x0, y0, x1, y1), None for the
+    whole photo (and for catalog-to-catalog ``similar``)."""
+
     item: Item
     score: float
     image_id: int
+    region: str = "whole"
+    box: Box | None = None
+
+
+@dataclass(frozen=True)
+class GarmentGroup:
+    """The results of one region of the query photo (``search_image(per_garment=True)``)."""
+
+    region: str
+    box: Box | None
+    score: float  # the localiser's confidence in the region (1.0 for fixed regions)
+    hits: list[Hit]
 
 
 @dataclass(frozen=True)
@@ -33,6 +58,8 @@ class SearchResult:
     index_version: str
     served_by: str
     took_ms: float
+    groups: list[GarmentGroup] = field(default_factory=list)
+    crop_mode: str = "whole"
 
 
 class _CatalogView:
@@ -80,13 +107,26 @@ class _CatalogView:
 
 
 class SearchService:
-    """Answers searches with one embedder and one index; stateless apart from caches."""
+    """Answers searches with one embedder and one index; stateless apart from caches.
 
-    def __init__(self, catalog: CatalogStore, embedder: Embedder, index: LoadedIndex) -> None:
+    ``crops`` is the default crop mode of :meth:`search_image` (``auto``: several crops when
+    the model has a garment localiser, else the region the model was trained on).
+    """
+
+    def __init__(
+        self,
+        catalog: CatalogStore,
+        embedder: Embedder,
+        index: LoadedIndex,
+        *,
+        crops: str = "auto",
+    ) -> None:
         self.catalog = catalog
         self.embedder = embedder
         self.index = index
         self.view = _CatalogView(catalog)
+        resolve_mode(embedder, crops)  # refuse an unknown mode now, not on the first search
+        self.crops = crops
 
     @property
     def versions(self) -> dict[str, str]:
@@ -103,11 +143,69 @@ class SearchService:
         k: int = 20,
         category: str | None = None,
         available: bool | None = None,
+        per_garment: bool = False,
+        crops: str | None = None,
     ) -> SearchResult:
+        """Items that look like the garment(s) in a shopper's ``image``.
+
+        ``crops`` overrides the service's crop mode for this call. With ``per_garment`` the
+        result's ``groups`` hold each region's own top ``k`` (garments first, best first).
+        """
         started = time.perf_counter()
-        vector = self.embedder.embed([image])[0]
-        hits = self.search_vector(vector, k=k, category=category, available=available)
-        return self._result(hits, started)
+        mode = resolve_mode(self.embedder, crops or self.crops)
+        regions, vectors = self.query_vectors(image, mode)
+        hits, groups = self.search_crops(
+            regions, vectors, k=k, category=category, available=available, per_garment=per_garment
+        )
+        return self._result(hits, started, groups, mode)
+
+    def query_vectors(
+        self, image: Image.Image, crops: str | None = None
+    ) -> tuple[list[QueryCrop], np.ndarray]:
+        """The embedding step of :meth:`search_image`: its crops and their query vectors."""
+        return embed_query_crops(self.embedder, image, crops or self.crops)
+
+    def search_crops(
+        self,
+        regions: Sequence[QueryCrop],
+        vectors: np.ndarray,
+        *,
+        k: int,
+        category: str | None = None,
+        available: bool | None = None,
+        per_garment: bool = False,
+    ) -> tuple[list[Hit], list[GarmentGroup]]:
+        """The index step of :meth:`search_image`: one lookup per crop, merged by best score.
+
+        Returns the merged hits and, with ``per_garment``, each region's own hits.
+        """
+        ranked = [self._ranked(v, k=k, category=category, available=available) for v in vectors]
+        merged = merge_best(ranked, k)
+        items = self.catalog.get_items([item_id for item_id, *_ in merged])
+        hits = [
+            self._hit(items[item_id], score, image_id, regions[ci])
+            for item_id, score, image_id, ci in merged
+            if item_id in items
+        ]
+        groups: list[GarmentGroup] = []
+        if per_garment:
+            garments = [i for i, r in enumerate(regions) if r.region != "whole"] or [0]
+            for i in garments:
+                own = self.catalog.get_items([item_id for item_id, *_ in ranked[i]])
+                group_hits = [
+                    self._hit(own[item_id], score, image_id, regions[i])
+                    for item_id, score, image_id in ranked[i]
+                    if item_id in own
+                ]
+                r = regions[i]
+                box = None if r.region == "whole" else r.box
+                groups.append(GarmentGroup(r.region, box, r.score, group_hits))
+        return hits, groups
+
+    @staticmethod
+    def _hit(item: Item, score: float, image_id: int, region: QueryCrop) -> Hit:
+        box = None if region.region == "whole" else region.box
+        return Hit(item, score, image_id, region.region, box)
 
     def similar(
         self,
@@ -139,6 +237,24 @@ class SearchService:
         exclude: Sequence[str] = (),
     ) -> list[Hit]:
         """Top ``k`` items: an item's score is the best score among its images."""
+        top = self._ranked(vector, k=k, category=category, available=available, exclude=exclude)
+        items = self.catalog.get_items([item_id for item_id, _, _ in top])
+        return [
+            Hit(items[item_id], score, image_id)
+            for item_id, score, image_id in top
+            if item_id in items
+        ]
+
+    def _ranked(
+        self,
+        vector: np.ndarray,
+        *,
+        k: int,
+        category: str | None = None,
+        available: bool | None = None,
+        exclude: Sequence[str] = (),
+    ) -> list[tuple[str, float, int]]:
+        """Top ``k`` ``(item_id, score, image_id)``, best image per item, without catalog rows."""
         allowed = self.view.allowed(category, available)
         if allowed is not None and len(allowed) == 0:
             return []
@@ -159,15 +275,15 @@ class SearchService:
             if len(best) >= k or fetch >= total:
                 break
             fetch = min(total, fetch * 4)
-        top = list(best.items())[:k]
-        items = self.catalog.get_items([item_id for item_id, _ in top])
-        return [
-            Hit(items[item_id], score, image_id)
-            for item_id, (score, image_id) in top
-            if item_id in items
-        ]
+        return [(item_id, score, image_id) for item_id, (score, image_id) in best.items()][:k]
 
-    def _result(self, hits: list[Hit], started: float) -> SearchResult:
+    def _result(
+        self,
+        hits: list[Hit],
+        started: float,
+        groups: list[GarmentGroup] | None = None,
+        crop_mode: str = "whole",
+    ) -> SearchResult:
         v = self.versions
         return SearchResult(
             hits,
@@ -175,4 +291,6 @@ class SearchService:
             v["index_version"],
             v["served_by"],
             round((time.perf_counter() - started) * 1000, 2),
+            groups or [],
+            crop_mode,
         )

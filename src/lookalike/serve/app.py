@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import logging
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
@@ -18,9 +22,13 @@ from lookalike import __version__
 from lookalike.core.errors import InvalidInput, LookalikeError, NotFound, Unavailable
 from lookalike.core.images import decode_image
 from lookalike.core.settings import Settings
-from lookalike.search import SearchResult, SearchService
 from lookalike.serve.auth import ApiKeyStore, install_auth
-from lookalike.serve.limits import BodySizeLimit, RequestId
+from lookalike.serve.caching import cached_json, etag_for, matches, not_modified
+from lookalike.serve.events import build_events_router
+from lookalike.serve.fallback import GuardedResult, GuardedSearch
+from lookalike.serve.limits import BodySizeLimit, ConcurrencyLimit, RequestId, Saturated
+from lookalike.serve.logs import access_logger
+from lookalike.serve.metrics import CONTENT_TYPE_LATEST, ObserveRequests, ServingMetrics
 from lookalike.serve.schemas import (
     CategoryList,
     ErrorResponse,
@@ -28,16 +36,26 @@ from lookalike.serve.schemas import (
     ResultItem,
     SearchResponse,
 )
-from lookalike.serve.state import ServingState, load_state
+from lookalike.serve.state import ServingState, freshness, load_state, watch_registry
 
 __all__ = ["create_app"]
 
 log = logging.getLogger("lookalike.serve")
 STATIC = Path(__file__).parent / "static"
-ERRORS = {
-    code: {"model": ErrorResponse}
-    for code in (400, 404, 413, 415, 422, 503)
+ERRORS: dict[int | str, dict] = {
+    code: {"model": ErrorResponse} for code in (400, 404, 413, 415, 422, 503)
 }
+ERRORS[304] = {"description": "Not modified: the If-None-Match ETag still matches"}
+ERRORS[503] = {
+    "model": ErrorResponse,
+    "description": "Every fallback step failed, no model is loaded, or the worker is saturated "
+    "(code `saturated`); Retry-After says when to retry. A model failure is never a 500.",
+}
+CACHING = (
+    " The answer carries an `ETag` built from the model and index versions, the catalog "
+    "revision and the input, with `Cache-Control: private, max-age=60`; send it back as "
+    "`If-None-Match` to get 304. A promote or rollback changes it."
+)
 
 
 def _state(request: Request) -> ServingState:
@@ -45,21 +63,43 @@ def _state(request: Request) -> ServingState:
     return state
 
 
-def _service(request: Request) -> SearchService:
+def _search(request: Request) -> GuardedSearch:
     state = _state(request)
-    if state.service is None:
+    search = state.search  # read once: a reload may swap it while this request runs
+    if search is None:
         raise Unavailable(
-            "search is not ready: " + "; ".join(state.problems)
+            "search is not ready: "
+            + "; ".join(state.problems)
             + " — run `lookalike demo` or build a model and an index"
         )
-    return state.service
+    return search
+
+
+def _limiter(request: Request) -> ConcurrencyLimit:
+    limiter: ConcurrencyLimit = request.app.state.limiter
+    return limiter
+
+
+def _route(request: Request) -> str:
+    return str(getattr(request.scope.get("route"), "path", request.url.path))
+
+
+def _metrics(request: Request) -> ServingMetrics:
+    metrics: ServingMetrics = request.app.state.metrics
+    return metrics
 
 
 def _image_url(item_id: str, n: int = 0) -> str:
     return f"/v1/items/{item_id}/image" + (f"?n={n}" if n else "")
 
 
-def _response(request: Request, result: SearchResult) -> SearchResponse:
+def _response(request: Request, result: GuardedResult) -> SearchResponse:
+    request.state.serving_facts = {
+        "model_version": result.model_version,
+        "index_version": result.index_version,
+        "served_by": result.served_by,
+        "fallback": result.fallback,
+    }
     return SearchResponse(
         results=[
             ResultItem(
@@ -77,9 +117,48 @@ def _response(request: Request, result: SearchResult) -> SearchResponse:
         model_version=result.model_version,
         index_version=result.index_version,
         served_by=result.served_by,
+        fallback=result.fallback,
         took_ms=result.took_ms,
         request_id=request.scope.get("state", {}).get("request_id", ""),
     )
+
+
+def _cached(request: Request, body: SearchResponse | ItemOut, etag: str) -> JSONResponse:
+    max_age = _state(request).settings.serving.cache_max_age_seconds
+    return cached_json(body.model_dump(mode="json"), etag, max_age)
+
+
+async def _answer(
+    request: Request, search: GuardedSearch, key: tuple, run: Callable[[], GuardedResult]
+) -> Response:
+    """Answer a model route: 304 when the client's ETag still holds, else run under the limit.
+
+    ``key`` is the input part of the ETag; the versions and catalog revision are added here.
+    """
+    state = _state(request)
+    max_age = state.settings.serving.cache_max_age_seconds
+    revision = await run_in_threadpool(state.catalog.revision)
+    expected = etag_for(search.model_version, search.index_version, revision, *key)
+    if matches(request, expected):
+        return not_modified(expected, max_age)
+    metrics = _metrics(request)
+    limiter = _limiter(request)
+    if not limiter.try_acquire():
+        metrics.rejected.labels(_route(request)).inc()
+        raise Saturated(
+            f"the server is busy ({limiter.limit} searches in progress); retry in "
+            f"{limiter.retry_after} s",
+            retry_after=limiter.retry_after,
+        )
+    try:
+        metrics.searches_in_flight.inc()
+        result = await run_in_threadpool(run)
+    finally:
+        metrics.searches_in_flight.dec()
+        limiter.release()
+    # A fallback index answers with its own version: the tag names what really answered.
+    etag = etag_for(result.model_version, result.index_version, revision, *key)
+    return _cached(request, _response(request, result), etag)
 
 
 def _check_k(k: int, settings: Settings) -> None:
@@ -95,6 +174,10 @@ def build_router() -> APIRouter:
         response_model=SearchResponse,
         responses=ERRORS,
         summary="Find the catalog items most similar to a photo",
+        description="Embeds the photo and returns the nearest catalog items. Fallbacks: the "
+        "primary runtime, then torch on CPU, when a step fails or exceeds its time budget; the "
+        "production index, then previous. `served_by` and `fallback` say what answered. A "
+        "category that does not exist gives 200 with no results." + CACHING,
     )
     async def search(
         request: Request,
@@ -102,26 +185,39 @@ def build_router() -> APIRouter:
         k: Annotated[int, Query(ge=1, le=1000, description="How many items")] = 20,
         category: Annotated[str | None, Query(max_length=64)] = None,
         available: Annotated[bool | None, Query(description="Only items available now")] = None,
-    ) -> SearchResponse:
+    ) -> Response:
         settings = _state(request).settings
         _check_k(k, settings)
-        service = _service(request)
+        search = _search(request)
         data = await image.read(settings.limits.max_upload_bytes + 1)
-        pil = await run_in_threadpool(
-            decode_image,
-            data,
-            max_bytes=settings.limits.max_upload_bytes,
-            max_pixels=settings.limits.max_pixels,
-        )
-        result = await run_in_threadpool(
-            service.search_image, pil, k=k, category=category, available=available
-        )
-        return _response(request, result)
+        digest = hashlib.sha256(data).hexdigest()
 
-    @router.get("/v1/items/{item_id}", response_model=ItemOut, responses=ERRORS)
-    async def get_item(request: Request, item_id: str) -> ItemOut:
-        item = await run_in_threadpool(_state(request).catalog.get_item, item_id)
-        return ItemOut(
+        def run() -> GuardedResult:
+            pil = decode_image(
+                data,
+                max_bytes=settings.limits.max_upload_bytes,
+                max_pixels=settings.limits.max_pixels,
+            )
+            return search.search_image(pil, k=k, category=category, available=available)
+
+        return await _answer(request, search, ("search", digest, k, category, available), run)
+
+    @router.get(
+        "/v1/items/{item_id}",
+        response_model=ItemOut,
+        responses=ERRORS,
+        description="One catalog item; 404 for an unknown id. The ETag follows the catalog "
+        "revision; `If-None-Match` gives 304.",
+    )
+    async def get_item(request: Request, item_id: str) -> Response:
+        state = _state(request)
+        max_age = state.settings.serving.cache_max_age_seconds
+        revision = await run_in_threadpool(state.catalog.revision)
+        etag = etag_for("item", revision, item_id)
+        if matches(request, etag):
+            return not_modified(etag, max_age)
+        item = await run_in_threadpool(state.catalog.get_item, item_id)
+        body = ItemOut(
             item_id=item.item_id,
             title=item.title,
             category=item.category,
@@ -130,6 +226,7 @@ def build_router() -> APIRouter:
             url=item.url,
             image_urls=[_image_url(item.item_id, n) for n in range(len(item.images))],
         )
+        return _cached(request, body, etag)
 
     @router.get("/v1/items/{item_id}/image", responses=ERRORS, response_class=FileResponse)
     async def item_image(
@@ -145,19 +242,29 @@ def build_router() -> APIRouter:
             headers={"Cache-Control": "public, max-age=86400, immutable"},
         )
 
-    @router.get("/v1/items/{item_id}/similar", response_model=SearchResponse, responses=ERRORS)
+    @router.get(
+        "/v1/items/{item_id}/similar",
+        response_model=SearchResponse,
+        responses=ERRORS,
+        summary="Items that look like a catalog item",
+        description="The item itself is excluded. Unknown item: 404 with code `not_found` (the "
+        "documented default answer: there is nothing to compare). Same fallback chain as "
+        "search." + CACHING,
+    )
     async def similar(
         request: Request,
         item_id: str,
         k: Annotated[int, Query(ge=1, le=1000)] = 20,
         category: Annotated[str | None, Query(max_length=64)] = None,
         available: bool | None = None,
-    ) -> SearchResponse:
+    ) -> Response:
         _check_k(k, _state(request).settings)
-        result = await run_in_threadpool(
-            _service(request).similar, item_id, k=k, category=category, available=available
-        )
-        return _response(request, result)
+        search = _search(request)
+
+        def run() -> GuardedResult:
+            return search.similar(item_id, k=k, category=category, available=available)
+
+        return await _answer(request, search, ("similar", item_id, k, category, available), run)
 
     @router.get("/v1/categories", response_model=CategoryList)
     async def categories(request: Request) -> CategoryList:
@@ -166,13 +273,36 @@ def build_router() -> APIRouter:
             {"categories": [{"name": n, "count": c} for n, c in rows]}
         )
 
-    @router.get("/health", summary="Liveness and what is being served")
+    @router.get("/health", summary="Liveness, what is being served, and how fresh it is")
     async def health(request: Request) -> dict:
+        """``status``: ok | degraded (a fallback version, or an index staler than its limit) |
+        unavailable. ``freshness`` gives each served artifact's age and the catalog revision
+        the index was built at against the current one."""
         state = _state(request)
-        body: dict = {"status": state.status, "version": __version__, "problems": state.problems}
-        if state.service is not None:
-            info = state.service.embedder.info
-            loaded = state.service.index
+        fresh = await run_in_threadpool(freshness, state)
+        problems = list(state.problems)
+        status = state.status
+        if fresh["stale"]:
+            lag_h = fresh["catalog"]["index_lag_seconds_at_most"] / 3600
+            limit_h = state.settings.serving.index_max_age_hours
+            problems.append(
+                f"index is stale: the catalog changed after it was built {lag_h:.1f} h ago "
+                f"(limit {limit_h:g} h) — run `lookalike refresh` or `lookalike index build`"
+            )
+            if status == "ok":
+                status = "degraded"
+        body: dict = {
+            "status": status,
+            "version": __version__,
+            "pid": os.getpid(),
+            "problems": problems,
+            "reloads": state.reloads,
+            "freshness": fresh,
+        }
+        search = state.search
+        if search is not None:
+            info = search.service.embedder.info
+            loaded = search.service.index
             body["model"] = {"version": info.ref, "variant": info.variant, "dim": info.dim}
             body["runtime"] = {"served_by": info.served_by, "reason": info.reason}
             body["index"] = {
@@ -182,6 +312,21 @@ def build_router() -> APIRouter:
                 "built_at": loaded.manifest.get("created_at"),
             }
         return body
+
+    @router.get("/metrics", summary="Prometheus metrics of this worker", include_in_schema=True)
+    async def metrics(request: Request) -> Response:
+        state = _state(request)
+        fresh = await run_in_threadpool(freshness, state)
+        search = state.search
+        _metrics(request).set_serving(
+            None if search is None else search.model_version,
+            None if search is None else search.index_version,
+            None if search is None else search.service.embedder.info.served_by,
+            state.status != "ok" or bool(fresh["stale"]),
+            fresh,
+            reloads=state.reloads,
+        )
+        return Response(_metrics(request).render(), media_type=CONTENT_TYPE_LATEST)
 
     @router.get("/ready", summary="200 when search can answer, 503 otherwise")
     async def ready(request: Request) -> JSONResponse:
@@ -196,13 +341,16 @@ def build_router() -> APIRouter:
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(LookalikeError)
     async def lookalike_error(request: Request, exc: LookalikeError) -> JSONResponse:
+        request.state.error_code = exc.code
         if exc.status >= 500:
             log.error("%s: %s", exc.code, exc.message)
-        headers = {"Retry-After": "5"} if exc.status == 503 else None
+        retry_after = getattr(exc, "retry_after", 5)
+        headers = {"Retry-After": str(retry_after)} if exc.status == 503 else None
         return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        request.state.error_code = "invalid_request"
         parts = []
         for err in exc.errors():
             where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query"))
@@ -212,45 +360,73 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        request.state.error_code = "internal_error"
         log.exception("unexpected error on %s", request.url.path)
         body = {"error": {"code": "internal_error", "message": "internal error; see server log"}}
         return JSONResponse(body, status_code=500)
 
 
 def create_app(settings: Settings | None = None, *, state: ServingState | None = None) -> FastAPI:
-    """Build the app; it loads models, index and catalog at start-up (or uses ``state``)."""
+    """Build the app; it loads models, index and catalog at start-up (or uses ``state``).
+
+    While it runs, a background task re-reads the registry aliases every
+    ``settings.serving.reload_seconds`` and swaps in a promoted (or rolled back) pair.
+    """
     settings = settings or Settings()
+    metrics = ServingMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if getattr(app.state, "serving", None) is None:
-            app.state.serving = await run_in_threadpool(load_state, settings)
-        yield
-        app.state.serving.catalog.close()
+            app.state.serving = await run_in_threadpool(
+                load_state, settings, metrics.record_fallback
+            )
+        serving: ServingState = app.state.serving
+        serving.on_fallback = metrics.record_fallback
+        if serving.search is not None:
+            serving.search.on_fallback = metrics.record_fallback
+        watcher = asyncio.create_task(watch_registry(serving))
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            if serving.pools is not None:
+                serving.pools.close()
+            serving.catalog.close()
 
     app = FastAPI(
         title="Lookalike",
         version=__version__,
         description="Visual search for a fashion-rental catalog. Every result response names "
-        "the model, index and runtime path that answered it.",
+        "the model, index and runtime path that answered it (`served_by`, and `fallback` when "
+        "a fallback step answered). Model failures answer 503 with Retry-After, never 500.",
         lifespan=lifespan,
     )
     app.state.serving = state
+    app.state.metrics = metrics
+    app.state.limiter = ConcurrencyLimit(
+        settings.serving.max_in_flight, settings.serving.retry_after_seconds
+    )
     _install_error_handlers(app)
     app.include_router(build_router())
+    app.include_router(build_events_router())
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_upload_bytes + 64 * 1024)
     app.add_middleware(RequestId)
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     keys = ApiKeyStore(settings.db_url)
     keys.create_schema()
-    # CORS must stay the outermost layer so that 401 and 429 answers carry its headers too.
+    # CORS must stay the outermost layer that answers, so that 401 and 429 carry its headers.
     install_auth(
         app,
         keys,
         extension_origins=settings.extension.origins,
         rate_per_minute=settings.extension.rate_per_minute,
     )
+    # Outside everything: it only observes (latency, status, one JSON log line per request).
+    app.add_middleware(ObserveRequests, metrics=metrics, access_log=access_logger())
 
     @app.get("/", include_in_schema=False)
     async def index_page() -> FileResponse:

@@ -31,6 +31,11 @@ class SearchResponse(BaseModel):
     model_version: str = Field(description="Embedder that answered, name:version")
     index_version: str = Field(description="Index that answered, name:version")
     served_by: str = Field(description="Runtime path that answered, e.g. onnxruntime-cpu:int8")
+    fallback: str | None = Field(
+        None,
+        description="Why a fallback step answered (the step that failed or timed out, and how); "
+        "null when the primary path answered",
+    )
     took_ms: float
     request_id: str
 

@@ -248,6 +248,7 @@ export async function search() {
     if (seq !== state.seq) return;
     renderResults(Array.isArray(body.results) ? body.results : []);
     renderFooter(body);
+    reportImpressions(body);
     // On a phone the photo panel fills the screen: bring the answers into view.
     if (window.matchMedia("(max-width: 760px)").matches) {
       $("results-heading").scrollIntoView({ behavior: "smooth", block: "start" });
@@ -321,6 +322,44 @@ function renderFooter(body) {
   if (Number.isFinite(Number(body.took_ms))) parts.push(`${Math.round(body.took_ms)} ms`);
   els.servedBy.textContent = parts.join(" · ");
   els.servedBy.title = body.request_id ? `request ${body.request_id}` : "";
+}
+
+// --- feedback: anonymous impression/click events keyed by the search's request id ----------
+
+function sendEvents(events) {
+  if (!events.length || !navigator.sendBeacon) return;
+  const blob = new Blob([JSON.stringify({ events })], { type: "application/json" });
+  navigator.sendBeacon("/v1/events", blob);
+}
+
+function reportImpressions(body) {
+  const requestId = String(body.request_id || "");
+  els.results.dataset.requestId = requestId;
+  if (!requestId || !Array.isArray(body.results)) return;
+  sendEvents(
+    body.results.slice(0, 100).map((item, i) => ({
+      type: "impression",
+      request_id: requestId,
+      item_id: String(item.item_id),
+      position: i + 1,
+    })),
+  );
+}
+
+// One listener for every card: the beacon survives the navigation to the item page.
+function reportClick(event) {
+  const link = event.target.closest(".card");
+  const requestId = els.results.dataset.requestId;
+  if (!link || !requestId) return;
+  const cards = [...els.results.querySelectorAll(".card")];
+  sendEvents([
+    {
+      type: "click",
+      request_id: requestId,
+      item_id: link.dataset.itemId,
+      position: cards.indexOf(link) + 1,
+    },
+  ]);
 }
 
 // --- categories ----------------------------------------------------------------------------
@@ -404,6 +443,7 @@ function wire() {
   els.category.addEventListener("change", () => search());
   els.available.addEventListener("change", () => search());
   els.retry.addEventListener("click", () => search());
+  els.results.addEventListener("click", reportClick);
 }
 
 wire();

@@ -1,0 +1,172 @@
+"""``lookalike models train-embedding`` / ``train-localizer``: train candidates, never promote.
+
+Mounted under ``lookalike models`` by ``cli/main.py``. Both write a new registry version with its
+figures in the manifest; ``lookalike models promote NAME:VERSION`` then makes it production
+through the checks. Needs the ``build`` extra (torch).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lookalike.core.errors import LookalikeError
+from lookalike.core.settings import Settings
+from lookalike.registry import Registry
+
+__all__ = ["app", "train_embedding", "train_localizer"]
+
+app = typer.Typer(help="Train candidate models (not promoted).", no_args_is_help=True)
+console = Console()
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+
+
+def _images(folder: Path | None) -> list[Path]:
+    if folder is None:
+        return []
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _figures_table(title: str, figures: dict) -> Table:
+    table = Table(title=title)
+    table.add_column("measured on")
+    for col in ("R@1", "R@5", "R@10", "R@20", "mAP"):
+        table.add_column(col, justify="right")
+    for label, fig in figures.items():
+        if isinstance(fig, dict) and "map" in fig:
+            table.add_row(
+                label,
+                *[f"{fig[f'recall@{k}']:.3f}" for k in (1, 5, 10, 20)],
+                f"{fig['map']:.3f}",
+            )
+    return table
+
+
+@app.command("train-embedding")
+def train_embedding(
+    pairs: Path = typer.Option(..., exists=True, dir_okay=False, help="pairs.csv"),
+    root: Path = typer.Option(..., exists=True, file_okay=False, help="Folder of the paths"),
+    split: str = typer.Option("train", help="Train on pairs of this split ('' for all)"),
+    eval_split: str = typer.Option(
+        "val", help="Measure on this split if the file has it ('' for a held-out 10% of train)"
+    ),
+    distractors: Path = typer.Option(
+        None, exists=True, file_okay=False, help="Extra catalog photos for the eval gallery"
+    ),
+    base: str = typer.Option(None, help="Backbone model (default: SEARCH model:production)"),
+    name: str = typer.Option(None, help="Registry name of the candidate (default: base's name)"),
+    head: str = typer.Option("mlp", help="Head: linear or mlp"),
+    dim: int = typer.Option(256, help="Output width of the towers"),
+    epochs: int = typer.Option(40, help="Passes over the training pairs"),
+    colour_weight: float = typer.Option(0.0, help="Weight of the colour signature (0: none)"),
+    query_crop: str = typer.Option("upper", help="Region of shopper photos: upper/whole/lower"),
+    augment: bool = typer.Option(True, help="Add mirrored crops as a second view"),
+    cache: Path = typer.Option(None, help="Feature cache folder (default: var/cache/features)"),
+    json_out: Path = typer.Option(None, "--json", help="Write the manifest's figures here"),
+) -> None:
+    """Train a two-tower projection head (InfoNCE) on frozen CNN features of pairs.csv."""
+    from lookalike.embed.candidate import PairSet, train_candidate
+    from lookalike.embed.train import TrainConfig
+    from lookalike.registry.store import sha256_file
+    from lookalike.search import read_pairs
+
+    settings = Settings()
+    registry = Registry(settings.models_dir, "model")
+    base_ref = base or f"{settings.search.model_name}:production"
+    if head not in ("linear", "mlp"):
+        console.print(f"[red]error:[/red] --head must be linear or mlp, not {head!r}")
+        raise typer.Exit(code=1)
+    try:
+        chosen = read_pairs(pairs, split or None)
+        train = PairSet(
+            [root / p.person for p in chosen],
+            [root / p.product for p in chosen],
+            [p.item_id for p in chosen],
+        )
+        held = None
+        if eval_split:
+            all_pairs = read_pairs(pairs)
+            kept = [p for p in all_pairs if p.split == eval_split]
+            if kept:
+                held = PairSet(
+                    [root / p.person for p in kept],
+                    [root / p.product for p in kept],
+                    [p.item_id for p in kept],
+                )
+        cfg = TrainConfig(kind=head, dim=dim, epochs=epochs, colour_weight=colour_weight)  # type: ignore[arg-type]
+        result = train_candidate(
+            registry,
+            train,
+            base=base_ref,
+            name=name,
+            cfg=cfg,
+            query_crop=query_crop,
+            augment=augment,
+            evaluate=held,
+            eval_label=eval_split or "val",
+            distractors=_images(distractors),
+            cache_dir=cache or settings.var_dir / "cache" / "features",
+            training_data={
+                "pairs_file": str(pairs),
+                "pairs_sha256": sha256_file(pairs),
+                "split": split or None,
+                "eval_split": eval_split if held is not None else None,
+                "distractors": str(distractors) if distractors else None,
+                "distractor_count": len(_images(distractors)),
+            },
+            progress=lambda msg: console.print(f"  {msg}"),
+        )
+    except LookalikeError as exc:
+        console.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(code=1) from exc
+    figures = result.manifest.get("figures", {})
+    console.print(_figures_table(f"candidate {result.ref}", figures))
+    t = result.manifest["training"]
+    console.print(
+        f"registered [bold]{result.ref}[/bold]: features {t['feature_seconds']} s, "
+        f"training {t['train_seconds']} s, total {t['total_seconds']} s — not promoted; "
+        f"run `lookalike models promote {result.ref}`"
+    )
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps({"ref": str(result.ref), **result.manifest}, indent=2))
+
+
+@app.command("train-localizer")
+def train_localizer(
+    data: Path = typer.Option(
+        ..., exists=True, file_okay=False, help="Folder with images/, masks/ and labels.txt"
+    ),
+    model: str = typer.Option(None, help="Model to add the localiser to (default: production)"),
+    name: str = typer.Option(None, help="Registry name of the result (default: the model's)"),
+    epochs: int = typer.Option(60, help="Passes over the masked photos"),
+    cache: Path = typer.Option(None, help="Feature cache folder (default: var/cache/features)"),
+) -> None:
+    """Train a garment localiser (per-cell classifier on the CNN's feature map) from masks."""
+    from lookalike.embed.localize_train import train_localizer_candidate
+
+    settings = Settings()
+    registry = Registry(settings.models_dir, "model")
+    ref = model or f"{settings.search.model_name}:production"
+    try:
+        result = train_localizer_candidate(
+            registry,
+            data,
+            model=ref,
+            name=name,
+            epochs=epochs,
+            cache_dir=cache or settings.var_dir / "cache" / "features",
+            progress=lambda msg: console.print(f"  {msg}"),
+        )
+    except LookalikeError as exc:
+        console.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(code=1) from exc
+    loc = result.manifest["localizer"]
+    console.print(
+        f"registered [bold]{result.ref}[/bold] with a localiser: held-out IoU "
+        f"{loc['figures']} in {loc['train_seconds']} s — not promoted"
+    )

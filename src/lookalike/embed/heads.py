@@ -1,0 +1,179 @@
+"""Projection heads on top of the frozen backbone: numpy at serving time, torch only to train.
+
+A head has two towers: ``query`` (shopper photos) and ``catalog`` (catalog photos). A tower is a
+stack of dense layers with ReLU between them (one layer: the linear head), plus an optional
+linear ``skip`` added to the last layer's output (the MLP head keeps the linear map it starts
+from). Its output is L2-normalised. With ``colour_weight > 0`` a colour histogram of the same
+crop (:func:`lookalike.embed.regions.colour_histogram`) is appended with that weight before the
+final normalisation, so the output width is ``out_dim + colour_bins**3``.
+
+File format (``head.npz``): arrays ``query.0.w`` ``(in, out)``, ``query.0.b``, ... and
+``catalog.*`` alike, optional ``query.skip.w``, and ``meta`` (a JSON string with ``kind``,
+``in_dim``, ``out_dim``, ``colour_weight``, ``colour_bins``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+
+from lookalike.core.errors import ConfigError, InvalidInput
+from lookalike.embed.regions import colour_histogram
+
+__all__ = ["ROLES", "ProjectionHead", "Role", "Tower", "l2_normalise"]
+
+Role = Literal["query", "catalog"]
+ROLES: tuple[str, ...] = ("query", "catalog")
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    """Rows divided by their L2 norm (zero rows stay zero)."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+@dataclass
+class Tower:
+    """Dense layers ``[(w (in, out), b (out,)), ...]`` with ReLU between, plus optional skip."""
+
+    layers: list[tuple[np.ndarray, np.ndarray]]
+    skip: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if not self.layers:
+            raise ConfigError("a tower needs at least one layer")
+        for (w, _), (w2, _) in zip(self.layers, self.layers[1:], strict=False):
+            if w.shape[1] != w2.shape[0]:
+                raise ConfigError(f"tower layers do not chain: {w.shape} then {w2.shape}")
+
+    @property
+    def in_dim(self) -> int:
+        return int(self.layers[0][0].shape[0])
+
+    @property
+    def out_dim(self) -> int:
+        return int(self.layers[-1][0].shape[1])
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        h = x
+        for i, (w, b) in enumerate(self.layers):
+            h = h @ w + b
+            if i < len(self.layers) - 1:
+                h = np.maximum(h, 0.0)
+        if self.skip is not None:
+            h = h + x @ self.skip
+        return h
+
+
+@dataclass
+class ProjectionHead:
+    """Two towers and an optional colour signature; see the module docstring."""
+
+    query: Tower
+    catalog: Tower
+    kind: str = "linear"
+    colour_weight: float = 0.0
+    colour_bins: int = 4
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.query.in_dim != self.catalog.in_dim or self.query.out_dim != self.catalog.out_dim:
+            raise ConfigError("query and catalog towers must have the same input and output width")
+
+    @property
+    def in_dim(self) -> int:
+        return self.query.in_dim
+
+    @property
+    def out_dim(self) -> int:
+        """Width of :meth:`apply`'s output (the embedder's ``info.dim``)."""
+        colour = self.colour_bins**3 if self.colour_weight > 0 else 0
+        return self.query.out_dim + colour
+
+    @property
+    def uses_colour(self) -> bool:
+        return self.colour_weight > 0
+
+    def apply(
+        self, features: np.ndarray, role: Role = "catalog", colour: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Project backbone ``features`` ``(n, in_dim)`` with the ``role`` tower; unit rows.
+
+        ``colour`` (``(n, colour_bins**3)``, from :meth:`colours`) is required when the head
+        uses colour and ignored otherwise.
+        """
+        if role not in ROLES:
+            raise InvalidInput(f"role must be 'query' or 'catalog', got {role!r}")
+        if features.ndim != 2 or features.shape[1] != self.in_dim:
+            raise InvalidInput(f"head expects (n, {self.in_dim}) features, got {features.shape}")
+        tower = self.query if role == "query" else self.catalog
+        out = l2_normalise(tower(features.astype(np.float32)))
+        if self.uses_colour:
+            if colour is None or len(colour) != len(features):
+                raise InvalidInput("this head appends a colour signature: pass colour rows")
+            out = l2_normalise(np.concatenate([out, self.colour_weight * colour], axis=1))
+        return out
+
+    def colours(self, images: Sequence[Image.Image]) -> np.ndarray | None:
+        """The colour rows :meth:`apply` needs for ``images`` (None when the head has none)."""
+        if not self.uses_colour:
+            return None
+        return np.stack([colour_histogram(im, self.colour_bins) for im in images])
+
+    # -- files ------------------------------------------------------------------------------
+    def save(self, path: Path) -> None:
+        arrays: dict[str, np.ndarray] = {}
+        for role, tower in (("query", self.query), ("catalog", self.catalog)):
+            for i, (w, b) in enumerate(tower.layers):
+                arrays[f"{role}.{i}.w"] = np.asarray(w, np.float32)
+                arrays[f"{role}.{i}.b"] = np.asarray(b, np.float32)
+            if tower.skip is not None:
+                arrays[f"{role}.skip.w"] = np.asarray(tower.skip, np.float32)
+        meta = {
+            "kind": self.kind,
+            "in_dim": self.in_dim,
+            "out_dim": self.out_dim,
+            "tower_dim": self.query.out_dim,
+            "colour_weight": self.colour_weight,
+            "colour_bins": self.colour_bins,
+            **self.extra,
+        }
+        arrays["meta"] = np.asarray(json.dumps(meta))
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)  # type: ignore[arg-type]
+        Path(path).write_bytes(buf.getvalue())
+
+    @classmethod
+    def load(cls, path: Path) -> ProjectionHead:
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read head file {path}: {exc}") from exc
+        try:
+            meta = json.loads(str(arrays.pop("meta")))
+            towers = {}
+            for role in ROLES:
+                layers = []
+                while f"{role}.{len(layers)}.w" in arrays:
+                    i = len(layers)
+                    layers.append((arrays[f"{role}.{i}.w"], arrays[f"{role}.{i}.b"]))
+                towers[role] = Tower(layers, arrays.get(f"{role}.skip.w"))
+        except (KeyError, ValueError) as exc:
+            raise ConfigError(f"head file {path} is malformed: {exc}") from exc
+        known = {"kind", "in_dim", "out_dim", "tower_dim", "colour_weight", "colour_bins"}
+        return cls(
+            towers["query"],
+            towers["catalog"],
+            kind=str(meta.get("kind", "linear")),
+            colour_weight=float(meta.get("colour_weight", 0.0)),
+            colour_bins=int(meta.get("colour_bins", 4)),
+            extra={k: v for k, v in meta.items() if k not in known},
+        )

@@ -1,0 +1,209 @@
+"""Anonymous search feedback: impression and click events keyed by the search's request id.
+
+Nothing personal is stored: no user id, no IP address, no URL, no query image — only which
+result (item, position) of which search (request id) was shown or opened. That is enough for
+click-through within the top 10 (a business metric next to offline Recall@K) and for turning
+clicks on "similar items" results into training pairs.
+
+    store = EventStore(settings.db_url)
+    store.create_schema()
+    store.add_batch([Event("impression", "req-1", "LK-0001", 1)])
+    store.ctr_at_10()           # CtrFigures(searches=1, clicked=0, ctr=0.0, ...)
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from lookalike.core.errors import ConfigError, InvalidInput, Unavailable
+
+__all__ = ["CtrFigures", "Event", "EventStore", "EventType"]
+
+EventType = Literal["impression", "click"]
+MAX_BATCH = 100
+TOP_K = 10
+
+_metadata = sa.MetaData()
+search_events = sa.Table(
+    "search_events",
+    _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("type", sa.String(16), nullable=False),
+    sa.Column("request_id", sa.String(64), nullable=False, index=True),
+    sa.Column("item_id", sa.String(64), nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),
+    # The item a "similar items" search started from; null for photo searches.
+    sa.Column("query_item_id", sa.String(64), nullable=True),
+    sa.Column("surface", sa.String(16), nullable=False),
+    sa.Column("client_ts", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One impression or click. ``position`` is the 1-based rank of the item in the results."""
+
+    type: EventType
+    request_id: str
+    item_id: str
+    position: int
+    query_item_id: str | None = None
+    surface: str = "search"
+    ts: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CtrFigures:
+    """Click-through within the top 10: searches with a click at position <= 10 / searches."""
+
+    searches: int
+    clicked: int
+    ctr: float | None
+    impressions: int
+    clicks: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _engine(url: str) -> sa.Engine:
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            return sa.create_engine(parsed, connect_args={"timeout": 30})
+        return sa.create_engine(
+            parsed, poolclass=sa.pool.StaticPool, connect_args={"check_same_thread": False}
+        )
+    return sa.create_engine(parsed, pool_pre_ping=True)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class EventStore:
+    """Feedback events in the project database (``Settings.db_url``)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine = _engine(url)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def create_schema(self) -> None:
+        """Create the events table if it is absent (idempotent)."""
+        try:
+            _metadata.create_all(self._engine, checkfirst=True)
+        except SQLAlchemyError as exc:
+            raise Unavailable(f"the events database is unavailable: {exc}") from exc
+
+    def add_batch(self, events: Sequence[Event]) -> int:
+        """Store up to 100 events in one transaction; returns how many were stored."""
+        if len(events) > MAX_BATCH:
+            raise InvalidInput(f"at most {MAX_BATCH} events per batch, got {len(events)}")
+        if not events:
+            return 0
+        now = datetime.now(UTC)
+        rows = [
+            {
+                "type": e.type,
+                "request_id": e.request_id,
+                "item_id": e.item_id,
+                "position": e.position,
+                "query_item_id": e.query_item_id,
+                "surface": e.surface,
+                "client_ts": _aware(e.ts),
+                "received_at": now,
+            }
+            for e in events
+        ]
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(sa.insert(search_events), rows)
+        except SQLAlchemyError as exc:
+            if "no such table" in str(exc):
+                raise ConfigError("the events table is missing: call create_schema()") from exc
+            raise Unavailable(f"the events database is unavailable: {exc}") from exc
+        return len(rows)
+
+    def _since(self, since: datetime | None) -> Any:
+        if since is None:
+            return sa.true()
+        return search_events.c.received_at >= _aware(since)
+
+    def ctr_at_10(self, since: datetime | None = None) -> CtrFigures:
+        """Share of searches (request ids with impressions) that got a click in the top 10."""
+        ev = search_events
+        where = self._since(since)
+        shown = sa.select(sa.func.count(sa.distinct(ev.c.request_id))).where(
+            where, ev.c.type == "impression"
+        )
+        clicked = sa.select(sa.func.count(sa.distinct(ev.c.request_id))).where(
+            where,
+            ev.c.type == "click",
+            ev.c.position <= TOP_K,
+            ev.c.request_id.in_(sa.select(ev.c.request_id).where(where, ev.c.type == "impression")),
+        )
+        counts = sa.select(ev.c.type, sa.func.count()).where(where).group_by(ev.c.type)
+        with self._engine.connect() as conn:
+            searches = int(conn.scalar(shown) or 0)
+            with_click = int(conn.scalar(clicked) or 0)
+            by_type = {t: int(n) for t, n in conn.execute(counts)}
+        return CtrFigures(
+            searches=searches,
+            clicked=with_click,
+            ctr=round(with_click / searches, 4) if searches else None,
+            impressions=by_type.get("impression", 0),
+            clicks=by_type.get("click", 0),
+        )
+
+    def clicked_pairs(self, since: datetime | None = None) -> list[tuple[str, str, int]]:
+        """``(query item, clicked item, clicks)`` from clicks on "similar items" results."""
+        ev = search_events
+        query = (
+            sa.select(ev.c.query_item_id, ev.c.item_id, sa.func.count())
+            .where(
+                self._since(since),
+                ev.c.type == "click",
+                ev.c.query_item_id.is_not(None),
+                ev.c.query_item_id != ev.c.item_id,
+            )
+            .group_by(ev.c.query_item_id, ev.c.item_id)
+            .order_by(ev.c.query_item_id, ev.c.item_id)
+        )
+        with self._engine.connect() as conn:
+            return [(q, i, int(n)) for q, i, n in conn.execute(query)]
+
+    def export_pairs(self, out: Path, since: datetime | None = None, min_clicks: int = 1) -> int:
+        """Write clicked pairs as a CSV (query_item_id, clicked_item_id, clicks); returns rows.
+
+        Each row says shoppers looking at one item opened the other from its similar results:
+        a positive pair for fine-tuning the embedder.
+        """
+        rows = [r for r in self.clicked_pairs(since) if r[2] >= min_clicks]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["query_item_id", "clicked_item_id", "clicks"])
+            writer.writerows(rows)
+        return len(rows)
+
+    def count(self) -> int:
+        with self._engine.connect() as conn:
+            return int(conn.scalar(sa.select(sa.func.count()).select_from(search_events)) or 0)

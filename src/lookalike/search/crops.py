@@ -1,0 +1,109 @@
+"""Which parts of a shopper's photo a search embeds, and how their results merge.
+
+Modes (``SearchService(crops=...)``, ``lookalike eval retrieval --crop``):
+
+``auto``     ``multi`` when the model has a garment localiser, else ``model``
+``model``    the one region the model was trained on (its manifest's ``query_crop``)
+``whole`` / ``upper`` / ``lower``   one fixed region
+``garment``  the localiser's best garment box (``model`` when nothing is found)
+``multi``    the whole photo plus each garment the localiser finds (upper, lower, full body);
+             without a localiser, the whole photo plus the fixed ``upper`` and ``lower`` regions
+
+With a localiser the whole photo is embedded in the same backbone pass that finds the garments;
+the garment crops then go through the model in one batch. Results merge by the best score per
+item, and each hit says which region matched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from lookalike.core.errors import InvalidInput
+from lookalike.embed import Embedder
+from lookalike.embed.regions import FIXED_REGIONS, Box, crop_box
+
+__all__ = ["CROP_MODES", "QueryCrop", "embed_query_crops", "merge_best", "resolve_mode"]
+
+CROP_MODES = ("auto", "model", "whole", "upper", "lower", "garment", "multi")
+WHOLE: Box = (0.0, 0.0, 1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class QueryCrop:
+    """One region of the query photo: ``region`` ("whole", "upper", "full" ...), its box."""
+
+    region: str
+    box: Box
+    score: float = 1.0  # the localiser's confidence for a garment box, 1 for fixed regions
+
+
+def _has_localizer(embedder: Embedder) -> bool:
+    return getattr(embedder, "localizer", None) is not None
+
+
+def resolve_mode(embedder: Embedder, mode: str) -> str:
+    """The concrete mode ``mode`` means for this embedder (``auto`` and ``model`` resolved)."""
+    if mode not in CROP_MODES:
+        raise InvalidInput(f"unknown crop mode {mode!r}; choose one of {', '.join(CROP_MODES)}")
+    if mode == "auto":
+        mode = "multi" if _has_localizer(embedder) else "model"
+    if mode == "model":
+        mode = str(getattr(embedder, "query_crop", "whole"))
+        if mode not in FIXED_REGIONS:
+            mode = "whole"
+    return mode
+
+
+def embed_query_crops(
+    embedder: Embedder, image: Image.Image, mode: str = "auto"
+) -> tuple[list[QueryCrop], np.ndarray]:
+    """Cut the crops ``mode`` asks for out of ``image`` and embed them as queries.
+
+    Returns the crops and their ``(len(crops), dim)`` embeddings (``role="query"``).
+    """
+    mode = resolve_mode(embedder, mode)
+    if mode in FIXED_REGIONS:
+        box = FIXED_REGIONS[mode]
+        vectors = embedder.embed([crop_box(image, box)], role="query")
+        return [QueryCrop(mode, box)], vectors
+    if _has_localizer(embedder):
+        whole_vec, found = embedder.embed_and_locate([image], role="query")  # type: ignore[attr-defined]
+        garments = [QueryCrop(g.label, g.box, g.score) for g in found[0]]
+    else:
+        whole_vec = None
+        garments = [QueryCrop(r, FIXED_REGIONS[r]) for r in ("upper", "lower")]
+    if mode == "garment":
+        if not garments or not _has_localizer(embedder):
+            return embed_query_crops(embedder, image, "model")
+        garments = garments[:1]
+        crops: list[QueryCrop] = []
+    else:
+        crops = [QueryCrop("whole", WHOLE)]
+    crops += garments
+    todo = [c for c in crops if not (c.region == "whole" and whole_vec is not None)]
+    vectors = embedder.embed([crop_box(image, c.box) for c in todo], role="query") if todo else None
+    rows: list[np.ndarray] = []
+    it = iter(vectors if vectors is not None else [])
+    for c in crops:
+        rows.append(whole_vec[0] if c.region == "whole" and whole_vec is not None else next(it))
+    return crops, np.stack(rows).astype(np.float32)
+
+
+def merge_best(
+    per_crop: Sequence[Sequence[tuple[str, float, int]]], k: int
+) -> list[tuple[str, float, int, int]]:
+    """Merge ranked ``(item_id, score, image_id)`` lists: the best score per item wins.
+
+    Returns ``(item_id, score, image_id, crop_index)`` sorted by score, at most ``k``.
+    """
+    best: dict[str, tuple[float, int, int]] = {}
+    for ci, hits in enumerate(per_crop):
+        for item_id, score, image_id in hits:
+            if item_id not in best or score > best[item_id][0]:
+                best[item_id] = (score, image_id, ci)
+    ranked = sorted(best.items(), key=lambda kv: -kv[1][0])[:k]
+    return [(item, s, img, ci) for item, (s, img, ci) in ranked]

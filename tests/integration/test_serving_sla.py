@@ -1,0 +1,387 @@
+"""The serving contract in process: fallbacks, 503s, ETags, concurrency, freshness, metrics.
+
+Every broken part is real: an ONNX graph that fails at run time, one that is slow, a FAISS index
+of the wrong width behind a valid manifest. Nothing of ours is mocked.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from fastapi.testclient import TestClient
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
+
+from lookalike.catalog import CatalogStore
+from lookalike.core.settings import Settings
+from lookalike.embed import EmbedderInfo, PreprocessConfig, load_embedder
+from lookalike.embed.runtime import LoadedEmbedder, onnx_session
+from lookalike.index import create_index
+from lookalike.registry import Ref, Registry
+from lookalike.search import SearchService
+from lookalike.search.indexing import load_registry_index
+from lookalike.serve import create_app
+from lookalike.serve.state import ServingState, reload_if_changed
+
+MODEL = "effnet_lite0"
+
+
+# -- real broken engines --------------------------------------------------------------------------
+def _save(path: Path, nodes: list, inits: list) -> Path:
+    graph = helper.make_graph(
+        nodes,
+        "broken",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["n", 3, 224, 224])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["n", 1280])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+def _i64(name: str, values: list[int] | int) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.array(values, np.int64), name)
+
+
+def failing_graph(path: Path) -> Path:
+    """Loads fine, fails on every run: 3*224*224 values cannot be reshaped to rows of 1281."""
+    return _save(
+        path,
+        [helper.make_node("Reshape", ["pixels", "bad"], ["embedding"])],
+        [_i64("bad", [-1, 1281])],
+    )
+
+
+def nan_graph(path: Path) -> Path:
+    """Runs, but every output is NaN (0/0), as a model gone bad after its load check would."""
+    nodes = [
+        helper.make_node("Reshape", ["pixels", "flat"], ["x0"]),
+        helper.make_node("Slice", ["x0", "starts", "ends", "axes"], ["x1"]),
+        helper.make_node("Mul", ["x1", "zero"], ["x2"]),
+        helper.make_node("Div", ["x2", "x2"], ["embedding"]),
+    ]
+    inits = [
+        _i64("flat", [-1, 150528]),
+        _i64("starts", [0]),
+        _i64("ends", [1280]),
+        _i64("axes", [1]),
+        numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+    ]
+    return _save(path, nodes, inits)
+
+
+def slow_graph(path: Path, loops: int) -> Path:
+    """A Loop of ``loops`` 147x1024 @ 1024x1024 MatMuls (~0.3 GFLOP each), then 1280 columns."""
+    body = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x_in", "W"], ["x_out"]),
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("x_in", TensorProto.FLOAT, None),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("x_out", TensorProto.FLOAT, None),
+        ],
+    )
+    nodes = [
+        helper.make_node("Reshape", ["pixels", "rows"], ["x0"]),
+        helper.make_node("Loop", ["trips", "cond", "x0"], ["x1"], body=body),
+        helper.make_node("Reshape", ["x1", "flat"], ["x2"]),
+        helper.make_node("Slice", ["x2", "starts", "ends", "axes"], ["embedding"]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.eye(1024, dtype=np.float32), "W"),
+        _i64("rows", [-1, 1024]),
+        _i64("flat", [-1, 150528]),
+        _i64("trips", loops),
+        numpy_helper.from_array(np.array(True), "cond"),
+        _i64("starts", [0]),
+        _i64("ends", [1280]),
+        _i64("axes", [1]),
+    ]
+    return _save(path, nodes, inits)
+
+
+def onnx_embedder(graph: Path, home: Path) -> LoadedEmbedder:
+    """An embedder over ``graph`` that claims to be the production model (as a damaged runtime
+    file would): same ref, dim and preprocessing, so the index pair check passes."""
+    registry = Registry(home / "models", "model")
+    ref = registry.resolve(f"{MODEL}:production")
+    manifest = registry.manifest(ref)
+    session = onnx_session(graph, ["CPUExecutionProvider"], threads=1)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return np.asarray(session.run(None, {"pixels": x})[0], dtype=np.float32)
+
+    info = EmbedderInfo(str(ref), 1280, "fp32", "onnxruntime-cpu:fp32", "test graph")
+    return LoadedEmbedder(run, PreprocessConfig.from_dict(manifest["preprocess"]), info)
+
+
+# -- helpers --------------------------------------------------------------------------------------
+def _jpeg(path: Path) -> bytes:
+    with Image.open(path) as im:
+        buf = io.BytesIO()
+        im.convert("RGB").save(buf, "JPEG", quality=90)
+        return buf.getvalue()
+
+
+def _search(client: TestClient, data: bytes, headers: dict | None = None, **params):
+    files = {"image": ("q.jpg", data, "image/jpeg")}
+    return client.post("/v1/search", params=params, files=files, headers=headers or {})
+
+
+def _metric(client: TestClient, name: str, **labels: str) -> float:
+    """The value of one sample on /metrics (0 when absent)."""
+    text = client.get("/metrics").text
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def _app_with(home: Path, embedder: LoadedEmbedder, **serving: float) -> Iterator[TestClient]:
+    settings = Settings(home=home)
+    for key, value in serving.items():
+        setattr(settings.serving, key, value)
+    catalog = CatalogStore(settings.db_url, settings.media_dir)
+    loaded = load_registry_index(Registry(settings.index_dir, "index"), "catalog:production")
+    state = ServingState.for_service(settings, SearchService(catalog, embedder, loaded))
+    with TestClient(create_app(settings, state=state)) as client:
+        yield client
+
+
+def _copy_index(home: Path, note: str) -> Ref:
+    reg = Registry(home / "index", "index")
+    good = reg.resolve("catalog:production")
+    with reg.create("catalog", reg.manifest(good) | {"note": note}) as w:
+        for p in reg.path(good).iterdir():
+            if p.name != "manifest.json":
+                shutil.copy(p, w.path / p.name)
+    return w.ref
+
+
+def _wrong_width_index(home: Path) -> Ref:
+    """A valid artifact (checksums, embedder name) whose FAISS index is 64-d: fails on query."""
+    reg = Registry(home / "index", "index")
+    good = reg.resolve("catalog:production")
+    ids = np.load(reg.path(good) / "image_ids.npy")
+    index = create_index("Flat", 64)
+    vectors = np.random.default_rng(0).normal(size=(len(ids), 64)).astype(np.float32)
+    index.add(vectors / np.linalg.norm(vectors, axis=1, keepdims=True), ids)
+    with reg.create("catalog", reg.manifest(good) | {"note": "wrong width"}) as w:
+        index.save(w.path)
+        np.save(w.path / "image_ids.npy", ids)
+    return w.ref
+
+
+@pytest.fixture()
+def query(demo_images: list[Path]) -> tuple[bytes, str]:
+    """A catalog photo and the item it belongs to (LK ids follow the sorted image names)."""
+    import csv
+
+    path = demo_images[5]
+    with open(path.parents[1] / "items.csv", encoding="utf-8") as f:
+        item = next(r["item_id"] for r in csv.DictReader(f) if r["image"].endswith(path.name))
+    return _jpeg(path), item
+
+
+# -- fallbacks ------------------------------------------------------------------------------------
+def test_failing_runtime_falls_back_to_torch_cpu(fresh_demo_home, tmp_path, query) -> None:
+    pytest.importorskip("torch")
+    data, item = query
+    broken = onnx_embedder(failing_graph(tmp_path / "fail.onnx"), fresh_demo_home)
+    for client in _app_with(fresh_demo_home, broken):
+        r = _search(client, data)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["served_by"] == "torch-cpu"
+        assert "onnxruntime-cpu:fp32 failed" in body["fallback"]
+        assert body["results"][0]["item_id"] == item  # the fallback gives real answers
+        assert _metric(client, "lookalike_fallbacks_total", stage="embed", reason="error") == 1
+        similar = client.get(f"/v1/items/{item}/similar", params={"k": 3}).json()
+        assert similar["served_by"] == "torch-cpu" and len(similar["results"]) == 3
+        assert _metric(client, "lookalike_fallbacks_total", stage="embed", reason="error") == 2
+
+
+def test_runtime_answering_nan_falls_back_to_torch_cpu(fresh_demo_home, tmp_path, query) -> None:
+    pytest.importorskip("torch")
+    data, item = query
+    bad = onnx_embedder(nan_graph(tmp_path / "nan.onnx"), fresh_demo_home)
+    for client in _app_with(fresh_demo_home, bad):
+        body = _search(client, data).json()
+        assert body["served_by"] == "torch-cpu" and "not finite" in body["fallback"]
+        assert body["results"][0]["item_id"] == item
+
+
+def test_slow_runtime_times_out_and_torch_answers(fresh_demo_home, tmp_path, query) -> None:
+    pytest.importorskip("torch")
+    data, item = query
+    # ~5 s per image here (150 loops); the budget below is 10x shorter.
+    slow = onnx_embedder(slow_graph(tmp_path / "slow.onnx", 150), fresh_demo_home)
+    for client in _app_with(fresh_demo_home, slow, step_budget_ms=500):
+        r = _search(client, data)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["served_by"] == "torch-cpu"
+        assert "timed out after 500 ms" in body["fallback"]
+        assert body["results"][0]["item_id"] == item
+        assert _metric(client, "lookalike_fallbacks_total", stage="embed", reason="timeout") == 1
+
+
+def test_index_failing_on_query_falls_back_to_previous(fresh_demo_home, query) -> None:
+    data, item = query
+    reg = Registry(fresh_demo_home / "index", "index")
+    good = reg.resolve("catalog:production")
+    bad = _wrong_width_index(fresh_demo_home)
+    reg.promote(bad)
+    for client in _app_with_production(fresh_demo_home):
+        assert client.get("/health").json()["index"]["version"] == str(bad)  # it loads fine
+        body = _search(client, data).json()
+        assert body["index_version"] == str(good)
+        assert f"{bad}" in body["fallback"] and "dim" in body["fallback"]
+        assert body["results"][0]["item_id"] == item
+        assert _metric(client, "lookalike_fallbacks_total", stage="index") == 1
+
+
+def _app_with_production(home: Path, **serving: float) -> Iterator[TestClient]:
+    settings = Settings(home=home)
+    for key, value in serving.items():
+        setattr(settings.serving, key, value)
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def test_when_every_step_fails_the_answer_is_503_not_500(fresh_demo_home, query) -> None:
+    reg = Registry(fresh_demo_home / "index", "index")
+    reg.promote(_wrong_width_index(fresh_demo_home))
+    reg.set_aliases("catalog", previous=None)
+    for client in _app_with_production(fresh_demo_home):
+        r = _search(client, query[0])
+        assert r.status_code == 503
+        assert r.headers["retry-after"]
+        message = r.json()["error"]["message"]
+        assert "every index failed" in message and "lookalike index rollback" in message
+        assert _metric(client, "lookalike_errors_total", status="503", code="unavailable") == 1
+
+
+# -- caching --------------------------------------------------------------------------------------
+def test_etag_304_and_a_promote_or_rollback_changes_it(fresh_demo_home, query) -> None:
+    data = query[0]
+    for client in _app_with_production(fresh_demo_home, reload_seconds=0):
+        first = _search(client, data, k=5)
+        etag = first.headers["etag"]
+        assert first.headers["cache-control"] == "private, max-age=60"
+        assert _search(client, data, k=5).headers["etag"] == etag
+        again = _search(client, data, headers={"If-None-Match": etag}, k=5)
+        assert again.status_code == 304 and again.content == b""
+        assert _search(client, data, k=6).headers["etag"] != etag  # other input, other tag
+
+        item = client.get("/v1/items/LK-0001")
+        assert (
+            client.get(
+                "/v1/items/LK-0001", headers={"If-None-Match": item.headers["etag"]}
+            ).status_code
+            == 304
+        )
+        similar = client.get("/v1/items/LK-0001/similar")
+        assert (
+            client.get(
+                "/v1/items/LK-0001/similar", headers={"If-None-Match": similar.headers["etag"]}
+            ).status_code
+            == 304
+        )
+
+        reg = Registry(fresh_demo_home / "index", "index")
+        new = _copy_index(fresh_demo_home, "promote")
+        reg.promote(new)
+        assert reload_if_changed(client.app.state.serving)
+        r = _search(client, data, headers={"If-None-Match": etag}, k=5)
+        assert r.status_code == 200 and r.json()["index_version"] == str(new)
+        assert r.headers["etag"] != etag
+        s2 = client.get(
+            "/v1/items/LK-0001/similar", headers={"If-None-Match": similar.headers["etag"]}
+        )
+        assert s2.status_code == 200
+
+        reg.rollback("catalog")
+        assert reload_if_changed(client.app.state.serving)
+        back = _search(client, data, k=5)
+        assert back.json()["index_version"] != str(new) and back.headers["etag"] == etag
+
+
+# -- concurrency ----------------------------------------------------------------------------------
+def test_a_saturated_worker_answers_503_at_once(fresh_demo_home, query) -> None:
+    for client in _app_with_production(fresh_demo_home, max_in_flight=1):
+        limiter = client.app.state.limiter
+        assert limiter.try_acquire()  # a search in progress holds the only slot
+        try:
+            r = _search(client, query[0])
+            assert r.status_code == 503
+            assert r.headers["retry-after"] == "1"
+            assert r.json()["error"]["code"] == "saturated"
+            assert client.get("/v1/items/LK-0001/similar").status_code == 503
+            assert client.get("/health").status_code == 200  # health is never limited
+        finally:
+            limiter.release()
+        assert _search(client, query[0]).status_code == 200
+        assert _metric(client, "lookalike_rejected_total", route="/v1/search") == 1
+
+
+# -- freshness and metrics ------------------------------------------------------------------------
+def test_health_and_metrics_show_age_versions_and_staleness(fresh_demo_home, query) -> None:
+    for client in _app_with_production(fresh_demo_home):
+        health = client.get("/health").json()
+        fresh = health["freshness"]
+        assert health["status"] == "ok" and health["pid"] > 0
+        assert fresh["artifacts"]["model"]["age_seconds"] >= 0
+        assert fresh["artifacts"]["index"]["age_seconds"] >= 0
+        assert fresh["catalog"]["index_behind"] is False
+        _search(client, query[0])
+        assert _metric(client, "lookalike_request_seconds_count", route="/v1/search") == 1
+        versions = {"model_version": "effnet_lite0:1", "index_version": "catalog:1"}
+        assert _metric(client, "lookalike_serving_info", **versions) == 1
+        text = client.get("/metrics").text
+        assert "lookalike_in_flight " in text and "lookalike_degraded 0.0" in text
+        assert 'lookalike_artifact_age_seconds{artifact="index"}' in text
+
+    # the catalog changes; the index has not caught up
+    settings = Settings(home=fresh_demo_home)
+    store = CatalogStore(settings.db_url, settings.media_dir)
+    store.set_available("LK-0001", not store.get_item("LK-0001").available)
+    store.close()
+    for client in _app_with_production(fresh_demo_home):
+        health = client.get("/health").json()
+        assert health["freshness"]["catalog"]["index_behind"] is True
+        assert health["status"] == "ok"  # within the 24 h limit
+    for client in _app_with_production(fresh_demo_home, index_max_age_hours=0):
+        health = client.get("/health").json()
+        assert health["status"] == "degraded" and health["freshness"]["stale"] is True
+        assert any("index is stale" in p for p in health["problems"])
+        assert _metric(client, "lookalike_index_stale") == 1
+        assert _metric(client, "lookalike_degraded") == 1
+
+
+def test_a_torch_pinned_primary_has_no_second_embed_step(fresh_demo_home, query) -> None:
+    """Pinned to torch-cpu, the chain is one step long and the answer says so."""
+    pytest.importorskip("torch")
+    emb = load_embedder(
+        Registry(fresh_demo_home / "models", "model"), f"{MODEL}:production", runtime="torch-cpu"
+    )
+    for client in _app_with(fresh_demo_home, emb):
+        body = _search(client, query[0]).json()
+        assert body["served_by"] == "torch-cpu" and body["fallback"] is None
