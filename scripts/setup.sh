@@ -12,7 +12,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.lookalike-installed
-extras="build,postgres"
+extras="build,postgres,report"
 [ $want_test = 1 ] && extras="$extras,test"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! grep -qx "$extras" "$stamp"; then
   .venv/bin/python -m pip install -q --upgrade pip

@@ -59,7 +59,7 @@ def train_embedding(
     ),
     base: str = typer.Option(None, help="Backbone model (default: SEARCH model:production)"),
     name: str = typer.Option(None, help="Registry name of the candidate (default: base's name)"),
-    head: str = typer.Option("mlp", help="Head: linear or mlp"),
+    head: str = typer.Option("linear", help="Head: linear or mlp (no better on viton-dev)"),
     dim: int = typer.Option(256, help="Output width of the towers"),
     epochs: int = typer.Option(40, help="Passes over the training pairs"),
     colour_weight: float = typer.Option(0.0, help="Weight of the colour signature (0: none)"),

@@ -223,7 +223,7 @@ def train_candidate(
                 "feature_seconds": feature_seconds,
             },
             "figures": figures,
-            "reason": f"trained {cfg.kind} head on {len(fit)} pairs over {base_ref}",
+            "description": f"trained {cfg.kind} head on {len(fit)} pairs over {base_ref}",
         }
     )
     target = name or base_ref.name

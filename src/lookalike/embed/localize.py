@@ -112,9 +112,11 @@ class LocalizerHead:
         w: np.ndarray,
         b: np.ndarray,
         *,
-        threshold: float = 0.4,
-        min_share: float = 0.02,
-        margin: float = 0.08,
+        # Chosen on a split of the localiser's own training photos (box IoU 0.36 vs 0.19 at
+        # threshold 0.4): a narrow street figure rarely fills a 32 px cell.
+        threshold: float = 0.2,
+        min_share: float = 0.01,
+        margin: float = 0.0,
         upsample: int = 4,
     ) -> None:
         if w.ndim != 2 or w.shape[1] != len(CLASSES) or b.shape != (len(CLASSES),):
@@ -150,7 +152,7 @@ class LocalizerHead:
                 )
             )
             mask = up > self.threshold
-            if mask.mean() < self.min_share:
+            if not mask.any() or mask.mean() < self.min_share:
                 continue
             ys, xs = np.nonzero(mask)
             gh, gw = mask.shape

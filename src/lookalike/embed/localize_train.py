@@ -179,7 +179,9 @@ def train_localizer_candidate(
             "figures": figures,
         }
         out_manifest["base_model"] = manifest.get("base_model", str(ref))
-        out_manifest["reason"] = f"{manifest.get('reason', str(ref))}; + garment localiser"
+        out_manifest["description"] = (
+            f"{manifest.get('description', str(ref))}; + garment localiser"
+        )
         copy = [r for r in manifest.get("files", {}) if r not in set(variants.values())]
         with registry.create(name or ref.name, out_manifest) as writer:
             for rel in copy:
