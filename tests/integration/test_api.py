@@ -205,3 +205,22 @@ def test_result_links_open_the_item_page(client, demo_images) -> None:
     assert link == f"/items/{body['results'][0]['item_id']}"
     page = client.get(link)
     assert page.status_code == 200 and "/static/item.js" in page.text
+
+
+def test_per_garment_results_name_their_region_and_box(client, demo_images, items) -> None:
+    path = demo_images[20]
+    r = _search(client, _jpeg(path), per_garment="true", k=5)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["crop_mode"] == "multi" and len(body["groups"]) >= 2
+    for group in body["groups"]:
+        assert group["region"] and len(group["results"]) == 5
+        if group["box"] is not None:
+            x0, y0, x1, y1 = group["box"]
+            assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
+    # the merged list still finds the photo's own item, and says which crop matched
+    top = body["results"][0]
+    assert top["item_id"] == items[path.name]["item_id"] and top["region"]
+    assert _search(client, _jpeg(path), crops="whole").json()["crop_mode"] == "whole"
+    bad = _search(client, _jpeg(path), crops="elbow")
+    assert bad.status_code == 400 and "crops" in bad.json()["error"]["message"]

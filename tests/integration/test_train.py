@@ -121,7 +121,9 @@ def test_cli_trains_a_candidate_and_eval_measures_it(
     result = runner.invoke(train_app, args)
     assert result.exit_code == 0, result.output
     doc = json.loads(out.read_text())
-    assert doc["head"]["kind"] == "mlp" and doc["embedding_dim"] == 64
+    # 64 from the towers + a 4x4x4 colour signature (the default colour weight, 0.5)
+    assert doc["head"]["kind"] == "mlp" and doc["embedding_dim"] == 64 + 64
+    assert doc["head"]["colour_weight"] == 0.5
     assert doc["training"]["pairs_sha256"] and doc["training"]["eval_split"] == "val"
     assert doc["figures"]["val"]["recall@10"] > doc["figures"]["val_untrained_head"]["recall@10"]
 

@@ -101,7 +101,7 @@ def test_localiser_box_maps_back_through_the_letterbox() -> None:
     k = len(CLASSES)
     w = np.zeros((2, k), np.float32)
     w[0, CLASSES.index("upper")] = 10.0  # channel 0 says "upper garment"
-    loc = LocalizerHead(w, np.zeros(k, np.float32), margin=0.0)
+    loc = LocalizerHead(w, np.zeros(k, np.float32), threshold=0.4, margin=0.0)
     fmap = np.zeros((1, 2, 7, 7), np.float32)
     fmap[0, 0, 1:3, 3] = 1.0  # two cells in the middle column, rows 1-2
     found = loc.boxes(loc.probabilities(fmap)[0], (120, 240), 224)

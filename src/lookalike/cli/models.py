@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from lookalike.cli.train import train_embedding, train_localizer
 from lookalike.core.errors import LookalikeError
 from lookalike.core.settings import Settings
 from lookalike.registry import Ref, Registry
@@ -263,3 +264,8 @@ def rollback_cmd(name: Annotated[str, typer.Argument(help="model name")]) -> Non
         f"(was {name}:{before}; previous is now {name}:{aliases.get('previous', '-')}). "
         "Restart the server (or wait for its alias reload) to serve it."
     )
+
+
+# Training lives in its own module (torch, imported lazily); its commands belong under `models`.
+app.command("train-embedding")(train_embedding)
+app.command("train-localizer")(train_localizer)

@@ -62,7 +62,9 @@ def train_embedding(
     head: str = typer.Option("linear", help="Head: linear or mlp (no better on viton-dev)"),
     dim: int = typer.Option(256, help="Output width of the towers"),
     epochs: int = typer.Option(40, help="Passes over the training pairs"),
-    colour_weight: float = typer.Option(0.0, help="Weight of the colour signature (0: none)"),
+    colour_weight: float = typer.Option(
+        0.5, help="Weight of the HSV colour signature appended to the embedding (0: none)"
+    ),
     query_crop: str = typer.Option("upper", help="Region of shopper photos: upper/whole/lower"),
     augment: bool = typer.Option(True, help="Add mirrored crops as a second view"),
     cache: Path = typer.Option(None, help="Feature cache folder (default: var/cache/features)"),

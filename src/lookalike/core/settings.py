@@ -41,6 +41,9 @@ class SearchSettings(BaseModel):
     index_name: str = "catalog"
     # ``auto`` walks the ladder GPU -> ONNX Runtime CPU -> torch CPU; the others pin one step.
     runtime: Runtime = "auto"
+    # Crops of a shopper's photo to search: ``auto`` is the model's own query crop (one
+    # forward pass); ``multi`` adds the garment regions (slower, see docs/search-quality.md).
+    crops: str = "auto"
 
 
 class ExtensionSettings(BaseModel):

@@ -161,7 +161,7 @@ class ProjectionHead:
             meta = json.loads(str(arrays.pop("meta")))
             towers = {}
             for role in ROLES:
-                layers = []
+                layers: list[tuple[np.ndarray, np.ndarray]] = []
                 while f"{role}.{len(layers)}.w" in arrays:
                     i = len(layers)
                     layers.append((arrays[f"{role}.{i}.w"], arrays[f"{role}.{i}.b"]))

@@ -51,6 +51,11 @@ BATCH = 32
 _INPUT = "pixels"
 
 
+def _nvidia_gpu_present() -> bool:
+    """A cheap test for an NVIDIA driver, so torch is imported only where CUDA can exist."""
+    return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidia0").exists()
+
+
 @dataclass(frozen=True)
 class EmbedderInfo:
     """What is serving: ``ref`` ("effnet_lite0:1"), width, variant, engine, and why this one."""
@@ -306,6 +311,9 @@ class _Ladder:
         weights = self.manifest.get("torch_weights")
         if not weights or not (self.dir / weights).is_file():
             raise ValueError("the artifact has no torch weights file")
+        if device == "cuda" and not _nvidia_gpu_present():
+            # Importing torch costs seconds and memory: look for a GPU first.
+            raise ValueError("no NVIDIA GPU on this machine (no /proc/driver/nvidia)")
         try:
             import torch
 

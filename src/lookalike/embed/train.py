@@ -127,16 +127,15 @@ def train_head(
                 self.skip.weight.copy_(init.T)
                 self.skip.bias.zero_()
             self.mlp: nn.Sequential | None = None
+            self.first: nn.Linear | None = None
+            self.last: nn.Linear | None = None
             if cfg.kind == "mlp":
-                self.mlp = nn.Sequential(
-                    nn.Linear(in_dim, cfg.hidden),
-                    nn.ReLU(),
-                    nn.Dropout(cfg.dropout),
-                    nn.Linear(cfg.hidden, cfg.dim),
-                )
+                self.first = nn.Linear(in_dim, cfg.hidden)
+                self.last = nn.Linear(cfg.hidden, cfg.dim)
+                self.mlp = nn.Sequential(self.first, nn.ReLU(), nn.Dropout(cfg.dropout), self.last)
                 with torch.no_grad():  # start as the linear map; the MLP adds a residual
-                    self.mlp[-1].weight.mul_(0.1)
-                    self.mlp[-1].bias.zero_()
+                    self.last.weight.mul_(0.1)
+                    self.last.bias.zero_()
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             out = self.skip(x)
@@ -148,9 +147,9 @@ def train_head(
             def np_(t: torch.Tensor) -> np.ndarray:
                 return t.detach().cpu().numpy().astype(np.float32)
 
-            if self.mlp is None:
+            if self.first is None or self.last is None:
                 return Tower([(np_(self.skip.weight.T), np_(self.skip.bias))])
-            first, last = self.mlp[0], self.mlp[-1]
+            first, last = self.first, self.last
             # skip bias folds into the last layer's bias: out = mlp(x) + x @ Ws + bs
             return Tower(
                 [

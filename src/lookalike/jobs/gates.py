@@ -77,7 +77,8 @@ def _golden(settings: Settings, golden: GoldenSet | None) -> GoldenSet:
 # -- models -----------------------------------------------------------------------------------
 def _golden_embeddings(embedder: Embedder, golden: GoldenSet) -> tuple[np.ndarray, np.ndarray]:
     gallery = embed_paths(embedder, golden.gallery_paths)
-    queries = embed_paths(embedder, [q.query for q in golden.queries])
+    # golden queries stand for shoppers' photos: the query tower answers them in production
+    queries = embed_paths(embedder, [q.query for q in golden.queries], role="query")
     return gallery, queries
 
 

@@ -2,7 +2,9 @@
 
 Modes (``SearchService(crops=...)``, ``lookalike eval retrieval --crop``):
 
-``auto``     ``multi`` when the model has a garment localiser, else ``model``
+``auto``     ``model``; with ``per_garment`` search, ``multi`` (measured on viton-dev: merging
+             the whole photo and localiser boxes into one list costs recall, 0.45 vs 0.65
+             Recall@1, so several crops are opt-in; see docs/search-quality.md)
 ``model``    the one region the model was trained on (its manifest's ``query_crop``)
 ``whole`` / ``upper`` / ``lower``   one fixed region
 ``garment``  the localiser's best garment box (``model`` when nothing is found)
@@ -50,7 +52,7 @@ def resolve_mode(embedder: Embedder, mode: str) -> str:
     if mode not in CROP_MODES:
         raise InvalidInput(f"unknown crop mode {mode!r}; choose one of {', '.join(CROP_MODES)}")
     if mode == "auto":
-        mode = "multi" if _has_localizer(embedder) else "model"
+        mode = "model"
     if mode == "model":
         mode = str(getattr(embedder, "query_crop", "whole"))
         if mode not in FIXED_REGIONS:
@@ -70,11 +72,11 @@ def embed_query_crops(
         box = FIXED_REGIONS[mode]
         vectors = embedder.embed([crop_box(image, box)], role="query")
         return [QueryCrop(mode, box)], vectors
+    whole_vec: np.ndarray | None = None
     if _has_localizer(embedder):
         whole_vec, found = embedder.embed_and_locate([image], role="query")  # type: ignore[attr-defined]
         garments = [QueryCrop(g.label, g.box, g.score) for g in found[0]]
     else:
-        whole_vec = None
         garments = [QueryCrop(r, FIXED_REGIONS[r]) for r in ("upper", "lower")]
     if mode == "garment":
         if not garments or not _has_localizer(embedder):
@@ -85,9 +87,10 @@ def embed_query_crops(
         crops = [QueryCrop("whole", WHOLE)]
     crops += garments
     todo = [c for c in crops if not (c.region == "whole" and whole_vec is not None)]
-    vectors = embedder.embed([crop_box(image, c.box) for c in todo], role="query") if todo else None
+    cut = [crop_box(image, c.box) for c in todo]
+    crop_vecs = embedder.embed(cut, role="query") if todo else np.zeros((0, 1), np.float32)
     rows: list[np.ndarray] = []
-    it = iter(vectors if vectors is not None else [])
+    it = iter(crop_vecs)
     for c in crops:
         rows.append(whole_vec[0] if c.region == "whole" and whole_vec is not None else next(it))
     return crops, np.stack(rows).astype(np.float32)

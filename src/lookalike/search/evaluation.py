@@ -127,7 +127,7 @@ def rank_metrics(
     if owner is not None:
         starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
         scores = np.maximum.reduceat(scores, starts, axis=0)
-    own = scores[np.arange(len(queries)), relevant]
+    own = scores[np.arange(len(scores)), relevant]
     ranks = 1 + (scores > own[:, None]).sum(axis=1)
     recall = {f"@{k}": round(float((ranks <= k).mean()), 4) for k in ks}
     return recall, round(float((1.0 / ranks).mean()), 4), ranks

@@ -109,8 +109,8 @@ class _CatalogView:
 class SearchService:
     """Answers searches with one embedder and one index; stateless apart from caches.
 
-    ``crops`` is the default crop mode of :meth:`search_image` (``auto``: several crops when
-    the model has a garment localiser, else the region the model was trained on).
+    ``crops`` is the default crop mode of :meth:`search_image` (``auto``: the region the model
+    was trained on; several crops when ``per_garment`` is asked for).
     """
 
     def __init__(
@@ -149,10 +149,13 @@ class SearchService:
         """Items that look like the garment(s) in a shopper's ``image``.
 
         ``crops`` overrides the service's crop mode for this call. With ``per_garment`` the
-        result's ``groups`` hold each region's own top ``k`` (garments first, best first).
+        result's ``groups`` hold each region's own top ``k`` (garments first, best first), and
+        mode ``auto`` becomes ``multi``.
         """
         started = time.perf_counter()
-        mode = resolve_mode(self.embedder, crops or self.crops)
+        wanted = crops or self.crops
+        # Per-garment results need the garments: "auto" then means several crops.
+        mode = resolve_mode(self.embedder, "multi" if per_garment and wanted == "auto" else wanted)
         regions, vectors = self.query_vectors(image, mode)
         hits, groups = self.search_crops(
             regions, vectors, k=k, category=category, available=available, per_garment=per_garment

@@ -22,6 +22,8 @@ from lookalike import __version__
 from lookalike.core.errors import InvalidInput, LookalikeError, NotFound, Unavailable
 from lookalike.core.images import decode_image
 from lookalike.core.settings import Settings
+from lookalike.search import Hit
+from lookalike.search.crops import CROP_MODES
 from lookalike.serve.auth import ApiKeyStore, install_auth
 from lookalike.serve.caching import cached_json, etag_for, matches, not_modified
 from lookalike.serve.events import build_events_router
@@ -32,6 +34,7 @@ from lookalike.serve.metrics import CONTENT_TYPE_LATEST, ObserveRequests, Servin
 from lookalike.serve.schemas import (
     CategoryList,
     ErrorResponse,
+    GarmentGroupOut,
     ItemOut,
     ResultItem,
     SearchResponse,
@@ -93,6 +96,25 @@ def _image_url(item_id: str, n: int = 0) -> str:
     return f"/v1/items/{item_id}/image" + (f"?n={n}" if n else "")
 
 
+def _box(box: tuple[float, ...] | None) -> list[float] | None:
+    return None if box is None else [round(float(v), 4) for v in box]
+
+
+def _result_item(h: Hit) -> ResultItem:
+    return ResultItem(
+        item_id=h.item.item_id,
+        title=h.item.title,
+        category=h.item.category,
+        price=h.item.price,
+        available=h.item.available,
+        score=round(h.score, 4),
+        image_url=_image_url(h.item.item_id),
+        url=h.item.url or f"/items/{h.item.item_id}",
+        region=h.region,
+        box=_box(h.box),
+    )
+
+
 def _response(request: Request, result: GuardedResult) -> SearchResponse:
     request.state.serving_facts = {
         "model_version": result.model_version,
@@ -101,19 +123,17 @@ def _response(request: Request, result: GuardedResult) -> SearchResponse:
         "fallback": result.fallback,
     }
     return SearchResponse(
-        results=[
-            ResultItem(
-                item_id=h.item.item_id,
-                title=h.item.title,
-                category=h.item.category,
-                price=h.item.price,
-                available=h.item.available,
-                score=round(h.score, 4),
-                image_url=_image_url(h.item.item_id),
-                url=h.item.url or f"/items/{h.item.item_id}",
+        results=[_result_item(h) for h in result.hits],
+        groups=[
+            GarmentGroupOut(
+                region=g.region,
+                box=_box(g.box),
+                score=round(g.score, 4),
+                results=[_result_item(h) for h in g.hits],
             )
-            for h in result.hits
+            for g in result.groups
         ],
+        crop_mode=result.crop_mode,
         model_version=result.model_version,
         index_version=result.index_version,
         served_by=result.served_by,
@@ -185,9 +205,18 @@ def build_router() -> APIRouter:
         k: Annotated[int, Query(ge=1, le=1000, description="How many items")] = 20,
         category: Annotated[str | None, Query(max_length=64)] = None,
         available: Annotated[bool | None, Query(description="Only items available now")] = None,
+        per_garment: Annotated[
+            bool, Query(description="Also return results per garment found in the photo")
+        ] = False,
+        crops: Annotated[
+            str | None,
+            Query(description=f"Crops of the photo to search: {', '.join(CROP_MODES)}"),
+        ] = None,
     ) -> Response:
         settings = _state(request).settings
         _check_k(k, settings)
+        if crops is not None and crops not in CROP_MODES:
+            raise InvalidInput(f"crops must be one of {', '.join(CROP_MODES)}, got {crops!r}")
         search = _search(request)
         data = await image.read(settings.limits.max_upload_bytes + 1)
         digest = hashlib.sha256(data).hexdigest()
@@ -198,9 +227,13 @@ def build_router() -> APIRouter:
                 max_bytes=settings.limits.max_upload_bytes,
                 max_pixels=settings.limits.max_pixels,
             )
-            return search.search_image(pil, k=k, category=category, available=available)
+            return search.search_image(
+                pil, k=k, category=category, available=available, per_garment=per_garment,
+                crops=crops,
+            )
 
-        return await _answer(request, search, ("search", digest, k, category, available), run)
+        key = ("search", digest, k, category, available, per_garment, crops)
+        return await _answer(request, search, key, run)
 
     @router.get(
         "/v1/items/{item_id}",

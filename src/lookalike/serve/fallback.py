@@ -260,13 +260,23 @@ class GuardedSearch:
         category: str | None,
         available: bool | None,
         per_garment: bool = False,
+        crops: str | None = None,
     ) -> GuardedResult:
-        """A shopper's photo: the service's crops are embedded, looked up and merged."""
+        """A shopper's photo: the service's crops are embedded, looked up and merged.
+
+        ``crops`` overrides the service's crop mode; ``per_garment`` turns ``auto`` into
+        ``multi`` so that each garment gets its own results.
+        """
         started = time.perf_counter()
-        (crops, vectors), by, why_embed = self.embed(lambda s: _finite_rows(s.query_vectors(image)))
+        mode = crops or self.service.crops
+        if per_garment and mode == "auto":
+            mode = "multi"
+        (regions, vectors), by, why_embed = self.embed(
+            lambda s: _finite_rows(s.query_vectors(image, mode))
+        )
         (hits, groups), index_version, why_index = self.lookup(
             lambda s: s.search_crops(
-                crops,
+                regions,
                 vectors,
                 k=k,
                 category=category,
@@ -275,8 +285,8 @@ class GuardedSearch:
             )
         )
         result = self._result(hits, index_version, by, why_embed + why_index, started)
-        mode = "multi" if len(crops) > 1 else crops[0].region if crops else "whole"
-        return replace(result, groups=groups, crop_mode=mode)
+        used = "multi" if len(regions) > 1 else regions[0].region if regions else "whole"
+        return replace(result, groups=groups, crop_mode=used)
 
     def similar(
         self, item_id: str, *, k: int, category: str | None, available: bool | None

@@ -9,6 +9,7 @@ __all__ = [
     "CategoryList",
     "ErrorBody",
     "ErrorResponse",
+    "GarmentGroupOut",
     "ItemOut",
     "ResultItem",
     "SearchResponse",
@@ -24,10 +25,25 @@ class ResultItem(BaseModel):
     score: float = Field(description="Cosine similarity of the best-matching image, -1..1")
     image_url: str
     url: str | None = None
+    region: str = Field("whole", description="Which crop of the query photo matched")
+    box: list[float] | None = Field(
+        None, description="That crop's box in the query photo, normalised [x0, y0, x1, y1]"
+    )
+
+
+class GarmentGroupOut(BaseModel):
+    region: str = Field(description="whole, upper, lower or a located garment")
+    box: list[float] | None
+    score: float
+    results: list[ResultItem]
 
 
 class SearchResponse(BaseModel):
     results: list[ResultItem]
+    groups: list[GarmentGroupOut] = Field(
+        default_factory=list, description="Results per garment, with `per_garment=true`"
+    )
+    crop_mode: str = Field("whole", description="Which crops of the photo were searched")
     model_version: str = Field(description="Embedder that answered, name:version")
     index_version: str = Field(description="Index that answered, name:version")
     served_by: str = Field(description="Runtime path that answered, e.g. onnxruntime-cpu:int8")

@@ -122,7 +122,8 @@ def load_pair(
         problems.append(exc.message)
         return None, problems, True
     problems += failures
-    return SearchService(catalog, embedder, loaded), problems, fell_back or bool(failures)
+    service = SearchService(catalog, embedder, loaded, crops=settings.search.crops)
+    return service, problems, fell_back or bool(failures)
 
 
 def alias_key(settings: Settings) -> AliasKey | None:
