@@ -28,10 +28,10 @@ def _open(settings: Settings) -> tuple[CatalogStore, Registry, Registry]:
 
 @app.command("build")
 def build(
-    factory: str = typer.Option(
+    factory: str | None = typer.Option(
         None, help="FAISS factory string (Flat, HNSW32, IVF1024,PQ32); default suits the size"
     ),
-    model: str = typer.Option(None, help="Embedder name:version (default: production)"),
+    model: str | None = typer.Option(None, help="Embedder name:version (default: production)"),
     promote: bool = typer.Option(True, help="Make the new index production"),
 ) -> None:
     """Embed every catalog image and write a new index version."""
@@ -116,7 +116,7 @@ def _run_checks(ref: str, model: str | None) -> tuple[Registry, CheckReport]:
 @app.command("check")
 def check(
     ref: str = typer.Argument(..., help="name:version, e.g. catalog:3"),
-    model: str = typer.Option(None, help="embedder it will serve with (default: production)"),
+    model: str | None = typer.Option(None, help="embedder it will serve with (default: production)"),
 ) -> None:
     """Run the deploy checks on an index version without promoting; exit 1 if any fails."""
     _, report = _run_checks(ref, model)
@@ -128,7 +128,7 @@ def check(
 @app.command("promote")
 def promote_cmd(
     ref: str = typer.Argument(..., help="name:version, e.g. catalog:3"),
-    model: str = typer.Option(None, help="embedder it will serve with (default: production)"),
+    model: str | None = typer.Option(None, help="embedder it will serve with (default: production)"),
     force: bool = typer.Option(False, "--force", help="promote even if checks fail (logged)"),
 ) -> None:
     """Check an index version and make it production only if every check passes.
