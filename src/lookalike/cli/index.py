@@ -116,7 +116,7 @@ def _run_checks(ref: str, model: str | None) -> tuple[Registry, CheckReport]:
 @app.command("check")
 def check(
     ref: str = typer.Argument(..., help="name:version, e.g. catalog:3"),
-    model: str | None = typer.Option(None, help="embedder it will serve with (default: production)"),
+    model: str | None = typer.Option(None, help="embedder it serves with (default: production)"),
 ) -> None:
     """Run the deploy checks on an index version without promoting; exit 1 if any fails."""
     _, report = _run_checks(ref, model)
@@ -128,7 +128,7 @@ def check(
 @app.command("promote")
 def promote_cmd(
     ref: str = typer.Argument(..., help="name:version, e.g. catalog:3"),
-    model: str | None = typer.Option(None, help="embedder it will serve with (default: production)"),
+    model: str | None = typer.Option(None, help="embedder it serves with (default: production)"),
     force: bool = typer.Option(False, "--force", help="promote even if checks fail (logged)"),
 ) -> None:
     """Check an index version and make it production only if every check passes.
