@@ -90,6 +90,11 @@ class _CatalogView:
                 self._filters = {}
                 self._revision = revision
 
+    def revision(self) -> int:
+        """The catalog revision this view reflects (read from the store at most every ``ttl``)."""
+        self._refresh()
+        return self._revision
+
     def item_of(self, image_id: int) -> str | None:
         self._refresh()
         return self._image_item.get(image_id)
@@ -210,6 +215,13 @@ class SearchService:
         box = None if region.region == "whole" else region.box
         return Hit(item, score, image_id, region.region, box)
 
+    def item_image(self, item_id: str) -> Image.Image:
+        """The photo that stands for ``item_id`` in similar-item searches (its first image)."""
+        item = self.catalog.get_item(item_id)
+        if not item.images:
+            raise NotFound(f"item {item_id!r} has no images to compare")
+        return load_image_file(self.catalog.media_path(item.images[0]))
+
     def similar(
         self,
         item_id: str,
@@ -220,11 +232,7 @@ class SearchService:
     ) -> SearchResult:
         """Items that look like ``item_id`` (its best-matching image), the item itself excluded."""
         started = time.perf_counter()
-        item = self.catalog.get_item(item_id)
-        if not item.images:
-            raise NotFound(f"item {item_id!r} has no images to compare")
-        image = load_image_file(self.catalog.media_path(item.images[0]))
-        vector = self.embedder.embed([image])[0]
+        vector = self.embedder.embed([self.item_image(item_id)])[0]
         hits = self.search_vector(
             vector, k=k, category=category, available=available, exclude=(item_id,)
         )

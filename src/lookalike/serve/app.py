@@ -157,7 +157,8 @@ async def _answer(
     """
     state = _state(request)
     max_age = state.settings.serving.cache_max_age_seconds
-    revision = await run_in_threadpool(state.catalog.revision)
+    # the revision the search itself sees: cached, not a database query per request
+    revision = await run_in_threadpool(search.service.view.revision)
     expected = etag_for(search.model_version, search.index_version, revision, *key)
     if matches(request, expected):
         return not_modified(expected, max_age)

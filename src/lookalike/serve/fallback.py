@@ -28,7 +28,6 @@ import numpy as np
 from PIL import Image
 
 from lookalike.core.errors import NotFound, Unavailable
-from lookalike.core.images import load_image_file
 from lookalike.core.settings import Settings
 from lookalike.embed import load_embedder
 from lookalike.registry import Ref, Registry
@@ -293,11 +292,7 @@ class GuardedSearch:
     ) -> GuardedResult:
         """Items that look like ``item_id``; ``NotFound`` (404) for an unknown item."""
         started = time.perf_counter()
-        catalog = self.service.catalog
-        item = catalog.get_item(item_id)
-        if not item.images:
-            raise NotFound(f"item {item_id!r} has no images to compare")
-        image = load_image_file(catalog.media_path(item.images[0]))
+        image = self.service.item_image(item_id)
         vector, by, why_embed = self.embed(lambda s: _finite(s.embedder.embed([image])[0]))
         hits, index_version, why_index = self.lookup(
             lambda s: s.search_vector(

@@ -8,6 +8,8 @@
 //   GET /v1/categories -> {categories: [{name, count}]}
 //   errors -> HTTP 4xx/5xx with {error: {code, message}}
 
+import { formatPrice, matchPercent, renderCard } from "./cards.js";
+
 const K = 20;
 const MAX_SIDE = 1024; // longest side sent to the server; the model sees 224 anyway
 const JPEG_QUALITY = 0.9;
@@ -29,7 +31,6 @@ const els = {
   retry: $("retry"),
   results: $("results"),
   servedBy: $("served-by"),
-  template: $("card-template"),
 };
 
 const state = {
@@ -49,25 +50,6 @@ const FRIENDLY = {
   429: "Too many searches at once. Wait a moment, then try again.",
   503: "Search is starting up or busy. Please try again in a minute.",
 };
-
-const priceFormat = new Intl.NumberFormat("en-US", {
-  style: "currency",
-  currency: "USD",
-  maximumFractionDigits: 2,
-  minimumFractionDigits: 0,
-});
-
-export function formatPrice(price) {
-  const n = Number(price);
-  if (!Number.isFinite(n)) return "";
-  return `${priceFormat.format(n)} / rental`;
-}
-
-export function matchPercent(score) {
-  const n = Number(score);
-  if (!Number.isFinite(n)) return 0;
-  return Math.round(Math.min(1, Math.max(0, n)) * 100);
-}
 
 // --- status and errors ---------------------------------------------------------------------
 
@@ -276,42 +258,6 @@ function renderResults(results) {
   if (els.available.checked) filters.push("available now");
   const suffix = filters.length ? ` (${filters.join(", ")})` : "";
   setStatus(`${results.length} similar piece${results.length === 1 ? "" : "s"}${suffix}.`);
-}
-
-function renderCard(item) {
-  const li = els.template.content.firstElementChild.cloneNode(true);
-  const link = li.querySelector(".card");
-  const id = String(item.item_id ?? "");
-  link.href = item.url || `/items/${encodeURIComponent(id)}`;
-  link.dataset.itemId = id;
-
-  const img = li.querySelector("img");
-  img.src = item.image_url || `/v1/items/${encodeURIComponent(id)}/image`;
-  img.alt = item.title || "Catalog item";
-  img.addEventListener("error", () => li.querySelector(".thumb").classList.add("broken"), {
-    once: true,
-  });
-
-  li.querySelector(".title").textContent = item.title || id;
-  li.querySelector(".category").textContent = item.category || "";
-  li.querySelector(".price").textContent = formatPrice(item.price);
-
-  const badge = li.querySelector(".badge");
-  badge.textContent = item.available ? "Available now" : "Rented out";
-  badge.classList.add(item.available ? "available" : "rented");
-  badge.dataset.testid = "availability";
-
-  const pct = matchPercent(item.score);
-  li.querySelector(".match-fill").style.width = `${pct}%`;
-  const text = li.querySelector(".match-text");
-  text.textContent = `${pct}% match`;
-  text.dataset.testid = "similarity";
-  link.setAttribute(
-    "aria-label",
-    `${item.title || id}, ${item.category || ""}, ${formatPrice(item.price)}, ` +
-      `${badge.textContent}, ${pct}% match`,
-  );
-  return li;
 }
 
 function renderFooter(body) {
