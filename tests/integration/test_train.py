@@ -48,6 +48,23 @@ def _pair_set(pairs_csv: Path, root: Path, split: str) -> PairSet:
     )
 
 
+def _eval_cli(
+    runner: CliRunner, pairs: Path, root: Path, ref: str, cache: Path, *extra: str
+) -> dict:
+    """``lookalike eval retrieval`` of ``ref`` on the val rows of ``pairs``; its JSON figures."""
+    from lookalike.cli.main import app as main_app
+
+    out = cache.parent / f"eval-{ref.replace(':', '-')}.json"
+    result = runner.invoke(
+        main_app,
+        ["eval", "retrieval", "--pairs", str(pairs), "--root", str(root)]
+        + ["--split", "val", "--model", ref, "--crop", "upper", *extra]
+        + ["--cache-dir", str(cache), "--json", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    return json.loads(out.read_text())
+
+
 @pytest.fixture(scope="module")
 def small_pairs(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _small_pairs(shared_data / "viton-dev", tmp_path_factory.mktemp("pairs") / "pairs.csv")
@@ -108,7 +125,6 @@ def test_cli_trains_a_candidate_and_eval_measures_it(
     feature_cache: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from lookalike.cli.main import app as main_app
     from lookalike.cli.train import app as train_app
 
     monkeypatch.setenv("LOOKALIKE_HOME", str(home_with_model))
@@ -131,15 +147,7 @@ def test_cli_trains_a_candidate_and_eval_measures_it(
     registry = Registry(home_with_model / "models", "model")
     ref = doc["ref"]
     assert registry.manifest(ref)["head"]["kind"] == "mlp"
-    figures = home_with_model / "eval.json"
-    result = runner.invoke(
-        main_app,
-        ["eval", "retrieval", "--pairs", str(small_pairs), "--root", str(root)]
-        + ["--split", "val", "--model", ref, "--crop", "upper"]
-        + ["--cache-dir", str(feature_cache), "--json", str(figures)],
-    )
-    assert result.exit_code == 0, result.output
-    measured = json.loads(figures.read_text())
+    measured = _eval_cli(runner, small_pairs, root, ref, feature_cache)
     assert measured["recall"]["@10"] == pytest.approx(doc["figures"]["val"]["recall@10"], abs=0.02)
 
 
@@ -180,3 +188,47 @@ def test_multi_crop_search_reports_regions_and_groups(
         )
     finally:
         store.close()
+
+
+def test_fine_tuned_backbone_ships_its_own_onnx_and_eval_reproduces_it(
+    home_with_model: Path,
+    shared_data: Path,
+    small_pairs: Path,
+    feature_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The last block and head convolution learn; the candidate carries re-exported ONNX files.
+
+    The manifest's figures come from the torch tail on cached stem activations; the offline
+    evaluation runs the exported ONNX model on the photos. Agreement proves the export.
+    """
+    from lookalike.cli.train import app as train_app
+
+    monkeypatch.setenv("LOOKALIKE_HOME", str(home_with_model))
+    root = shared_data / "viton-dev"
+    registry = Registry(home_with_model / "models", "model")
+    base = registry.resolve("effnet_lite0:production")
+    base_manifest = registry.manifest(base)
+    out = home_with_model / "finetuned.json"
+    runner = CliRunner()
+    args = ["train-embedding", "--pairs", str(small_pairs), "--root", str(root)]
+    args += ["--finetune-blocks", "1", "--finetune-epochs", "3", "--dim", "64"]
+    args += ["--cache", str(feature_cache), "--json", str(out)]
+    result = runner.invoke(train_app, args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    ref = doc["ref"]
+    assert doc["finetune"] == {"from_block": 15, "blocks": 1, "head_conv": True}
+    assert len(doc["training"]["history"]) == 3
+    # Its own backbone: different bytes from the base's, and the base's feature keys are gone.
+    for rel in ("model_fp32.onnx", "model_int8.onnx", "weights.pt"):
+        assert doc["files"][rel]["sha256"] != base_manifest["files"][rel]["sha256"], rel
+    assert "backbone_files" not in doc and "feature_keys" not in doc
+    assert doc["default_variant"] in ("fp32", "int8") and doc["int8_fidelity"]["images"] > 100
+    assert registry.verify(registry.resolve(ref)) == []
+    val, untrained = doc["figures"]["val"], doc["figures"]["val_untrained_head"]
+    assert val["recall@5"] >= untrained["recall@5"] + 0.15, (val, untrained)
+
+    measured = _eval_cli(runner, small_pairs, root, ref, feature_cache, "--variant", "fp32")
+    assert measured["recall"]["@10"] == pytest.approx(val["recall@10"], abs=0.02)
+    assert measured["map"] == pytest.approx(val["map"], abs=0.02)

@@ -29,6 +29,7 @@ def retrieval(
     ),
     split: str = typer.Option(None, help="Keep only pairs whose split column has this value"),
     model: str = typer.Option(None, help="Model name:version (default: production)"),
+    variant: str = typer.Option(None, help="fp32 or int8 (default: the model's serving variant)"),
     json_out: Path = typer.Option(None, "--json", help="Write the figures here as JSON"),
     limit: int = typer.Option(0, help="Use only the first N pairs (0: all)"),
     crop: str = typer.Option(
@@ -44,7 +45,7 @@ def retrieval(
     settings = Settings()
     ref = model or f"{settings.search.model_name}:production"
     registry = Registry(settings.models_dir, "model")
-    embedder = load_embedder(registry, ref, runtime=settings.search.runtime)
+    embedder = load_embedder(registry, ref, runtime=settings.search.runtime, variant=variant)
     feature_cache = None
     if cache:
         from lookalike.embed.cache import FeatureCache, backbone_key

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lookalike.core.errors import LookalikeError
+from lookalike.core.errors import InvalidInput, LookalikeError
 from lookalike.core.settings import Settings
 from lookalike.registry import Registry
 
@@ -67,6 +67,10 @@ def train_embedding(
     ),
     query_crop: str = typer.Option("upper", help="Region of shopper photos: upper/whole/lower"),
     augment: bool = typer.Option(True, help="Add mirrored crops as a second view"),
+    finetune_blocks: int = typer.Option(
+        0, help="Also fine-tune the backbone's last N blocks and head convolution (0: frozen)"
+    ),
+    finetune_epochs: int = typer.Option(12, help="Epochs when fine-tuning"),
     cache: Path = typer.Option(None, help="Feature cache folder (default: var/cache/features)"),
     json_out: Path = typer.Option(None, "--json", help="Write the manifest's figures here"),
 ) -> None:
@@ -100,12 +104,26 @@ def train_embedding(
                     [p.item_id for p in kept],
                 )
         cfg = TrainConfig(kind=head, dim=dim, epochs=epochs, colour_weight=colour_weight)  # type: ignore[arg-type]
+        tune = None
+        if finetune_blocks:
+            from lookalike.embed.finetune import BLOCKS, FinetuneConfig
+
+            if not 0 < finetune_blocks < BLOCKS:
+                raise InvalidInput(f"--finetune-blocks must be 1..{BLOCKS - 1}")
+            tune = FinetuneConfig(
+                kind=head,  # type: ignore[arg-type]
+                at=BLOCKS - finetune_blocks,
+                dim=dim,
+                epochs=finetune_epochs,
+                colour_weight=colour_weight,
+            )
         result = train_candidate(
             registry,
             train,
             base=base_ref,
             name=name,
             cfg=cfg,
+            finetune=tune,
             query_crop=query_crop,
             augment=augment,
             evaluate=held,

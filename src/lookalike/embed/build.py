@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from importlib import metadata
 from pathlib import Path
@@ -34,7 +35,13 @@ from lookalike.embed.preprocess import PreprocessConfig, preprocess_batch
 from lookalike.embed.runtime import onnx_session
 from lookalike.registry import Ref, Registry
 
-__all__ = ["INT8_MIN_RECALL", "build_default"]
+__all__ = [
+    "INT8_MIN_RECALL",
+    "ExportedBackbone",
+    "build_default",
+    "export_onnx",
+    "export_variants",
+]
 
 log = logging.getLogger("lookalike.embed")
 
@@ -72,8 +79,12 @@ def _source_weights() -> tuple[Any, str]:
     return torch.load(path, map_location="cpu", weights_only=True), metadata.version(SOURCE_PACKAGE)
 
 
-def _export_onnx(model: Any, out: Path, size: int) -> None:
+def export_onnx(model: Any, out: Path, size: int) -> None:
+    """Export ``model`` (pixels → one output) with the dynamo exporter and a dynamic batch."""
     import torch
+
+    for noisy in ("onnx_ir", "onnxscript"):  # INFO lines per initializer and rewrite rule
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
     batch = torch.export.Dim("batch", min=1, max=4096)
     torch.onnx.export(
@@ -164,6 +175,92 @@ def _choose(int8: dict[str, Any], lat: dict[str, dict[str, float]]) -> tuple[str
     return "fp32", why
 
 
+@dataclass
+class ExportedBackbone:
+    """What :func:`export_variants` wrote into ``work`` and the manifest keys describing it."""
+
+    files: dict[str, Path]
+    manifest: dict[str, Any]
+
+
+def export_variants(
+    model: Any, pixels: np.ndarray, work: Path, say: Progress, *, latency_runs: int = 100
+) -> ExportedBackbone:
+    """Export a torch embedder to ONNX fp32 + int8 in ``work``, check and measure both.
+
+    ``pixels`` are preprocessed real photos (at least 11): the first 32 check ONNX against
+    torch, up to 100 evenly spaced ones calibrate int8, all of them measure int8 fidelity. The
+    production variant is chosen by those figures. Also writes ``weights.pt`` (torch fallback).
+    """
+    import torch
+
+    from lookalike.embed.torch_model import save_torch_weights
+
+    size = int(pixels.shape[-1])
+    fp32_path, int8_path = work / "model_fp32.onnx", work / "model_int8.onnx"
+    say("exporting ONNX (dynamo exporter, dynamic batch)")
+    export_onnx(model, fp32_path, size)
+    sess32 = onnx_session(fp32_path, ["CPUExecutionProvider"])
+    check = pixels[:32]
+    with torch.inference_mode():
+        torch_out = model(torch.from_numpy(check)).numpy()
+    onnx_diff = float(np.abs(_embed_all(sess32, check) - torch_out).max())
+    say(f"ONNX vs torch max abs diff on {len(check)} real images: {onnx_diff:.2e}")
+    if not onnx_diff < 1e-3:
+        raise ConfigError(f"exported ONNX disagrees with torch (max abs diff {onnx_diff})")
+
+    step = max(1, len(pixels) // CALIBRATION_COUNT)
+    calib = pixels[::step][:CALIBRATION_COUNT]
+    say(f"quantising int8 (static, QDQ, per channel) on {len(calib)} images")
+    _quantise_int8(fp32_path, int8_path, calib, work)
+    sess8 = onnx_session(int8_path, ["CPUExecutionProvider"])
+
+    say(f"measuring int8 fidelity on {len(pixels)} images")
+    e32, e8 = _embed_all(sess32, pixels), _embed_all(sess8, pixels)
+    fidelity = {
+        "images": len(pixels),
+        "mean_cosine": round(mean_cosine(e32, e8), 5),
+        "recall_at_10": round(neighbour_recall(e32, e8, 10), 4),
+        "recall_at_1": round(neighbour_recall(e32, e8, 1), 4),
+    }
+    say(f"int8 vs fp32: {fidelity}")
+    say(f"measuring batch-1 latency ({latency_runs} runs each, {cpu_threads()} threads)")
+    one = pixels[:1]
+    latency = {
+        v: latency_ms(partial(s.run, None, {_INPUT: one}), runs=latency_runs)
+        for v, s in (("fp32", sess32), ("int8", sess8))
+    }
+    say(f"latency: {latency}")
+    default_variant, reason = _choose(fidelity, latency)
+    say(f"production variant: {default_variant} — {reason}")
+    save_torch_weights(model, work / "weights.pt")
+    return ExportedBackbone(
+        files={
+            "model_fp32.onnx": fp32_path,
+            "model_int8.onnx": int8_path,
+            "weights.pt": work / "weights.pt",
+        },
+        manifest={
+            "input_name": _INPUT,
+            "output_name": _OUTPUT,
+            "variants": {"fp32": "model_fp32.onnx", "int8": "model_int8.onnx"},
+            "default_variant": default_variant,
+            "reason": reason,
+            "onnx_vs_torch_max_abs_diff": onnx_diff,
+            "latency_batch1": {**latency, "threads": cpu_threads(), "provider": "CPU"},
+            "int8_fidelity": fidelity,
+            "int8_quantisation": {
+                "method": "static",
+                "format": "QDQ",
+                "per_channel": True,
+                "calibrate_method": "MinMax",
+                "calibration_images": len(calib),
+            },
+            "torch_weights": "weights.pt",
+        },
+    )
+
+
 def build_default(
     registry: Registry,
     calibration_images: Sequence[Path],
@@ -183,12 +280,7 @@ def build_default(
         raise InvalidInput(f"need at least 11 calibration images, got {len(paths)}")
     import torch
 
-    from lookalike.embed.torch_model import (
-        ARCH,
-        EMBED_DIM,
-        build_torch_embedder,
-        save_torch_weights,
-    )
+    from lookalike.embed.torch_model import ARCH, EMBED_DIM, build_torch_embedder
 
     t_start = time.perf_counter()
     torch.set_num_threads(cpu_threads())
@@ -201,77 +293,24 @@ def build_default(
     model = build_torch_embedder(state)
 
     with tempfile.TemporaryDirectory(prefix="lookalike-build-") as tmp:
-        work = Path(tmp)
-        fp32_path, int8_path = work / "model_fp32.onnx", work / "model_int8.onnx"
-        say("exporting ONNX (dynamo exporter, dynamic batch)")
-        _export_onnx(model, fp32_path, cfg.size)
-        sess32 = onnx_session(fp32_path, ["CPUExecutionProvider"])
-        check = pixels[:32]
-        with torch.inference_mode():
-            torch_out = model(torch.from_numpy(check)).numpy()
-        onnx_diff = float(np.abs(_embed_all(sess32, check) - torch_out).max())
-        say(f"ONNX vs torch max abs diff on {len(check)} real images: {onnx_diff:.2e}")
-        if not onnx_diff < 1e-3:
-            raise ConfigError(f"exported ONNX disagrees with torch (max abs diff {onnx_diff})")
-
-        step = max(1, len(pixels) // CALIBRATION_COUNT)
-        calib = pixels[::step][:CALIBRATION_COUNT]
-        say(f"quantising int8 (static, QDQ, per channel) on {len(calib)} images")
-        _quantise_int8(fp32_path, int8_path, calib, work)
-        sess8 = onnx_session(int8_path, ["CPUExecutionProvider"])
-
-        say(f"measuring int8 fidelity on {len(pixels)} images")
-        e32, e8 = _embed_all(sess32, pixels), _embed_all(sess8, pixels)
-        fidelity = {
-            "images": len(pixels),
-            "mean_cosine": round(mean_cosine(e32, e8), 5),
-            "recall_at_10": round(neighbour_recall(e32, e8, 10), 4),
-            "recall_at_1": round(neighbour_recall(e32, e8, 1), 4),
-        }
-        say(f"int8 vs fp32: {fidelity}")
-        say(f"measuring batch-1 latency ({latency_runs} runs each, {cpu_threads()} threads)")
-        one = pixels[:1]
-        latency = {
-            v: latency_ms(partial(s.run, None, {_INPUT: one}), runs=latency_runs)
-            for v, s in (("fp32", sess32), ("int8", sess8))
-        }
-        say(f"latency: {latency}")
-        default_variant, reason = _choose(fidelity, latency)
-        say(f"production variant: {default_variant} — {reason}")
-
+        exported = export_variants(model, pixels, Path(tmp), say, latency_runs=latency_runs)
         manifest: dict[str, Any] = {
             "arch": ARCH,
             "task": "image-embedding",
             "embedding_dim": EMBED_DIM,
             "normalised": "l2",
             "preprocess": cfg.to_dict(),
-            "input_name": _INPUT,
-            "output_name": _OUTPUT,
-            "variants": {"fp32": "model_fp32.onnx", "int8": "model_int8.onnx"},
-            "default_variant": default_variant,
-            "reason": reason,
-            "onnx_vs_torch_max_abs_diff": onnx_diff,
-            "latency_batch1": {**latency, "threads": cpu_threads(), "provider": "CPU"},
-            "int8_fidelity": fidelity,
-            "int8_quantisation": {
-                "method": "static",
-                "format": "QDQ",
-                "per_channel": True,
-                "calibrate_method": "MinMax",
-                "calibration_images": len(calib),
-            },
+            **exported.manifest,
             "source": {
                 "package": SOURCE_PACKAGE,
                 "version": source_version,
                 "weights": "ImageNet",
                 "torch": torch.__version__,
             },
-            "torch_weights": "weights.pt",
         }
         with registry.create(name, manifest) as writer:
-            shutil.copy2(fp32_path, writer.path / "model_fp32.onnx")
-            shutil.copy2(int8_path, writer.path / "model_int8.onnx")
-            save_torch_weights(model, writer.path / "weights.pt")
+            for rel, path in exported.files.items():
+                shutil.copy2(path, writer.path / rel)
             writer.manifest["build_seconds"] = round(time.perf_counter() - t_start, 1)
     ref = writer.ref
     registry.promote(ref)

@@ -27,7 +27,7 @@ from PIL import Image
 from lookalike.core.errors import ConfigError, InvalidInput
 from lookalike.embed.regions import colour_histogram
 
-__all__ = ["ROLES", "ProjectionHead", "Role", "Tower", "l2_normalise"]
+__all__ = ["ROLES", "ProjectionHead", "Role", "Tower", "l2_normalise", "random_projection"]
 
 Role = Literal["query", "catalog"]
 ROLES: tuple[str, ...] = ("query", "catalog")
@@ -37,6 +37,13 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
     """Rows divided by their L2 norm (zero rows stay zero)."""
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def random_projection(in_dim: int, out_dim: int, seed: int) -> np.ndarray:
+    """An ``(in_dim, out_dim)`` matrix with orthonormal columns (keeps the input's geometry)."""
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((in_dim, out_dim)))
+    return q.astype(np.float32)
 
 
 @dataclass

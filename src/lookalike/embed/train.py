@@ -22,9 +22,17 @@ from typing import Literal
 import numpy as np
 
 from lookalike.core.errors import InvalidInput
-from lookalike.embed.heads import ProjectionHead, Tower, l2_normalise
+from lookalike.embed.heads import ProjectionHead, Tower, random_projection
 
-__all__ = ["KS", "TrainConfig", "TrainResult", "identity_head", "retrieval_figures", "train_head"]
+__all__ = [
+    "KS",
+    "TrainConfig",
+    "TrainResult",
+    "check_pairs",
+    "identity_head",
+    "retrieval_figures",
+    "train_head",
+]
 
 log = logging.getLogger("lookalike.embed")
 
@@ -80,17 +88,23 @@ def retrieval_figures(
     return out
 
 
-def _random_projection(in_dim: int, out_dim: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    q, _ = np.linalg.qr(rng.standard_normal((in_dim, out_dim)))
-    return q.astype(np.float32)
-
-
 def identity_head(in_dim: int, dim: int, seed: int = 0) -> ProjectionHead:
     """The untrained head: both towers are the same random projection (the baseline)."""
-    w = _random_projection(in_dim, dim, seed)
+    w = random_projection(in_dim, dim, seed)
     b = np.zeros(dim, np.float32)
     return ProjectionHead(Tower([(w, b)]), Tower([(w.copy(), b.copy())]), kind="untrained")
+
+
+def check_pairs(query_views: Sequence[np.ndarray], catalog: np.ndarray) -> tuple[int, int]:
+    """``(pairs, row width)`` of training rows, or InvalidInput saying what does not fit."""
+    if not query_views:
+        raise InvalidInput("need at least one view of the query photos")
+    n, in_dim = catalog.shape
+    if any(v.shape != (n, in_dim) for v in query_views):
+        raise InvalidInput("every query view must have the catalog's shape")
+    if n < 4:
+        raise InvalidInput(f"need at least 4 training pairs, got {n}")
+    return n, in_dim
 
 
 def train_head(
@@ -101,65 +115,23 @@ def train_head(
     progress: Progress | None = None,
 ) -> TrainResult:
     """Fit a two-tower head: ``query_views[v][i]`` and ``catalog[i]`` show the same item."""
-    if not query_views:
-        raise InvalidInput("need at least one view of the query photos")
-    n, in_dim = catalog.shape
-    if any(v.shape != (n, in_dim) for v in query_views):
-        raise InvalidInput("every query view must have the catalog's shape")
-    if n < 4:
-        raise InvalidInput(f"need at least 4 training pairs, got {n}")
+    n, in_dim = check_pairs(query_views, catalog)
     import torch
     from torch import nn
 
     from lookalike.embed.measure import cpu_threads
+    from lookalike.embed.torch_heads import TorchTower, check_export, info_nce, take_step
 
     torch.set_num_threads(cpu_threads())
     torch.manual_seed(cfg.seed)
     say = progress or (lambda msg: log.info("train: %s", msg))
     started = time.perf_counter()
-    init = torch.from_numpy(_random_projection(in_dim, cfg.dim, cfg.seed))
+    init = random_projection(in_dim, cfg.dim, cfg.seed)
 
-    class TorchTower(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.skip = nn.Linear(in_dim, cfg.dim, bias=True)
-            with torch.no_grad():
-                self.skip.weight.copy_(init.T)
-                self.skip.bias.zero_()
-            self.mlp: nn.Sequential | None = None
-            self.first: nn.Linear | None = None
-            self.last: nn.Linear | None = None
-            if cfg.kind == "mlp":
-                self.first = nn.Linear(in_dim, cfg.hidden)
-                self.last = nn.Linear(cfg.hidden, cfg.dim)
-                self.mlp = nn.Sequential(self.first, nn.ReLU(), nn.Dropout(cfg.dropout), self.last)
-                with torch.no_grad():  # start as the linear map; the MLP adds a residual
-                    self.last.weight.mul_(0.1)
-                    self.last.bias.zero_()
+    def tower() -> TorchTower:
+        return TorchTower(init, cfg.kind, cfg.hidden, cfg.dropout)
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            out = self.skip(x)
-            if self.mlp is not None:
-                out = out + self.mlp(x)
-            return nn.functional.normalize(out, dim=1)
-
-        def export(self) -> Tower:
-            def np_(t: torch.Tensor) -> np.ndarray:
-                return t.detach().cpu().numpy().astype(np.float32)
-
-            if self.first is None or self.last is None:
-                return Tower([(np_(self.skip.weight.T), np_(self.skip.bias))])
-            first, last = self.first, self.last
-            # skip bias folds into the last layer's bias: out = mlp(x) + x @ Ws + bs
-            return Tower(
-                [
-                    (np_(first.weight.T), np_(first.bias)),
-                    (np_(last.weight.T), np_(last.bias + self.skip.bias)),
-                ],
-                skip=np_(self.skip.weight.T),
-            )
-
-    q_tower, c_tower = TorchTower(), TorchTower()
+    q_tower, c_tower = tower(), tower()
     log_t = nn.Parameter(torch.tensor(float(np.log(cfg.temperature))))
     params = [*q_tower.parameters(), *c_tower.parameters()]
     groups = [{"params": params, "weight_decay": cfg.weight_decay}]
@@ -182,15 +154,7 @@ def train_head(
             pick = torch.randint(len(views), (len(idx),), generator=gen)
             q = q_tower(views[pick, idx])
             c = c_tower(cat[idx])
-            logits = q @ c.T / log_t.exp().clamp(min=0.01)
-            target = torch.arange(len(idx))
-            ce = nn.functional.cross_entropy
-            loss = 0.5 * (ce(logits, target) + ce(logits.T, target))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item()
+            total += take_step(opt, sched, info_nce(q, c, log_t))
         loss_value = total / steps_per_epoch
         if epoch == 0 or (epoch + 1) % 10 == 0 or epoch + 1 == cfg.epochs:
             say(f"epoch {epoch + 1}/{cfg.epochs} loss {loss_value:.4f} t {log_t.exp().item():.4f}")
@@ -203,13 +167,7 @@ def train_head(
         colour_weight=cfg.colour_weight,
         colour_bins=cfg.colour_bins,
     )
-    # The numpy head must reproduce torch exactly: serving runs the numpy one.
-    with torch.no_grad():
-        probe = cat[:8]
-        want = c_tower(probe).numpy()
-    got = l2_normalise(head.catalog(probe.numpy()))
-    if not np.allclose(want, got, atol=1e-4):
-        raise RuntimeError("exported head disagrees with the trained torch head")
+    check_export(c_tower, head, cat[:8])
     return TrainResult(
         head=head,
         seconds=round(time.perf_counter() - started, 2),

@@ -229,7 +229,11 @@ def build_router() -> APIRouter:
                 max_pixels=settings.limits.max_pixels,
             )
             return search.search_image(
-                pil, k=k, category=category, available=available, per_garment=per_garment,
+                pil,
+                k=k,
+                category=category,
+                available=available,
+                per_garment=per_garment,
                 crops=crops,
             )
 

@@ -36,7 +36,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +46,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lookalike.core.errors import ConfigError, NotFound
 
@@ -272,15 +273,22 @@ def install_auth(
         request.state.api_key = key
         return None
 
-    @app.middleware("http")
-    async def api_key_middleware(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        if request.method != "OPTIONS" and request.url.path in checked:
-            refused = await check_key(request)
-            if refused is not None:
-                return refused
-        return await call_next(request)
+    class KeyCheck:
+        """Pure ASGI (no BaseHTTPMiddleware): the body streams through untouched."""
+
+        def __init__(self, inner: ASGIApp) -> None:
+            self.inner = inner
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            http = scope["type"] == "http" and scope["method"] != "OPTIONS"
+            if http and scope["path"] in checked:
+                refused = await check_key(Request(scope))  # its .state is the scope's state
+                if refused is not None:
+                    await refused(scope, receive, send)
+                    return
+            await self.inner(scope, receive, send)
+
+    app.add_middleware(KeyCheck)
 
     @app.get("/v1/auth/check", include_in_schema=True, tags=["auth"])
     async def auth_check(request: Request) -> dict[str, str]:
