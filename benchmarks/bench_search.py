@@ -147,7 +147,9 @@ def queries(n: int) -> list[bytes]:
     return out
 
 
-def measure(home: Path, bodies: list[bytes], runs: int, workers: int) -> dict:
+def measure(home: Path, bodies: list[bytes], runs: int, workers: int,
+            crops: tuple[str, ...] = ("auto",)) -> list[dict]:
+    """One server; for each crop mode, ``runs`` passes over ``bodies`` (one request at a time)."""
     port = free_port()
     env = {**os.environ, "LOOKALIKE_HOME": str(home)}
     server = subprocess.Popen(
@@ -165,35 +167,49 @@ def measure(home: Path, bodies: list[bytes], runs: int, workers: int) -> dict:
                     pass
                 time.sleep(0.2)
             health = client.get("/health").json()
-            for body in bodies[:20]:  # warm-up
-                client.post("/v1/search", files={"image": ("q.jpg", body, "image/jpeg")})
-            per_run = []
-            server_ms: list[float] = []
-            for _ in range(runs):
-                lat = []
-                for body in bodies:
-                    t0 = time.perf_counter()
-                    r = client.post("/v1/search", files={"image": ("q.jpg", body, "image/jpeg")})
-                    lat.append((time.perf_counter() - t0) * 1000)
-                    r.raise_for_status()
-                    server_ms.append(r.json()["took_ms"])
-                per_run.append(lat)
+            out = []
+            for mode in crops:
+                params = {} if mode == "auto" else {"crops": mode}
+
+                def post(body: bytes, params: dict = params) -> httpx.Response:
+                    return client.post("/v1/search", params=params,
+                                       files={"image": ("q.jpg", body, "image/jpeg")})
+
+                for body in bodies[:20]:  # warm-up
+                    post(body)
+                per_run = []
+                server_ms: list[float] = []
+                regions = 0
+                for _ in range(runs):
+                    lat = []
+                    for body in bodies:
+                        t0 = time.perf_counter()
+                        r = post(body)
+                        lat.append((time.perf_counter() - t0) * 1000)
+                        r.raise_for_status()
+                        doc = r.json()
+                        server_ms.append(doc["took_ms"])
+                        regions += len({h.get("region") for h in doc["results"]})
+                    per_run.append(lat)
+                flat = [x for run in per_run for x in run]
+                out.append({
+                    "crops": mode,
+                    "served_by": health.get("runtime", {}).get("served_by"),
+                    "model": health.get("model", {}).get("version"),
+                    "index": health.get("index"),
+                    "requests": len(flat),
+                    "regions_per_answer": round(regions / len(flat), 2),
+                    "runs": [{"median_ms": round(statistics.median(r), 2),
+                              "p95_ms": round(pct(r, 95), 2)} for r in per_run],
+                    "median_ms": round(statistics.median(flat), 2),
+                    "p95_ms": round(pct(flat, 95), 2),
+                    "server_took_median_ms": round(statistics.median(server_ms), 2),
+                    "server_took_p95_ms": round(pct(server_ms, 95), 2),
+                })
     finally:
         server.terminate()
         server.wait(timeout=30)
-    flat = [x for run in per_run for x in run]
-    return {
-        "served_by": health.get("runtime", {}).get("served_by"),
-        "model": health.get("model", {}).get("version"),
-        "index": health.get("index"),
-        "requests": len(flat),
-        "runs": [{"median_ms": round(statistics.median(r), 2), "p95_ms": round(pct(r, 95), 2)}
-                 for r in per_run],
-        "median_ms": round(statistics.median(flat), 2),
-        "p95_ms": round(pct(flat, 95), 2),
-        "server_took_median_ms": round(statistics.median(server_ms), 2),
-        "server_took_p95_ms": round(pct(server_ms, 95), 2),
-    }
+    return out
 
 
 def main() -> None:
@@ -204,6 +220,9 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--crops", default="auto",
+                    help="comma-separated crop modes to measure (auto = the model's own crop; "
+                         "multi = whole photo + garments, which needs a localiser for garments)")
     ap.add_argument("--json", type=Path, default=REPO / "artifacts" / "bench_search.json")
     args = ap.parse_args()
     if not (SHARED / "clothing").is_dir():
@@ -218,15 +237,18 @@ def main() -> None:
             factory = "real"
             if size > 1000:
                 factory = grow_synthetic(home, size)
-            res = {"catalog_size": size, "index_factory": factory, **measure(
-                home, bodies, args.runs, args.workers)}
-            results.append(res)
-            print(json.dumps({k: res[k] for k in ("catalog_size", "median_ms", "p95_ms")}))
-    print(f"\n{'catalog':>9} {'index':>22} {'served_by':>22} {'median ms':>10} {'p95 ms':>8} "
-          f"{'server p95':>10}")
+            for res in measure(home, bodies, args.runs, args.workers,
+                               tuple(args.crops.split(","))):
+                res = {"catalog_size": size, "index_factory": factory, **res}
+                results.append(res)
+                print(json.dumps({k: res[k] for k in
+                                  ("catalog_size", "crops", "median_ms", "p95_ms")}))
+    print(f"\n{'catalog':>9} {'index':>22} {'crops':>6} {'served_by':>22} {'median ms':>10} "
+          f"{'p95 ms':>8} {'server p95':>10}")
     for r in results:
-        print(f"{r['catalog_size']:>9} {str(r['index']['factory']):>22} {r['served_by']:>22} "
-              f"{r['median_ms']:>10.1f} {r['p95_ms']:>8.1f} {r['server_took_p95_ms']:>10.1f}")
+        print(f"{r['catalog_size']:>9} {str(r['index']['factory']):>22} {r['crops']:>6} "
+              f"{r['served_by']:>22} {r['median_ms']:>10.1f} {r['p95_ms']:>8.1f} "
+              f"{r['server_took_p95_ms']:>10.1f}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"benchmark": "search_e2e", "results": results}, indent=2))
     print(f"wrote {args.json}")

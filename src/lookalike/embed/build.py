@@ -122,14 +122,7 @@ def _tail_nodes(model_path: Path) -> list[str]:
 
 
 def _quantise_int8(fp32: Path, out: Path, calibration: np.ndarray, work: Path) -> None:
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quant_pre_process,
-        quantize_static,
-    )
+    from onnxruntime.quantization import CalibrationDataReader, quant_pre_process
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -141,16 +134,28 @@ def _quantise_int8(fp32: Path, out: Path, calibration: np.ndarray, work: Path) -
 
     pre = work / "pre.onnx"
     quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))  # it logs one INFO line per rescaled channel
+    try:
+        _quantize_static(pre, out, Reader(), nodes_to_exclude=_tail_nodes(pre))
+    finally:
+        root.setLevel(level)
+
+
+def _quantize_static(pre: Path, out: Path, reader: Any, nodes_to_exclude: list[str]) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
     quantize_static(
         str(pre),
         str(out),
-        Reader(),
+        reader,
         quant_format=QuantFormat.QDQ,
         per_channel=True,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         calibrate_method=CalibrationMethod.MinMax,
-        nodes_to_exclude=_tail_nodes(pre),
+        nodes_to_exclude=nodes_to_exclude,
     )
 
 
