@@ -225,6 +225,9 @@ def test_fine_tuned_backbone_ships_its_own_onnx_and_eval_reproduces_it(
         assert doc["files"][rel]["sha256"] != base_manifest["files"][rel]["sha256"], rel
     assert "backbone_files" not in doc and "feature_keys" not in doc
     assert doc["default_variant"] in ("fp32", "int8") and doc["int8_fidelity"]["images"] > 100
+    # int8 serves only if it keeps the held-out recall (measured with the int8 ONNX file).
+    drop = doc["int8_retrieval"]["drop"]
+    assert (doc["default_variant"] == "int8") == all(d <= 0.01 for d in drop.values()), drop
     assert registry.verify(registry.resolve(ref)) == []
     val, untrained = doc["figures"]["val"], doc["figures"]["val_untrained_head"]
     assert val["recall@5"] >= untrained["recall@5"] + 0.15, (val, untrained)

@@ -380,5 +380,52 @@ def train_candidate(
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, dest)
             writer.manifest["training"]["total_seconds"] = round(time.perf_counter() - started, 1)
+    manifest = writer.manifest
+    if held is not None and len(held) and manifest.get("default_variant") == "fp32":
+        choice = _int8_by_recall(
+            registry, writer.ref, cache_dir, head, held, distractors, query_crop, figures[label]
+        )
+        say(f"int8 on {label}: {choice['int8_retrieval']['reason']}")
+        registry.update_manifest(writer.ref, **choice)
+        manifest = registry.manifest(writer.ref)
     say(f"registered {writer.ref} (not promoted: `lookalike models promote {writer.ref}`)")
-    return TrainedCandidate(writer.ref, writer.manifest)
+    return TrainedCandidate(writer.ref, manifest)
+
+
+def _int8_by_recall(
+    registry: Registry,
+    ref: Ref,
+    cache_dir: Path,
+    head: ProjectionHead,
+    held: PairSet,
+    distractors: Sequence[Path],
+    query_crop: str,
+    fp32: dict[str, float],
+) -> dict[str, Any]:
+    """Serve int8 when it keeps the candidate's retrieval recall on the held-out pairs.
+
+    The build's rule (int8 keeps 90% of fp32's nearest neighbours among a few hundred photos)
+    is a proxy; with held-out pairs the figure that matters can be measured directly: int8
+    is chosen when its Recall@1 and Recall@10 are within ``INT8_MAX_RECALL_DROP`` of fp32's.
+    """
+    from lookalike.embed.build import INT8_MAX_RECALL_DROP
+
+    emb = load_embedder(registry, ref, runtime="onnx-cpu", variant="int8")
+    cache8 = FeatureCache(
+        cache_dir, backbone_key(registry.manifest(ref), "int8"), emb.embed_backbone
+    )
+    int8 = evaluate_head(
+        cache8, head, held, distractors=distractors, query_crops=(CropSpec(query_crop),)
+    )
+    drops = {k: round(fp32[k] - int8[k], 4) for k in ("recall@1", "recall@10")}
+    keeps = all(d <= INT8_MAX_RECALL_DROP for d in drops.values())
+    reason = (
+        f"int8 {'keeps' if keeps else 'loses'} the held-out recall: "
+        f"R@1 {int8['recall@1']:.3f} vs fp32 {fp32['recall@1']:.3f}, "
+        f"R@10 {int8['recall@10']:.3f} vs {fp32['recall@10']:.3f} "
+        f"(allowed drop {INT8_MAX_RECALL_DROP})"
+    )
+    out: dict[str, Any] = {"int8_retrieval": {"figures": int8, "drop": drops, "reason": reason}}
+    if keeps:
+        out.update(default_variant="int8", reason=reason)
+    return out
