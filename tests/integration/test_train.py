@@ -232,6 +232,16 @@ def test_fine_tuned_backbone_ships_its_own_onnx_and_eval_reproduces_it(
     val, untrained = doc["figures"]["val"], doc["figures"]["val_untrained_head"]
     assert val["recall@5"] >= untrained["recall@5"] + 0.15, (val, untrained)
 
+    # The torch fallback rebuilds the fine-tuned weights, not the base's: same vectors as ONNX.
+    with Image.open(root / "person" / "000004.jpg") as img:
+        person = [img.convert("RGB")]
+    onnx32 = load_embedder(registry, ref, runtime="onnx-cpu", variant="fp32")
+    torch_cpu = load_embedder(registry, ref, runtime="torch-cpu")
+    for role in ("query", "catalog"):
+        np.testing.assert_allclose(
+            torch_cpu.embed(person, role=role), onnx32.embed(person, role=role), atol=1e-4
+        )
+
     measured = _eval_cli(runner, small_pairs, root, ref, feature_cache, "--variant", "fp32")
     assert measured["recall"]["@10"] == pytest.approx(val["recall@10"], abs=0.02)
     assert measured["map"] == pytest.approx(val["map"], abs=0.02)
