@@ -266,7 +266,9 @@ def _train_finetuned(
             "train_seconds": result.seconds,
             "feature_seconds": feature_seconds,
         },
-        description=f"fine-tuned last {trained_blocks} block(s) + linear head on {len(fit)} pairs",
+        description=(
+            f"fine-tuned last {trained_blocks} block(s) + {cfg.kind} head on {len(fit)} pairs"
+        ),
     )
 
 
