@@ -245,3 +245,24 @@ def test_fine_tuned_backbone_ships_its_own_onnx_and_eval_reproduces_it(
     measured = _eval_cli(runner, small_pairs, root, ref, feature_cache, "--variant", "fp32")
     assert measured["recall"]["@10"] == pytest.approx(val["recall@10"], abs=0.02)
     assert measured["map"] == pytest.approx(val["map"], abs=0.02)
+
+
+@pytest.mark.parametrize("blocks", ["16", "-1"])
+def test_cli_refuses_a_cut_outside_the_backbone(
+    home_with_model: Path,
+    shared_data: Path,
+    small_pairs: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    blocks: str,
+) -> None:
+    from lookalike.cli.train import app as train_app
+
+    monkeypatch.setenv("LOOKALIKE_HOME", str(home_with_model))
+    root = shared_data / "viton-dev"
+    registry = Registry(home_with_model / "models", "model")
+    before = registry.versions("effnet_lite0")
+    args = ["train-embedding", "--pairs", str(small_pairs), "--root", str(root)]
+    result = CliRunner().invoke(train_app, [*args, "--finetune-blocks", blocks])
+    assert result.exit_code == 1
+    assert "--finetune-blocks must be 1..15" in result.output
+    assert registry.versions("effnet_lite0") == before  # nothing was registered
