@@ -20,6 +20,7 @@ fix where there is one.
 from __future__ import annotations
 
 __all__ = [
+    "short_reason",
     "BadImage",
     "ConfigError",
     "DimensionMismatch",
@@ -89,3 +90,11 @@ class IntegrityError(LookalikeError):
 
 class ConfigError(LookalikeError):
     code = "config_error"
+
+
+def short_reason(exc: BaseException, limit: int = 300) -> str:
+    """One line saying why ``exc`` happened: our own message, else the first line of str()."""
+    if isinstance(exc, LookalikeError):
+        return exc.message[:limit]
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]

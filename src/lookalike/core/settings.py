@@ -100,10 +100,6 @@ class ServingSettings(BaseModel):
     # How often each worker re-reads the registry's production aliases (0 turns it off). A
     # promote is visible everywhere within this plus the time to load the new pair.
     reload_seconds: float = 2.0
-    # Search contract: p95 under 200 ms; our own target is 15 ms. Both are watched on the
-    # latency histograms of /metrics; neither triggers a fallback by itself.
-    contract_p95_ms: float = 200.0
-    target_ms: float = 15.0
     # A fallback step is taken when a step fails or exceeds this budget. It is far above the
     # contract on purpose: on a 2-core CPU under a burst, a healthy embed queues for 100-300 ms,
     # and a trigger near the contract would flap onto the slower torch path and make it worse.

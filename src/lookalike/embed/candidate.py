@@ -29,7 +29,7 @@ from lookalike.embed.cache import CropSpec, FeatureCache, backbone_key
 from lookalike.embed.heads import ProjectionHead
 from lookalike.embed.runtime import LoadedEmbedder, load_embedder
 from lookalike.embed.train import TrainConfig, identity_head, retrieval_figures, train_head
-from lookalike.registry import Ref, Registry
+from lookalike.registry import Ref, Registry, sha256_file
 
 if TYPE_CHECKING:
     from lookalike.embed.finetune import FinetuneConfig
@@ -38,7 +38,7 @@ __all__ = ["PairSet", "TrainedCandidate", "evaluate_head", "holdout", "train_can
 
 log = logging.getLogger("lookalike.embed")
 Progress = Callable[[str], None]
-_BASE_ONLY = {"files", "name", "version", "created_at", "kind", "build_seconds"}
+BASE_ONLY = {"files", "name", "version", "created_at", "kind", "build_seconds"}
 
 
 @dataclass
@@ -67,14 +67,15 @@ class TrainedCandidate:
     manifest: dict[str, Any]
 
 
+def in_holdout(key: str, share: float) -> bool:
+    """Whether ``key`` falls in the held-out ``share``: a hash, so stable across runs."""
+    return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < share
+
+
 def holdout(pairs: PairSet, share: float = 0.1) -> tuple[PairSet, PairSet]:
     """Split training pairs into (fit, tune) by a hash of the item id: stable across runs."""
     keys = pairs.item_ids or [str(p) for p in pairs.catalog]
-    tune = [
-        i
-        for i, k in enumerate(keys)
-        if int(hashlib.sha1(k.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < share
-    ]
+    tune = [i for i, k in enumerate(keys) if in_holdout(k, share)]
     chosen = set(tune)
     return pairs.subset([i for i in range(len(pairs)) if i not in chosen]), pairs.subset(tune)
 
@@ -138,14 +139,6 @@ def evaluate_head(
     return retrieval_figures(np.stack(views), gallery, relevant)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def base_cache(
     registry: Registry, base: str | Ref, cache_dir: Path
 ) -> tuple[LoadedEmbedder, FeatureCache, Ref]:
@@ -181,8 +174,6 @@ def _train_frozen(
     t_feat = time.perf_counter()
     views = [cache.features(fit.queries, c) for c in crops]
     catalog = cache.features(fit.catalog, CropSpec("whole"))
-    if cfg.colour_weight > 0:  # computed now so the figures below do not pay for it
-        cache.features(fit.queries, crops[0], kind="colour")
     feature_seconds = round(time.perf_counter() - t_feat, 1)
     say(f"training a {cfg.kind} head ({cfg.epochs} epochs)")
     result = train_head(views, catalog, cfg, progress=say)
@@ -340,7 +331,7 @@ def train_candidate(
         # keys and any localiser trained on its feature map.
         dropped = {"feature_keys", "localizer"} if finetune is not None else set()
         manifest = {
-            k: v for k, v in base_manifest.items() if k not in _BASE_ONLY and k not in dropped
+            k: v for k, v in base_manifest.items() if k not in BASE_ONLY and k not in dropped
         }
         manifest.update(trained.manifest)
         manifest.update(
@@ -374,7 +365,7 @@ def train_candidate(
         )
         head_path = work / "head.npz"
         head.save(head_path)
-        manifest["head"]["sha256"] = _sha256(head_path)
+        manifest["head"]["sha256"] = sha256_file(head_path)
         target = name or base_ref.name
         with registry.create(target, manifest) as writer:
             for rel, src in {**trained.files, "head.npz": head_path}.items():

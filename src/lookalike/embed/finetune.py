@@ -180,18 +180,17 @@ def finetune(
     init = random_projection(int(model._bn1.num_features), cfg.dim, cfg.seed)
     q_tower, c_tower = (TorchTower(init, cfg.kind, cfg.hidden, cfg.dropout) for _ in range(2))
     log_t = nn.Parameter(torch.tensor(float(np.log(cfg.temperature))))
-    opt = torch.optim.AdamW(
-        [
-            {"params": list(tail.parameters()), "lr": cfg.backbone_lr},
-            {"params": [*q_tower.parameters(), *c_tower.parameters()], "lr": cfg.lr},
-            {"params": [log_t], "lr": cfg.lr, "weight_decay": 0.0},
-        ],
-        weight_decay=cfg.weight_decay,
-    )
+    groups: list[dict] = [
+        {"params": list(tail.parameters()), "lr": cfg.backbone_lr},
+        {"params": [*q_tower.parameters(), *c_tower.parameters()], "lr": cfg.lr},
+    ]
+    if cfg.learn_temperature:
+        groups.append({"params": [log_t], "lr": cfg.lr, "weight_decay": 0.0})
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, n // cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt,
-        max_lr=[cfg.backbone_lr, cfg.lr, cfg.lr],
+        max_lr=[g["lr"] for g in groups],
         total_steps=cfg.epochs * steps_per_epoch,
         pct_start=0.1,
     )

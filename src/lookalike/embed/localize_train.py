@@ -9,7 +9,6 @@ the share of garments found at IoU ≥ 0.5.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import tempfile
@@ -23,7 +22,7 @@ from PIL import Image
 
 from lookalike.core.errors import InvalidInput
 from lookalike.embed.cache import FeatureCache, backbone_key
-from lookalike.embed.candidate import TrainedCandidate
+from lookalike.embed.candidate import BASE_ONLY, TrainedCandidate, in_holdout
 from lookalike.embed.localize import (
     CLASSES,
     FMAP_OUTPUT,
@@ -40,7 +39,6 @@ __all__ = ["fit_localizer", "train_localizer_candidate"]
 
 log = logging.getLogger("lookalike.embed")
 Progress = Callable[[str], None]
-_BASE_ONLY = {"files", "name", "version", "created_at", "kind", "build_seconds"}
 
 
 def _read_street(data: Path) -> tuple[list[Path], list[Path], list[str]]:
@@ -148,10 +146,7 @@ def train_localizer_candidate(
         masks = [np.asarray(Image.open(m)) for m in mask_paths]
         sizes = [(m.shape[1], m.shape[0]) for m in masks]
         targets = mask_targets(masks, sizes, labels, cfg.size, cells)
-        held = [
-            int(hashlib.sha1(p.stem.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < 0.15
-            for p in images
-        ]
+        held = [in_holdout(p.stem, 0.15) for p in images]
         fit_rows = [i for i, h in enumerate(held) if not h]
         test_rows = [i for i, h in enumerate(held) if h]
         say(f"fitting a per-cell softmax on {len(fit_rows)} photos × {cells * cells} cells")
@@ -162,7 +157,7 @@ def train_localizer_candidate(
         say(f"held-out ({len(test_rows)} photos): {figures}")
         loc_path = work / "localizer.npz"
         head.save(loc_path)
-        out_manifest = {k: v for k, v in manifest.items() if k not in _BASE_ONLY}
+        out_manifest = {k: v for k, v in manifest.items() if k not in BASE_ONLY}
         out_manifest["variants"] = {v: f"{Path(rel).stem}_fmap.onnx" for v, rel in variants.items()}
         out_manifest["fmap_output"] = FMAP_OUTPUT
         # Same weights, one more output: cached features of the old files stay valid.

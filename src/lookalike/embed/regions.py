@@ -22,7 +22,6 @@ __all__ = [
     "Box",
     "colour_histogram",
     "crop_box",
-    "crop_region",
     "expand_box",
 ]
 
@@ -66,13 +65,6 @@ def crop_box(image: Image.Image, box: Sequence[float], *, flip: bool = False) ->
         else image.crop((left, top, right, bottom))
     )
     return out.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if flip else out
-
-
-def crop_region(image: Image.Image, region: str) -> Image.Image:
-    """Cut one of :data:`FIXED_REGIONS` (``whole``/``upper``/``lower``) out of ``image``."""
-    if region not in FIXED_REGIONS:
-        raise InvalidInput(f"unknown region {region!r}; known: {', '.join(FIXED_REGIONS)}")
-    return crop_box(image, FIXED_REGIONS[region])
 
 
 def colour_histogram(image: Image.Image, bins: int = 4, size: int = 64) -> np.ndarray:

@@ -28,7 +28,13 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
-from lookalike.core.errors import ConfigError, IntegrityError, InvalidInput, Unavailable
+from lookalike.core.errors import (
+    ConfigError,
+    IntegrityError,
+    InvalidInput,
+    Unavailable,
+    short_reason,
+)
 from lookalike.embed.heads import ROLES, ProjectionHead, Role
 from lookalike.embed.localize import FMAP_OUTPUT, Garment, LocalizerHead
 from lookalike.embed.measure import cpu_threads
@@ -181,10 +187,6 @@ class LoadedEmbedder:
             self.localizer.boxes(p, img.size, size) for p, img in zip(probs, images, strict=True)
         ]
         return self.project(feats.astype(np.float32), role, images), garments
-
-    def locate(self, images: Sequence[Image.Image]) -> list[list[Garment]]:
-        """Garments found in each photo, best first (empty without a localiser)."""
-        return self.embed_and_locate(images)[1]
 
 
 def onnx_session(path: Path, providers: list[str], threads: int | None = None) -> Any:
@@ -344,7 +346,7 @@ class _Ladder:
             try:  # int8 QDQ graphs run poorly on CUDA; a GPU serves fp32
                 return self.onnx("fp32", "CUDAExecutionProvider", "onnxruntime-cuda")
             except Exception as exc:  # noqa: BLE001 - any failure means: try the next engine
-                self.note("onnxruntime-cuda", _short(exc))
+                self.note("onnxruntime-cuda", short_reason(exc))
         else:
             self.note("onnxruntime-cuda", "onnxruntime has no CUDAExecutionProvider")
         return self.torch("cuda")
@@ -358,17 +360,12 @@ class _Ladder:
             except Exception as exc:  # noqa: BLE001
                 last = exc
                 if variant != order[-1]:
-                    self.note(f"onnxruntime-cpu:{variant}", _short(exc))
+                    self.note(f"onnxruntime-cpu:{variant}", short_reason(exc))
         assert last is not None
         raise last
 
     def step_torch_cpu(self) -> LoadedEmbedder:
         return self.torch("cpu")
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:300]
 
 
 def load_embedder(
@@ -408,5 +405,5 @@ def load_embedder(
         try:
             return steps[name]()
         except Exception as exc:  # noqa: BLE001 - each failure is recorded, then we step down
-            ladder.note(name, _short(exc))
+            ladder.note(name, short_reason(exc))
     raise Unavailable(f"no runtime could serve model {resolved}: " + "; ".join(ladder.reasons))

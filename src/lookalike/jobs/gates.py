@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from lookalike.catalog import CatalogStore
-from lookalike.core.errors import LookalikeError
+from lookalike.core.errors import LookalikeError, short_reason
 from lookalike.core.images import load_image_file
 from lookalike.core.settings import Settings
 from lookalike.embed import Embedder, load_embedder
@@ -55,13 +55,6 @@ MODEL_CHECKS = ("checksums", "load", "output", "golden", "metric", "latency")
 INDEX_CHECKS = ("checksums", "load", "embedder", "count", "retrieval", "latency")
 NORM_TOL = 1e-3
 WARMUP = 2
-
-
-def _short(exc: BaseException) -> str:
-    if isinstance(exc, LookalikeError):
-        return exc.message
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:300]
 
 
 def _not_run(report: CheckReport, names: Sequence[str], why: str) -> CheckReport:
@@ -169,7 +162,10 @@ def _metric_check(
     except Exception as exc:  # noqa: BLE001 - a broken production must not block its fix
         figures["production"] = None
         return CheckResult(
-            "metric", True, figures, f"production {prod_ref} could not be evaluated: {_short(exc)}"
+            "metric",
+            True,
+            figures,
+            f"production {prod_ref} could not be evaluated: {short_reason(exc)}",
         )
     figures["production"] = prod_r10
     figures["delta"] = round(cand - prod_r10, 4)
@@ -221,7 +217,9 @@ def check_model(
         golden = _golden(settings, golden)
         embedder = load_embedder(registry, resolved, runtime=settings.search.runtime)
     except Exception as exc:  # noqa: BLE001 - whatever stops it loading is the finding
-        report.add(CheckResult("load", False, {"runtime": settings.search.runtime}, _short(exc)))
+        report.add(
+            CheckResult("load", False, {"runtime": settings.search.runtime}, short_reason(exc))
+        )
         return _finish(
             registry, _not_run(report, MODEL_CHECKS[2:], "the model did not load"), record
         )
@@ -243,7 +241,9 @@ def check_model(
         gallery, queries = _golden_embeddings(embedder, golden)
     except Exception as exc:  # noqa: BLE001
         report.add(
-            CheckResult("output", False, {}, f"embedding the golden photos failed: {_short(exc)}")
+            CheckResult(
+                "output", False, {}, f"embedding the golden photos failed: {short_reason(exc)}"
+            )
         )
         return _finish(registry, _not_run(report, MODEL_CHECKS[3:], "no output"), record)
     output = report.add(_output_check(gallery, queries, info.dim))
@@ -392,7 +392,7 @@ def check_index(
     try:
         loaded = load_registry_index(indexes, resolved)
     except Exception as exc:  # noqa: BLE001 - faiss raises RuntimeError on a damaged file
-        report.add(CheckResult("load", False, {}, _short(exc)))
+        report.add(CheckResult("load", False, {}, short_reason(exc)))
         return _finish(
             indexes, _not_run(report, INDEX_CHECKS[2:], "the index did not load"), record
         )
@@ -435,7 +435,7 @@ def check_index(
                 settings, loaded, catalog, embedder, _golden(settings, golden)
             )
         except Exception as exc:  # noqa: BLE001
-            report.add(CheckResult("retrieval", False, {}, _short(exc)))
+            report.add(CheckResult("retrieval", False, {}, short_reason(exc)))
             return _finish(indexes, _not_run(report, ["latency"], "no query vectors"), record)
         report.add(result)
     finally:

@@ -164,19 +164,16 @@ async def _answer(
         return not_modified(expected, max_age)
     metrics = _metrics(request)
     limiter = _limiter(request)
-    if not limiter.try_acquire():
-        metrics.rejected.labels(_route(request)).inc()
-        raise Saturated(
-            f"the server is busy ({limiter.limit} searches in progress); retry in "
-            f"{limiter.retry_after} s",
-            retry_after=limiter.retry_after,
-        )
     try:
-        metrics.searches_in_flight.inc()
-        result = await run_in_threadpool(run)
-    finally:
-        metrics.searches_in_flight.dec()
-        limiter.release()
+        with limiter.slot():
+            metrics.searches_in_flight.inc()
+            try:
+                result = await run_in_threadpool(run)
+            finally:
+                metrics.searches_in_flight.dec()
+    except Saturated:
+        metrics.rejected.labels(_route(request)).inc()
+        raise
     # A fallback index answers with its own version: the tag names what really answered.
     etag = etag_for(result.model_version, result.index_version, revision, *key)
     return _cached(request, _response(request, result), etag)

@@ -78,18 +78,7 @@ def build_events_router(store: EventStore | None = None) -> APIRouter:
         summary="Record which search results were shown and opened (anonymous)",
     )
     async def post_events(request: Request, batch: EventBatch) -> EventsAccepted:
-        events = [
-            Event(
-                type=e.type,
-                request_id=e.request_id,
-                item_id=e.item_id,
-                position=e.position,
-                query_item_id=e.query_item_id,
-                surface=e.surface,
-                ts=e.ts,
-            )
-            for e in batch.events
-        ]
+        events = [Event(**e.model_dump()) for e in batch.events]  # the same fields
         target = await run_in_threadpool(_store, request, store)
         accepted = await run_in_threadpool(target.add_batch, events)
         return EventsAccepted(accepted=accepted)

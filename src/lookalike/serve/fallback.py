@@ -27,7 +27,7 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image
 
-from lookalike.core.errors import NotFound, Unavailable
+from lookalike.core.errors import NotFound, Unavailable, short_reason
 from lookalike.core.settings import Settings
 from lookalike.embed import load_embedder
 from lookalike.registry import Ref, Registry
@@ -82,11 +82,6 @@ class GuardedResult:
     took_ms: float
     groups: list[GarmentGroup] = field(default_factory=list)
     crop_mode: str = "whole"
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
 
 
 def _finite(vector: np.ndarray) -> np.ndarray:
@@ -155,7 +150,7 @@ class GuardedSearch:
                         )
                         log.warning("loaded torch-cpu fallback for %s", self.model_version)
                     except Exception as exc:  # noqa: BLE001 - the reason is reported instead
-                        self._torch_problem = f"torch-cpu could not load: {_short(exc)}"
+                        self._torch_problem = f"torch-cpu could not load: {short_reason(exc, 200)}"
             return self._torch
 
     def _previous_service(self) -> SearchService | None:
@@ -177,7 +172,9 @@ class GuardedSearch:
                     )
                     log.warning("loaded index fallback %s", ref)
                 except Exception as exc:  # noqa: BLE001
-                    self._previous_problem = f"{name}:previous could not load: {_short(exc)}"
+                    self._previous_problem = (
+                        f"{name}:previous could not load: {short_reason(exc, 200)}"
+                    )
             return self._previous
 
     # -- running steps ---------------------------------------------------------------------------
@@ -190,7 +187,7 @@ class GuardedSearch:
             budget = self.settings.serving.step_budget_ms
             raise _StepFailed(step, "timeout", f"timed out after {budget:.0f} ms") from None
         except Exception as exc:  # noqa: BLE001 - a failed step hands over to the next
-            raise _StepFailed(step, "error", f"failed: {_short(exc)}") from exc
+            raise _StepFailed(step, "error", f"failed: {short_reason(exc, 200)}") from exc
 
     def _note(self, stage: str, failure: _StepFailed) -> None:
         log.warning("%s step %s %s", stage, failure.step, failure.why)

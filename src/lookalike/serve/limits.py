@@ -150,10 +150,6 @@ class ConcurrencyLimit:
         self._held = 0
         self._lock = threading.Lock()
 
-    @property
-    def held(self) -> int:
-        return self._held
-
     def try_acquire(self) -> bool:
         with self._lock:
             if self._held >= self.limit:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import calendar
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -51,7 +50,6 @@ class ServingState:
     reloads: int = 0
     pools: StepPools | None = None
     on_fallback: FallbackHook | None = None
-    pid: int = field(default_factory=os.getpid)
     _reload_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
