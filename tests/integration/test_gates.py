@@ -133,6 +133,7 @@ def test_latency_budget_is_enforced(home: Path) -> None:
     report = check_model(_settings(home, latency_p95_ms=0.001), "effnet_lite0:1", record=False)
     latency = report.get("latency")
     assert not latency.passed and latency.figures["p95_ms"] > 0.001
+    assert latency.figures["budget_p95_ms"] == 0.001  # the finding names the budget it broke
     assert [r.name for r in report.failed] == ["latency"]
 
 

@@ -58,6 +58,7 @@ def test_report_shows_metrics_plots_and_edge_cases(fresh_demo_home: Path, tmp_pa
     assert ("Gown", 1) in data.categories
     index_rows = [v for v in data.versions if v["kind"] == "index"]
     assert index_rows[0]["metric"] is not None and index_rows[0]["checks"] is True
+    assert 0.0 <= index_rows[0]["metric"] <= 1.0
     assert data.ctr is not None and data.ctr["ctr"] == 1.0
 
     out = write_report(settings, tmp_path / "report.html", artifacts=[])
@@ -89,4 +90,6 @@ def test_report_command_writes_the_file(fresh_demo_home: Path, tmp_path: Path):
         timeout=600,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert out.read_text().startswith("<!doctype html>")
+    page = out.read_text()
+    assert page.startswith("<!doctype html>")
+    assert "The metric each product is held to" in page and "Latency percentiles" in page
