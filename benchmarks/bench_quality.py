@@ -22,12 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
+from lookalike.core.metrics import Figures, figures
 from lookalike.embed.cache import CropSpec
-from lookalike.embed.candidate import PairSet, base_cache, evaluate_head, holdout
 from lookalike.embed.heads import ProjectionHead, Tower
-from lookalike.embed.train import TrainConfig, retrieval_figures, train_head
 from lookalike.registry import Registry
 from lookalike.search import read_pairs
+from lookalike.training.candidate import PairSet, base_cache, evaluate_head, holdout
+from lookalike.training.head import TrainConfig, train_head
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -41,13 +42,13 @@ def pair_set(root: Path, split: str) -> PairSet:
     )
 
 
-def colour_only(cache, pairs: PairSet, distractors: list[Path]) -> dict[str, float]:
+def colour_only(cache, pairs: PairSet, distractors: list[Path]) -> Figures:
     products = sorted({str(p) for p in pairs.catalog})
     row = {p: i for i, p in enumerate(products)}
     gallery = cache.features([Path(p) for p in products] + distractors, CropSpec(), kind="colour")
     queries = cache.features(pairs.queries, CropSpec("upper"), kind="colour")
     relevant = np.asarray([row[str(p)] for p in pairs.catalog])
-    return retrieval_figures(queries, gallery, relevant)
+    return figures(queries, gallery, relevant)
 
 
 def fit(
@@ -55,7 +56,7 @@ def fit(
 ) -> tuple[ProjectionHead, float]:
     q = [cache.features(pairs.queries, v) for v in views]
     c = cache.features(pairs.catalog, CropSpec())
-    result = train_head(q, c, cfg, progress=lambda _m: None)
+    result = train_head(q, c, cfg, progress=lambda *_report: None)
     return result.head, result.seconds
 
 
@@ -94,12 +95,12 @@ def main() -> None:
     upper, flip = CropSpec("upper"), CropSpec("upper", flip=True)
     rows: list[dict] = []
 
-    def add(name: str, figures: dict[str, float], **info: object) -> None:
-        rows.append({"row": name, **figures, **info})
-        r = figures
+    def add(name: str, measured: Figures, **info: object) -> None:
+        rows.append({"row": name, **measured, **info})
+        r = measured["recall"]
         print(
-            f"{name:<44} R@1 {r['recall@1']:.3f}  R@5 {r['recall@5']:.3f}  "
-            f"R@10 {r['recall@10']:.3f}  R@20 {r['recall@20']:.3f}  mAP {r['map']:.3f}  {info}",
+            f"{name:<44} R@1 {r['@1']:.3f}  R@5 {r['@5']:.3f}  "
+            f"R@10 {r['@10']:.3f}  R@20 {r['@20']:.3f}  mAP {measured['map']:.3f}  {info}",
             flush=True,
         )
 
@@ -135,7 +136,7 @@ def main() -> None:
             evaluate_head(cache, head, val, distractors=distractors),
             train_s=secs,
         )
-    best = max(tune, key=lambda n: (tune[n]["recall@1"], tune[n]["recall@10"]))
+    best = max(tune, key=lambda n: (tune[n]["recall"]["@1"], tune[n]["recall"]["@10"]))
     print(f"  best on the train hold-out: {best}", flush=True)
 
     # colour: weight chosen on the hold-out with a head fitted without it
@@ -144,8 +145,8 @@ def main() -> None:
     weights = {w: evaluate_head(cache, with_colour(held_head, w), tune_part) for w in (0.25, 0.5)}
     for w, fig in weights.items():
         print(f"  [train hold-out] colour weight {w}: {fig}", flush=True)
-    w_best = max(weights, key=lambda w: weights[w]["recall@1"])
-    keep_colour = weights[w_best]["recall@1"] > tune[best]["recall@1"]
+    w_best = max(weights, key=lambda w: weights[w]["recall"]["@1"])
+    keep_colour = weights[w_best]["recall"]["@1"] > tune[best]["recall"]["@1"]
     add(
         f"{best} + colour (w={w_best})",
         evaluate_head(cache, with_colour(heads[best], w_best), val, distractors=distractors),

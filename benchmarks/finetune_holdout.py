@@ -20,14 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
+from lookalike.core.metrics import rank_metrics
 from lookalike.embed.cache import CropSpec, FeatureCache, backbone_key
-from lookalike.embed.candidate import PairSet, holdout
-from lookalike.embed.finetune import FinetuneConfig, Tail, finetune, stem_runner
 from lookalike.embed.heads import ProjectionHead
 from lookalike.embed.torch_model import load_torch_embedder
-from lookalike.embed.train import retrieval_figures
 from lookalike.registry import Registry
 from lookalike.search import read_pairs
+from lookalike.training.candidate import PairSet, holdout
+from lookalike.training.finetune import FinetuneConfig, Tail, finetune, stem_runner
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -85,10 +85,10 @@ def main() -> None:
         out = {}
         for w in (0.0, args.colour_weight):
             head.colour_weight = w
-            f = retrieval_figures(
+            recall, _, _ = rank_metrics(
                 head.apply(q, "query", q_col), head.apply(g, "catalog", g_col), relevant
             )
-            out[f"r1_colour{w}"], out[f"r10_colour{w}"] = f["recall@1"], f["recall@10"]
+            out[f"r1_colour{w}"], out[f"r10_colour{w}"] = recall["@1"], recall["@10"]
         return out
 
     cfg = FinetuneConfig(at=args.at, epochs=args.epochs, colour_weight=args.colour_weight)

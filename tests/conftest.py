@@ -49,9 +49,14 @@ def built_models(tmp_path_factory: pytest.TempPathFactory, demo_images: list[Pat
     if reuse and Path(reuse, "effnet_lite0", "aliases.json").is_file():
         return Path(reuse)
     from lookalike.embed.build import build_default
+    from lookalike.lifecycle import promote
+    from lookalike.search.kind import SearchKind
 
-    root = tmp_path_factory.mktemp("models")
-    build_default(Registry(root, "model"), calibration_images=demo_images)
+    home = tmp_path_factory.mktemp("models_home")
+    root = home / "models"
+    ref = build_default(Registry(root, "model"), calibration_images=demo_images)
+    outcome = promote(SearchKind(Settings(home=home)), "model", ref)  # the one promote path
+    assert outcome.promoted, outcome.failed_checks
     return root
 
 
@@ -75,7 +80,9 @@ def demo_home(tmp_path_factory: pytest.TempPathFactory, built_models: Path) -> P
 
     from lookalike.catalog import CatalogStore
     from lookalike.embed import load_embedder
+    from lookalike.lifecycle import promote
     from lookalike.search import build_index
+    from lookalike.search.kind import SearchKind
 
     home = tmp_path_factory.mktemp("demo_home")
     shutil.copytree(built_models, home / "models")
@@ -87,7 +94,8 @@ def demo_home(tmp_path_factory: pytest.TempPathFactory, built_models: Path) -> P
     assert report.ok, report.rejected
     embedder = load_embedder(Registry(settings.models_dir, "model"), "effnet_lite0:production")
     indexes = Registry(settings.index_dir, "index")
-    indexes.promote(build_index(store, embedder, indexes))
+    outcome = promote(SearchKind(settings), "index", build_index(store, embedder, indexes))
+    assert outcome.promoted, outcome.failed_checks
     store.close()
     return home
 

@@ -87,3 +87,96 @@ def test_a_file_that_is_not_an_image_gets_a_friendly_message(
         assert page.locator("[data-testid=result-card]").count() == 0
     finally:
         page.close()
+
+
+def _watch(page: Any) -> tuple[list[str], list[str]]:
+    """Collect CSP violations and script errors, and every URL the page requests."""
+    problems: list[str] = []
+    urls: list[str] = []
+
+    def on_console(message: Any) -> None:
+        # a refused beacon or image is the server's business; a CSP refusal is the page's
+        if "Content Security Policy" in message.text or "Refused to" in message.text:
+            problems.append(message.text)
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("request", lambda r: urls.append(r.url))
+    return problems, urls
+
+
+def _local(urls: list[str], base: str) -> list[str]:
+    # blob: (the photo preview) and data: (inline icons) never leave the browser
+    return [u for u in urls if not u.startswith((base, "blob:", "data:"))]
+
+
+def test_pages_run_under_their_csp_and_load_nothing_remote(
+    browser_context: Any, api_server: harness.ApiServer, demo_catalog: Path
+) -> None:
+    """The search page, an item page and /docs: no CSP violation, no request off this server."""
+    rows = harness.demo_items(demo_catalog / "items.csv")
+    row = next(iter(rows.values()))
+    page = browser_context.new_page()
+    problems, urls = _watch(page)
+    try:
+        response = page.goto(f"{api_server.url}/")
+        csp = response.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+        assert response.headers["x-frame-options"] == "DENY"
+        page.set_input_files("[data-testid=file-input]", str(demo_catalog / row["image"]))
+        page.wait_for_selector("[data-testid=result-card]", timeout=30_000)
+
+        page.goto(f"{api_server.url}/items/{row['item_id']}")
+        page.wait_for_selector("[data-testid=result-card]", timeout=30_000)
+        assert page.inner_text("[data-testid=item-title]") == row["title"]
+
+        # Swagger UI, self-hosted: it renders the live OpenAPI, operations included
+        response = page.goto(f"{api_server.url}/docs")
+        assert "script-src 'self'" in response.headers["content-security-policy"]
+        page.wait_for_selector(".opblock", timeout=30_000)
+        assert page.locator(".opblock").count() >= 5
+        assert "/v1/search" in page.inner_text("[data-testid=swagger-ui]")
+    finally:
+        page.close()
+    assert not problems, problems
+    assert not _local(urls, api_server.url), _local(urls, api_server.url)
+
+
+def test_a_hostile_catalog_url_never_becomes_a_script_link(
+    browser_context: Any, api_server: harness.ApiServer
+) -> None:
+    """Render-side guard: only http(s) or same-site URLs become a card's href."""
+    page = browser_context.new_page()
+    problems, _ = _watch(page)
+    try:
+        page.goto(f"{api_server.url}/")
+        hrefs = page.evaluate(
+            """async () => {
+              const { renderCard } = await import("/static/cards.js");
+              const urls = [
+                "javascript:alert(document.domain)", " JaVaScRiPt:alert(1)",
+                "java\\tscript:alert(1)", "data:text/html,<script>alert(1)</script>",
+                "vbscript:msgbox(1)", "", null, 42,
+                "https://shop.example/dress?id=1", "/items/LK-0002",
+              ];
+              return urls.map((url) => {
+                const card = renderCard({
+                  item_id: "LK 1", title: "<img src=x onerror=alert(1)>", url,
+                  category: "Dress", price: 10, available: true, score: 0.5,
+                });
+                return [card.querySelector(".card").getAttribute("href"),
+                        card.querySelector(".title").innerHTML,
+                        card.querySelector("img[src='x']") === null];
+              });
+            }"""
+        )
+    finally:
+        page.close()
+    item_page = "/items/LK%201"
+    assert [h for h, _, _ in hrefs[:8]] == [item_page] * 8, hrefs
+    assert hrefs[8][0] == "https://shop.example/dress?id=1"
+    assert hrefs[9][0] == "/items/LK-0002"
+    # the title is text, not markup: escaped on render, no element made from it
+    assert all(title == "&lt;img src=x onerror=alert(1)&gt;" for _, title, _ in hrefs)
+    assert all(no_img for _, _, no_img in hrefs)
+    assert not problems, problems

@@ -5,17 +5,22 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
+import socket
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from lookalike.core.settings import Settings
 from lookalike.registry import Ref, Registry
 from lookalike.serve import create_app
+from lookalike.serve.errors import public_message
 
 
 def _client(home: Path, **limits: int) -> Iterator[TestClient]:
@@ -143,7 +148,7 @@ def test_bad_input_gets_a_clear_4xx_and_the_server_stays_up(client, demo_images)
     r = client.post("/v1/search", files={"file": ("q.jpg", good, "image/jpeg")})
     assert r.status_code == 422 and "image" in r.json()["error"]["message"]
     assert _search(client, good, k=0).status_code == 422
-    assert _search(client, good, k=500).status_code == 400
+    assert _search(client, good, k=500).status_code == 422  # one bound, one status
     assert _search(client, good, available="maybe").status_code == 422
     # and after all of that the server still answers
     assert _search(client, good).status_code == 200
@@ -224,3 +229,184 @@ def test_per_garment_results_name_their_region_and_box(client, demo_images, item
     assert _search(client, _jpeg(path), crops="whole").json()["crop_mode"] == "whole"
     bad = _search(client, _jpeg(path), crops="elbow")
     assert bad.status_code == 400 and "crops" in bad.json()["error"]["message"]
+
+
+# --- security headers, error envelopes, documented answers (issue 10) -------------------------
+
+PAGES = ("/", "/items/LK-0001", "/docs")
+
+
+def test_pages_carry_a_strict_csp_and_load_only_their_own_files(client) -> None:
+    for path in PAGES:
+        r = client.get(path)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html"), path
+        csp = r.headers["content-security-policy"]
+        for directive in (
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "object-src 'none'",
+            "frame-ancestors 'none'",
+        ):
+            assert directive in csp, (path, csp)
+        assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+        assert r.headers["x-frame-options"] == "DENY"
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["referrer-policy"] == "strict-origin-when-cross-origin"
+        # nothing that policy would refuse: no inline script, style or event handler
+        assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", r.text), path
+        assert not re.search(r"\sstyle=|\son[a-z]+=|<style", r.text, re.I), path
+        # self-hosted: every script, sheet and link is this server's (no CDN)
+        for ref in re.findall(r'(?:src|href)="([^"]*)"', r.text):
+            assert ref.startswith(("/", "#", "data:")), (path, ref)
+            if ref.startswith("/static/"):
+                asset = client.get(ref)
+                assert asset.status_code == 200 and asset.content, ref
+    docs = client.get("/docs").text
+    assert "/static/swagger-ui-bundle.js" in docs and "/static/docs.js" in docs
+
+
+def test_every_answer_is_nosniff_and_api_answers_allow_nothing(client) -> None:
+    answers = [
+        client.get("/health"),
+        client.get("/v1/categories"),
+        client.get("/v1/items/NOPE-1"),
+        client.get("/v1/items/LK-0001/image"),
+        client.get("/no/such/route"),
+        client.get("/openapi.json"),
+    ]
+    for r in answers:
+        assert r.headers["x-content-type-options"] == "nosniff", r.url
+        assert r.headers["content-security-policy"] == "default-src 'none'; frame-ancestors 'none'"
+        assert r.headers["x-frame-options"] == "DENY"
+
+
+def _envelope(r, status: int, code: str) -> str:
+    assert r.status_code == status, (r.status_code, r.text)
+    body = r.json()
+    assert set(body) == {"error"} and body["error"]["code"] == code, body
+    assert "detail" not in r.text
+    message = body["error"]["message"]
+    assert message and len(message) < 600
+    return message
+
+
+def test_framework_errors_use_the_documented_envelope(client, demo_images) -> None:
+    _envelope(client.get("/no/such/route"), 404, "not_found")
+    # the unknown path is not echoed back
+    assert "evil" not in _envelope(client.get("/v1/<evil>/x"), 404, "not_found")
+    r = client.delete("/v1/categories")
+    _envelope(r, 405, "method_not_allowed")
+    assert "GET" in r.headers["allow"]
+    _envelope(client.put("/v1/search"), 405, "method_not_allowed")
+    as_json = {"content-type": "application/json"}
+    message = _envelope(
+        client.post("/v1/events", content=b"{not json", headers=as_json), 422, "invalid_request"
+    )
+    assert "JSON" in message
+    # a body that cannot even be read as text, and a multipart body that does not parse
+    _envelope(
+        client.post("/v1/events", content=b"\xff\xfe{", headers=as_json), 400, "invalid_request"
+    )
+    multipart = {"content-type": "multipart/form-data; boundary=xyz"}
+    broken = b"--xyz\r\nContent-Disposition: form-data; name=image; filename=a.jpg\r\n\r\n"
+    r = client.post("/v1/search", content=broken, headers=multipart)
+    assert r.status_code in (400, 422), r.text
+    _envelope(r, r.status_code, "invalid_request")
+    # a path parameter of the wrong shape and a query of the wrong type
+    _envelope(client.get("/v1/items/LK-0001/image", params={"n": "x"}), 422, "invalid_request")
+    # and the server still answers
+    assert _search(client, _jpeg(demo_images[0]), k=3).status_code == 200
+
+
+def test_k_has_one_bound_and_one_status_in_schema_and_code(client, demo_home, demo_images) -> None:
+    max_k = Settings().limits.max_k
+    spec = client.get("/openapi.json").json()
+    for path, method in (("/v1/search", "post"), ("/v1/items/{item_id}/similar", "get")):
+        (k,) = [p for p in spec["paths"][path][method]["parameters"] if p["name"] == "k"]
+        assert (k["schema"]["minimum"], k["schema"]["maximum"]) == (1, max_k), path
+    good = _jpeg(demo_images[1])
+    assert len(_search(client, good, k=max_k).json()["results"]) == max_k
+    for r in (
+        _search(client, good, k=max_k + 1),
+        client.get("/v1/items/LK-0001/similar", params={"k": max_k + 1}),
+        client.get("/v1/items/LK-0001/similar", params={"k": 0}),
+    ):
+        assert "k:" in _envelope(r, 422, "invalid_request")
+    # the bound follows the setting, in the schema and in the code alike
+    for small in _client(demo_home, max_k=7):
+        spec = small.get("/openapi.json").json()
+        params = spec["paths"]["/v1/items/{item_id}/similar"]["get"]["parameters"]
+        assert next(p for p in params if p["name"] == "k")["schema"]["maximum"] == 7
+        assert small.get("/v1/items/LK-0001/similar", params={"k": 8}).status_code == 422
+        assert small.get("/v1/items/LK-0001/similar", params={"k": 7}).status_code == 200
+
+
+def test_every_documented_error_is_the_envelope(client) -> None:
+    spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    assert "HTTPValidationError" not in schemas and "ErrorResponse" in schemas
+    for path, item in spec["paths"].items():
+        for method, op in item.items():
+            responses = op["responses"]
+            assert "401" in responses, (method, path)
+            if op.get("requestBody"):
+                assert {"400", "413", "422"} <= set(responses), (method, path)
+            for status, answer in responses.items():
+                if status[0] in "45" and "content" in answer:
+                    ref = answer["content"]["application/json"]["schema"]["$ref"]
+                    assert ref.endswith("/ErrorResponse"), (method, path, status)
+    ready = spec["paths"]["/ready"]["get"]["responses"]
+    assert "503" in ready
+    assert (
+        "image/jpeg"
+        in spec["paths"]["/v1/items/{item_id}/image"]["get"]["responses"]["200"]["content"]
+    )
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_public_message_drops_sql_hosts_database_urls_and_paths(tmp_path) -> None:
+    # real driver errors, as a store would wrap them: SQL text and parameters
+    engine = sa.create_engine("sqlite://")
+    with pytest.raises(sa.exc.OperationalError) as sql_error, engine.connect() as conn:
+        conn.execute(sa.text("SELECT secret FROM nope WHERE id = :id"), {"id": "x\x00"})
+    text = public_message(f"catalog database error: {sql_error.value}")
+    assert text == "catalog database error", text
+    # a PostgreSQL URL with a password, and the driver naming the host it tried
+    pytest.importorskip("psycopg")
+    url = f"postgresql+psycopg://lk:hunter2@127.0.0.1:{_closed_port()}/lk?connect_timeout=2"
+    with pytest.raises(sa.exc.OperationalError) as down:
+        sa.create_engine(url).connect()
+    text = public_message(f"the events database is unavailable: {down.value} (url {url})")
+    assert "127.0.0.1" not in text and "hunter2" not in text and "postgresql" not in text, text
+    assert text.startswith("the events database is unavailable")
+    # a file path keeps only its name; the API's own paths stay as they are
+    bad = tmp_path / "index" / "catalog" / "3" / "index.faiss"
+    text = public_message(f"{bad} is not a readable faiss index; see /v1/items/{{item_id}}")
+    assert str(tmp_path) not in text and "index.faiss is not a readable" in text, text
+    assert "/v1/items/{item_id}" in text
+
+
+def test_a_database_failure_answers_without_sql_or_paths(fresh_demo_home) -> None:
+    for c in _client(fresh_demo_home):
+        assert c.get("/v1/items/LK-0001").status_code == 200
+        db = Settings(home=fresh_demo_home).db_url.removeprefix("sqlite:///")
+        with sqlite3.connect(db) as conn:
+            tables = [
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            ]
+            for table in tables:
+                if "item" in table or "image" in table:
+                    conn.execute(f'DROP TABLE "{table}"')
+        r = c.get("/v1/items/LK-0002")
+        assert r.status_code >= 500, r.text
+        message = r.json()["error"]["message"]
+        for leak in ("SELECT", "FROM", "sqlite", "[SQL", str(fresh_demo_home), ".db"):
+            assert leak not in message, message
+        # the server is still up and says so
+        assert c.get("/health").status_code == 200

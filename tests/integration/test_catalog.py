@@ -234,8 +234,8 @@ def test_interrupted_import_leaves_nothing(catalog: Catalog, demo_catalog: Path)
     class Interrupted(Exception):
         pass
 
-    def progress(done: int, total: int) -> None:
-        if done >= 100:
+    def progress(stage: str, done: int | None = None, total: int | None = None, /) -> None:
+        if done is not None and done >= 100:
             raise Interrupted  # what Ctrl-C in the progress bar does
 
     with pytest.raises(Interrupted):
@@ -379,3 +379,67 @@ def test_cli_import_and_stats(
     assert (home / "var" / "catalog.db").is_file()
     stats = runner.invoke(app, ["stats"])
     assert stats.exit_code == 0 and "items 1, images 1" in stats.output and "Dress" in stats.output
+
+
+# -- hostile and sloppy import files: one rejection per bad row, the rest imports --------------
+
+
+def test_hostile_rows_are_rejected_and_the_rest_imports(
+    catalog: Catalog, photos: list[Path], tmp_path: Path
+) -> None:
+    """On PostgreSQL a NUL in one title used to fail the whole batch: now it is one rejection."""
+    folder = photos[0].parent
+    outside = tmp_path / "outside.jpg"  # a real image the file must not reach
+    shutil.copy(photos[5], outside)
+    (folder / "link.jpg").symlink_to(outside)
+    header = b"item_id,title,category,price,available,image,url\n"
+    lines = [
+        b"H-1,Red dress,Dress,50,true,p0.jpg",  # 2: no url cell at all (a short row)
+        b"H-2,Nul\x00dress,Dress,50,true,p1.jpg,",  # 3: NUL in the title
+        b"H-3,Caf\xe9 dress,Dress,50,true,p1.jpg,",  # 4: Latin-1 byte, not UTF-8
+        b"H-4,Evil link,Dress,50,true,p1.jpg,javascript:alert(1)",  # 5
+        b"H-5,Shadow,Dress,50,true,../../../../../../../etc/shadow,",  # 6
+        b"H-6,Outside,Dress,50,true," + str(outside).encode() + b",",  # 7: absolute, outside
+        b"H-7,Linked,Dress,50,true,link.jpg,",  # 8: symlink out of the folder
+        b"H-8,Esc\x1bdress,Dre\x07ss,50,true,p1.jpg,",  # 9: control characters
+        b"H-9,Blue dress,Dress,60,true,p2.jpg,https://shop.example/h-9",  # 10
+    ]
+    path = folder / "items.csv"
+    path.write_bytes(header + b"\n".join(lines) + b"\n")
+
+    report = catalog.store.import_file(path)
+
+    assert report.rows_read == 9 and report.items_added == 2
+    reasons = {r.line: r.reason for r in report.rejected}
+    assert sorted(reasons) == [3, 4, 5, 6, 7, 8, 9]
+    assert "U+0000" in reasons[3] and "not UTF-8 (byte 0xe9)" in reasons[4]
+    assert reasons[5].startswith("url: must be an absolute http")
+    assert all("outside the images folder" in reasons[n] for n in (6, 7, 8))
+    assert "U+001B" in reasons[9] and "U+0007" in reasons[9]
+    assert catalog.store.get_item("H-1").url is None
+    assert catalog.store.get_item("H-9").url == "https://shop.example/h-9"
+    assert sorted(catalog.store.get_items([f"H-{n}" for n in range(10)])) == ["H-1", "H-9"]
+    # The outside image was never copied in: only p0 and p2 are in the media folder.
+    wanted = {hashlib.sha256(p.read_bytes()).hexdigest() + ".jpg" for p in (photos[0], photos[2])}
+    assert set(_media_files(catalog.media)) == wanted
+
+
+def test_jsonl_null_url_and_bad_lines(catalog: Catalog, photos: list[Path]) -> None:
+    folder = photos[0].parent
+    base = {"title": "Gown", "category": "Dress", "price": 99, "available": True}
+    rows = [
+        {"item_id": "N-1", **base, "image": "p0.jpg", "url": None},
+        {"item_id": "N-2", **base, "image": "p1.jpg", "url": "data:text/html,x"},
+        {"item_id": "N-3", **base, "title": "nul \u0000", "image": "p1.jpg"},
+        None,  # line 4: a byte that is not UTF-8
+        {"item_id": "N-5", **base, "image": "p2.jpg", "url": "http://x.example/5"},
+    ]
+    raw = [b'{"item_id": "N-4", "title": "\xff\xfe"}' if r is None else json.dumps(r).encode()
+           for r in rows]  # fmt: skip
+    path = folder / "items.jsonl"
+    path.write_bytes(b"\n".join(raw) + b"\n")
+    report = catalog.store.import_file(path)
+    assert report.items_added == 2
+    assert [(r.line, r.item_id) for r in report.rejected] == [(2, "N-2"), (3, "N-3"), (4, None)]
+    assert catalog.store.get_item("N-1").url is None
+    assert catalog.store.get_item("N-5").url == "http://x.example/5"

@@ -1,17 +1,22 @@
-"""``POST /v1/events`` through the real app: stored rows, CTR@10, strict validation, pairs."""
+"""``POST /v1/events`` through the real app: stored rows, CTR@10, strict validation, pairs, and
+only events of answers the server really gave (forged ones are refused and never exported)."""
 
 from __future__ import annotations
 
 import csv
 import io
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import sqlalchemy as sa
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from lookalike.core.settings import Settings
-from lookalike.jobs.events import EventStore
+from lookalike.core.db import get_engine
+from lookalike.jobs.events import Event, EventStore, search_events
 from lookalike.serve.app import create_app
 from lookalike.serve.events import build_events_router
 
@@ -48,7 +53,8 @@ def test_impressions_and_clicks_give_ctr_at_10(client, fresh_demo_home, demo_ima
             for i, item in enumerate(shown)
         ]
         r = client.post("/v1/events", json={"events": events})
-        assert r.status_code == 202 and r.json() == {"accepted": 10}
+        assert r.status_code == 202
+        assert r.json() == {"accepted": 10, "duplicates": 0, "rejected": 0, "reasons": []}
     click = {
         "type": "click",
         "request_id": clicked_search,
@@ -136,13 +142,95 @@ def test_clicks_on_similar_items_become_training_pairs(client, fresh_demo_home, 
             "surface": "similar",
         },
     ]
-    assert client.post("/v1/events", json={"events": events * 2}).status_code == 202
+    r = client.post("/v1/events", json={"events": events * 2})
+    assert r.status_code == 202 and (r.json()["accepted"], r.json()["duplicates"]) == (1, 1)
+    # a replay of the same click is not counted again
+    r = client.post("/v1/events", json={"events": events})
+    assert r.status_code == 202 and (r.json()["accepted"], r.json()["duplicates"]) == (0, 1)
 
     store = EventStore(Settings(home=fresh_demo_home).db_url)
     out = tmp_path / "pairs.csv"
     assert store.export_pairs(out) == 1
     with open(out, newline="") as f:
         assert list(csv.DictReader(f)) == [
-            {"query_item_id": "LK-0010", "clicked_item_id": first, "clicks": "2"}
+            {"query_item_id": "LK-0010", "clicked_item_id": first, "clicks": "1"}
         ]
+    store.close()
+
+
+def test_forged_events_are_refused_and_never_exported(
+    client, fresh_demo_home, demo_images, tmp_path
+):
+    search_id, items = _search(client, demo_images)
+    similar = client.get("/v1/items/LK-0010/similar?k=5").json()
+    sim_id, sim_items = similar["request_id"], [h["item_id"] for h in similar["results"]]
+    forged = [
+        # an id this server never issued
+        {"type": "click", "request_id": "made-up-1", "item_id": "LK-0001", "position": 1},
+        # a photo search turned into a "similar" pair
+        {
+            "type": "click",
+            "request_id": search_id,
+            "item_id": items[0],
+            "position": 1,
+            "query_item_id": "LK-0003",
+            "surface": "similar",
+        },
+        # a real similar answer, but another query item, a wrong position, an absent item
+        {
+            "type": "click",
+            "request_id": sim_id,
+            "item_id": sim_items[0],
+            "position": 1,
+            "query_item_id": "LK-0003",
+            "surface": "similar",
+        },
+        {"type": "click", "request_id": sim_id, "item_id": sim_items[1], "position": 4},
+        {"type": "click", "request_id": sim_id, "item_id": "LK-0010", "position": 1},
+    ]
+    r = client.post("/v1/events", json={"events": forged})
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["code"] == "events_rejected"
+    assert "made-up-1" in error["message"] and "not a search or similar answer" in error["message"]
+
+    # one good click among forged ones: 202 with the counts and reasons
+    good = {
+        "type": "click",
+        "request_id": sim_id,
+        "item_id": sim_items[1],
+        "position": 2,
+        "surface": "similar",
+    }
+    r = client.post("/v1/events", json={"events": [*forged, good]})
+    assert r.status_code == 202
+    assert (r.json()["accepted"], r.json()["rejected"]) == (1, len(forged))
+    assert r.json()["reasons"]
+
+    store = EventStore(Settings(home=fresh_demo_home).db_url)
+    assert store.count() == 1
+    out = tmp_path / "pairs.csv"
+    assert store.export_pairs(out) == 1
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    # the query item is the one the server answered for, not the client's word
+    assert rows == [{"query_item_id": "LK-0010", "clicked_item_id": sim_items[1], "clicks": "1"}]
+    store.close()
+
+
+def test_retention_deletes_old_events(fresh_demo_home):
+    url = Settings(home=fresh_demo_home).db_url
+    store = EventStore(url)
+    store.create_schema()
+    store.add_batch([Event("impression", f"r{i}", "LK-0001", 1) for i in range(5)])
+    old = datetime.now(UTC) - timedelta(days=200)
+    with get_engine(url).begin() as conn:
+        conn.execute(
+            sa.update(search_events)
+            .where(search_events.c.request_id.in_(["r0", "r1", "r2"]))
+            .values(received_at=old)
+        )
+    assert store.delete_older_than(180) == 3
+    assert store.count() == 2
+    assert store.delete_older_than(180) == 0
     store.close()

@@ -14,10 +14,10 @@ import torch
 from PIL import Image
 
 from lookalike.core.errors import InvalidInput
-from lookalike.embed.finetune import FinetuneConfig, Tail, finetune, stem_runner
 from lookalike.embed.preprocess import PreprocessConfig, preprocess_batch
 from lookalike.embed.torch_model import load_torch_embedder
 from lookalike.registry import Registry
+from lookalike.training.finetune import FinetuneConfig, Tail, finetune, stem_runner
 
 
 @pytest.fixture()

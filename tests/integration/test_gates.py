@@ -20,7 +20,7 @@ from bad_models import copy_model, register_onnx_model
 from lookalike.catalog import CatalogStore
 from lookalike.core.settings import Gates, Settings
 from lookalike.embed import load_embedder
-from lookalike.jobs.gates import check_index, check_model
+from lookalike.search.gates import check_index, check_model
 from lookalike.registry import Ref, Registry
 from lookalike.search import build_index, update_index
 
@@ -149,7 +149,7 @@ def test_metric_on_a_pairs_file(home: Path, shared_data: Path, tmp_path: Path) -
     worse = register_onnx_model(_models(home), "projection", seed=1)
     report = check_model(_settings(home), worse, pairs=pairs, root=viton, record=False)
     metric = report.get("metric")
-    assert metric.figures["pairs"] == str(pairs)
+    assert metric.figures["source"] == str(pairs) and metric.figures["direction"] == "higher"
     assert 0.0 <= metric.figures["candidate"] <= 1.0
     assert metric.figures["production"] >= 0.5  # 40 products: the real model finds most
 

@@ -29,7 +29,7 @@ from lookalike.registry import Ref, Registry
 from lookalike.search import SearchService
 from lookalike.search.indexing import load_registry_index
 from lookalike.serve import create_app
-from lookalike.serve.state import ServingState, reload_if_changed
+from lookalike.serve.state import ServingState
 
 MODEL = "effnet_lite0"
 
@@ -288,7 +288,7 @@ def test_when_every_step_fails_the_answer_is_503_not_500(fresh_demo_home, query)
         assert r.status_code == 503
         assert r.headers["retry-after"]
         message = r.json()["error"]["message"]
-        assert "every index failed" in message and "lookalike index rollback" in message
+        assert "every index step failed" in message and "lookalike index rollback" in message
         assert _metric(client, "lookalike_errors_total", status="503", code="unavailable") == 1
 
 
@@ -322,7 +322,7 @@ def test_etag_304_and_a_promote_or_rollback_changes_it(fresh_demo_home, query) -
         reg = Registry(fresh_demo_home / "index", "index")
         new = _copy_index(fresh_demo_home, "promote")
         reg.promote(new)
-        assert reload_if_changed(client.app.state.serving)
+        assert client.app.state.serving.reload_if_changed()
         r = _search(client, data, headers={"If-None-Match": etag}, k=5)
         assert r.status_code == 200 and r.json()["index_version"] == str(new)
         assert r.headers["etag"] != etag
@@ -332,7 +332,7 @@ def test_etag_304_and_a_promote_or_rollback_changes_it(fresh_demo_home, query) -
         assert s2.status_code == 200
 
         reg.rollback("catalog")
-        assert reload_if_changed(client.app.state.serving)
+        assert client.app.state.serving.reload_if_changed()
         back = _search(client, data, k=5)
         assert back.json()["index_version"] != str(new) and back.headers["etag"] == etag
 
@@ -366,27 +366,42 @@ def test_health_and_metrics_show_age_versions_and_staleness(fresh_demo_home, que
         assert fresh["catalog"]["index_behind"] is False
         _search(client, query[0])
         assert _metric(client, "lookalike_request_seconds_count", route="/v1/search") == 1
-        versions = {"model_version": "effnet_lite0:1", "index_version": "catalog:1"}
-        assert _metric(client, "lookalike_serving_info", **versions) == 1
+        release = "model=effnet_lite0:1,index=catalog:1"
+        assert _metric(client, "lookalike_serving_info", product="search", release=release) == 1
         text = client.get("/metrics").text
-        assert "lookalike_in_flight " in text and "lookalike_degraded 0.0" in text
-        assert 'lookalike_artifact_age_seconds{artifact="index"}' in text
+        assert "lookalike_in_flight " in text
+        assert 'lookalike_degraded{product="search"} 0.0' in text
+        assert 'lookalike_artifact_age_seconds{artifact="index",product="search"}' in text
+        assert health["products"]["search"]["release"]["members"] == {
+            "model": "effnet_lite0:1",
+            "index": "catalog:1",
+        }
 
-    # the catalog changes; the index has not caught up
+    # A price or availability change needs no new index: nothing is behind (refresh agrees).
     settings = Settings(home=fresh_demo_home)
     store = CatalogStore(settings.db_url, settings.media_dir)
     store.set_available("LK-0001", not store.get_item("LK-0001").available)
     store.close()
+    for client in _app_with_production(fresh_demo_home, index_max_age_hours=0):
+        health = client.get("/health").json()
+        assert health["freshness"]["catalog"]["index_behind"] is False
+        assert health["status"] == "ok"
+
+    # An item leaves the catalog: its images are still indexed, so the index is behind.
+    store = CatalogStore(settings.db_url, settings.media_dir)
+    store.delete_item("LK-0002")
+    store.close()
     for client in _app_with_production(fresh_demo_home):
         health = client.get("/health").json()
         assert health["freshness"]["catalog"]["index_behind"] is True
+        assert health["freshness"]["catalog"]["indexed_images_removed"] >= 1
         assert health["status"] == "ok"  # within the 24 h limit
     for client in _app_with_production(fresh_demo_home, index_max_age_hours=0):
         health = client.get("/health").json()
         assert health["status"] == "degraded" and health["freshness"]["stale"] is True
         assert any("index is stale" in p for p in health["problems"])
         assert _metric(client, "lookalike_index_stale") == 1
-        assert _metric(client, "lookalike_degraded") == 1
+        assert _metric(client, "lookalike_degraded", product="search") == 1
 
 
 def test_a_torch_pinned_primary_has_no_second_embed_step(fresh_demo_home, query) -> None:

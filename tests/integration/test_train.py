@@ -16,9 +16,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from lookalike.embed import load_embedder
-from lookalike.embed.candidate import PairSet, train_candidate
-from lookalike.embed.train import TrainConfig
 from lookalike.registry import Registry
+from lookalike.training.candidate import PairSet, train_candidate
+from lookalike.training.head import TrainConfig
 
 pytestmark = pytest.mark.shared_data
 
@@ -104,7 +104,7 @@ def test_trained_head_beats_the_untrained_one_and_loads(
     assert registry.verify(result.ref) == []
     trained, untrained = m["figures"]["val"], m["figures"]["val_untrained_head"]
     # 80 held-out shopper photos against their 80 products: the head must clearly help.
-    assert trained["recall@5"] >= untrained["recall@5"] + 0.15, (trained, untrained)
+    assert trained["recall"]["@5"] >= untrained["recall"]["@5"] + 0.15, (trained, untrained)
     assert trained["map"] > untrained["map"] + 0.1
 
     emb = load_embedder(registry, result.ref, runtime="onnx-cpu")
@@ -141,14 +141,15 @@ def test_cli_trains_a_candidate_and_eval_measures_it(
     assert doc["head"]["kind"] == "mlp" and doc["embedding_dim"] == 64 + 64
     assert doc["head"]["colour_weight"] == 0.5
     assert doc["training"]["pairs_sha256"] and doc["training"]["eval_split"] == "val"
-    assert doc["figures"]["val"]["recall@10"] > doc["figures"]["val_untrained_head"]["recall@10"]
+    val, untrained = doc["figures"]["val"], doc["figures"]["val_untrained_head"]
+    assert val["recall"]["@10"] > untrained["recall"]["@10"]
 
     # The offline evaluation of that version reproduces the manifest's figures exactly.
     registry = Registry(home_with_model / "models", "model")
     ref = doc["ref"]
     assert registry.manifest(ref)["head"]["kind"] == "mlp"
     measured = _eval_cli(runner, small_pairs, root, ref, feature_cache)
-    assert measured["recall"]["@10"] == pytest.approx(doc["figures"]["val"]["recall@10"], abs=0.02)
+    assert measured["recall"]["@10"] == pytest.approx(val["recall"]["@10"], abs=0.02)
 
 
 def test_multi_crop_search_reports_regions_and_groups(
@@ -230,7 +231,7 @@ def test_fine_tuned_backbone_ships_its_own_onnx_and_eval_reproduces_it(
     assert (doc["default_variant"] == "int8") == all(d <= 0.01 for d in drop.values()), drop
     assert registry.verify(registry.resolve(ref)) == []
     val, untrained = doc["figures"]["val"], doc["figures"]["val_untrained_head"]
-    assert val["recall@5"] >= untrained["recall@5"] + 0.15, (val, untrained)
+    assert val["recall"]["@5"] >= untrained["recall"]["@5"] + 0.15, (val, untrained)
 
     # The torch fallback rebuilds the fine-tuned weights, not the base's: same vectors as ONNX.
     with Image.open(root / "person" / "000004.jpg") as img:
@@ -243,7 +244,7 @@ def test_fine_tuned_backbone_ships_its_own_onnx_and_eval_reproduces_it(
         )
 
     measured = _eval_cli(runner, small_pairs, root, ref, feature_cache, "--variant", "fp32")
-    assert measured["recall"]["@10"] == pytest.approx(val["recall@10"], abs=0.02)
+    assert measured["recall"]["@10"] == pytest.approx(val["recall"]["@10"], abs=0.02)
     assert measured["map"] == pytest.approx(val["map"], abs=0.02)
 
 

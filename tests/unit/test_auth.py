@@ -1,17 +1,28 @@
-"""API keys, rate limit and CORS rules of ``lookalike.serve.auth`` on a real FastAPI app."""
+"""API keys and roles, the access policy, the shared ledger and CORS, on a real FastAPI app.
+
+Real SQLite files throughout; the policy is the one ``create_app`` installs (serve/access.py).
+"""
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
+from lookalike.core.db import migrate
 from lookalike.core.errors import ConfigError, NotFound
-from lookalike.serve.auth import ApiKeyStore, RateLimiter, install_auth
+from lookalike.core.settings import ExtensionSettings
+from lookalike.jobs.events import Event, IssuedAnswer, check_event
+from lookalike.serve.access import ROUTE_ACCESS, RouteAccess, RouteClass
+from lookalike.serve.auth import ApiKeyStore, install_auth
+from lookalike.serve.ledger import AccessLedger
 
 EXT = "chrome-extension://abcdefghijklmnopabcdefghijklmnop"
+BAD_KEY = "lk_000000000000_" + "a" * 43
 
 
 @pytest.fixture()
@@ -21,19 +32,47 @@ def store(tmp_path: Path) -> ApiKeyStore:
     return s
 
 
-def make_client(store: ApiKeyStore, rate_per_minute: int = 1000) -> TestClient:
+@pytest.fixture()
+def ledger(tmp_path: Path) -> AccessLedger:
+    led = AccessLedger(f"sqlite:///{tmp_path / 'var' / 'access.db'}")
+    led.create_schema()
+    return led
+
+
+def make_client(
+    store: ApiKeyStore,
+    ledger: AccessLedger,
+    *,
+    client: tuple[str, int] = ("203.0.113.7", 50000),
+    **limits: int,
+) -> TestClient:
+    """An app with one route per class, using the table's real paths where they exist."""
     app = FastAPI()
 
     @app.post("/v1/search")
-    def search() -> dict[str, list[str]]:
-        return {"results": []}
+    def search(request: Request) -> dict:
+        rid = request.headers.get("x-request-id", "rid-1")
+        return {"results": [{"item_id": "A"}, {"item_id": "B"}], "request_id": rid}
+
+    @app.get("/v1/items/{item_id}/similar")
+    def similar(item_id: str) -> dict:
+        return {"results": [{"item_id": "C"}], "request_id": f"sim-{item_id}"}
 
     @app.get("/v1/categories")
     def categories() -> dict[str, list[str]]:
         return {"categories": []}
 
-    install_auth(app, store, extension_origins=[EXT], rate_per_minute=rate_per_minute)
-    return TestClient(app)
+    @app.post("/v1/events")
+    async def events(request: Request) -> dict[str, int]:
+        return {"bytes": len(await request.body())}
+
+    @app.get("/metrics")
+    def metrics() -> dict[str, str]:
+        return {"metrics": "yes"}
+
+    settings = ExtensionSettings(origins=[EXT], **{"rate_per_minute": 1000, **limits})
+    install_auth(app, store, settings, ledger=ledger)
+    return TestClient(app, client=client)
 
 
 def test_create_list_revoke_and_verify(store: ApiKeyStore, tmp_path: Path) -> None:
@@ -45,12 +84,16 @@ def test_create_list_revoke_and_verify(store: ApiKeyStore, tmp_path: Path) -> No
 
     record = store.verify(secret)
     assert record is not None and record.key_id == key_id and record.name == "alice laptop"
+    assert record.role == "extension"
     assert store.verify(secret + "x") is None
     assert store.verify(secret[:-1] + ("A" if secret[-1] != "A" else "B")) is None
     assert store.verify("not-a-key") is None
 
-    other_id, other_secret = store.create("bob")
-    assert [k.key_id for k in store.list()] == [key_id, other_id]
+    other_id, other_secret = store.create("bob", role="admin")
+    assert [(k.key_id, k.role) for k in store.list()] == [
+        (key_id, "extension"),
+        (other_id, "admin"),
+    ]
 
     revoked = store.revoke(key_id)
     assert revoked.revoked_at is not None and not revoked.active
@@ -61,40 +104,127 @@ def test_create_list_revoke_and_verify(store: ApiKeyStore, tmp_path: Path) -> No
         store.revoke("000000000000")
     with pytest.raises(ConfigError):
         store.create("  ")
+    with pytest.raises(ConfigError, match="role"):
+        store.create("eve", role="root")
 
 
-def test_key_rules_on_search(store: ApiKeyStore) -> None:
+def test_keys_made_before_roles_become_extension_keys(tmp_path: Path) -> None:
+    """A database at revision 0001 (no role column) is migrated; its keys keep working."""
+    db = tmp_path / "old.db"
+    con = sqlite3.connect(db)
+    con.execute(
+        "CREATE TABLE api_keys (key_id VARCHAR(32) PRIMARY KEY, name VARCHAR(200) NOT NULL, "
+        "secret_sha256 VARCHAR(64) NOT NULL, created_at DATETIME NOT NULL, revoked_at DATETIME)"
+    )
+    con.commit()
+    con.close()
+    url = f"sqlite:///{db}"
+    migrate(url)
+    store = ApiKeyStore(url)
+    key_id, secret = store.create("after")
+    con = sqlite3.connect(db)
+    con.execute(
+        "INSERT INTO api_keys (key_id, name, secret_sha256, created_at) "
+        "VALUES ('aaaaaaaaaaaa', 'before', 'x', '2026-01-01 00:00:00')"
+    )
+    con.commit()
+    roles = dict(con.execute("SELECT name, role FROM api_keys"))
+    con.close()
+    assert roles == {"after": "extension", "before": "extension"}
+    assert store.verify(secret) is not None
+
+
+def test_a_key_once_sent_is_always_checked(store: ApiKeyStore, ledger: AccessLedger) -> None:
     _, secret = store.create("ext")
-    client = make_client(store)
+    client = make_client(store, ledger)
 
     # The same-origin search page sends neither key nor extension origin.
     assert client.post("/v1/search").status_code == 200
-    # An extension must send a key.
-    r = client.post("/v1/search", headers={"Origin": EXT})
-    assert r.status_code == 401 and r.json()["error"]["code"] == "api_key_required"
-    # A wrong key is refused wherever it comes from.
-    r = client.post("/v1/search", headers={"X-API-Key": "lk_000000000000_" + "a" * 43})
-    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+    assert client.get("/v1/items/X/similar").status_code == 200
+    for path, method in (("/v1/search", "POST"), ("/v1/items/X/similar", "GET")):
+        for bad in ("", "   ", "garbage", BAD_KEY):
+            r = client.request(method, path, headers={"X-API-Key": bad})
+            assert r.status_code == 401, (path, bad)
+            assert r.json()["error"]["code"] == "invalid_api_key"
+            assert "key" in r.json()["error"]["message"]
+        r = client.request(method, path, headers={"Authorization": f"Bearer {BAD_KEY}"})
+        assert r.status_code == 401
+        assert client.request(method, path, headers={"X-API-Key": secret}).status_code == 200
+    # also on cheap public routes
+    assert client.get("/v1/categories", headers={"X-API-Key": "nope"}).status_code == 401
+    assert client.get("/v1/categories").status_code == 200
+
+
+def test_extensions_must_send_a_key(store: ApiKeyStore, ledger: AccessLedger) -> None:
+    _, secret = store.create("ext")
+    client = make_client(store, ledger)
+    for origin in (EXT, "moz-extension://1234", "safari-web-extension://x"):
+        r = client.post("/v1/search", headers={"Origin": origin})
+        assert r.status_code == 401 and r.json()["error"]["code"] == "api_key_required"
     r = client.post("/v1/search", headers={"Origin": EXT, "X-API-Key": secret})
     assert r.status_code == 200
-    # Other paths are not guarded.
-    assert client.get("/v1/categories", headers={"Origin": EXT}).status_code == 200
 
 
-def test_auth_check_names_the_key(store: ApiKeyStore) -> None:
-    key_id, secret = store.create("carol")
-    client = make_client(store)
-    r = client.get("/v1/auth/check", headers={"X-API-Key": secret})
-    assert r.status_code == 200 and r.json() == {"key_id": key_id, "name": "carol"}
-    assert client.get("/v1/auth/check").json()["error"]["code"] == "api_key_required"
+def test_roles_and_classes(store: ApiKeyStore, ledger: AccessLedger) -> None:
+    key_id, ext = store.create("ext")
+    _, admin = store.create("ops", role="admin")
+    _, moderator = store.create("mod", role="moderator")
+    client = make_client(store, ledger)
+    r = client.get("/v1/auth/check", headers={"X-API-Key": ext})
+    assert r.status_code == 200 and r.json() == {
+        "key_id": key_id,
+        "name": "ext",
+        "role": "extension",
+    }
+    r = client.get("/v1/auth/check")
+    assert r.status_code == 401 and r.json()["error"]["code"] == "api_key_required"
+
+    # /metrics is admin: no key from another host is 401, a lesser role 403, admin 200
+    assert client.get("/metrics").status_code == 401
+    for secret in (ext, moderator):
+        r = client.get("/metrics", headers={"X-API-Key": secret})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+        assert "admin" in r.json()["error"]["message"]
+    assert client.get("/metrics", headers={"X-API-Key": admin}).status_code == 200
+    assert client.get("/metrics", headers={"Authorization": f"Bearer {admin}"}).status_code == 200
+    # ... and a scrape from this host needs no key
+    local = make_client(store, ledger, client=("127.0.0.1", 4000))
+    assert local.get("/metrics").status_code == 200
+    assert local.get("/metrics", headers={"X-API-Key": ext}).status_code == 403
+
     store.revoke(key_id)
-    r = client.get("/v1/auth/check", headers={"X-API-Key": secret})
+    r = client.get("/v1/auth/check", headers={"X-API-Key": ext})
     assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
 
 
-def test_cors_only_for_configured_extension(store: ApiKeyStore) -> None:
+def test_unclassified_routes_are_admin_only(store: ApiKeyStore, ledger: AccessLedger) -> None:
+    _, admin = store.create("ops", role="admin")
+    _, ext = store.create("ext")
+    app = FastAPI()
+
+    @app.get("/v1/forgotten")
+    def forgotten() -> dict[str, bool]:
+        return {"ok": True}
+
+    install_auth(app, store, ExtensionSettings(), ledger=ledger)
+    client = TestClient(app)
+    assert "/v1/forgotten" not in ROUTE_ACCESS
+    assert client.get("/v1/forgotten").status_code == 401
+    assert client.get("/v1/forgotten", headers={"X-API-Key": ext}).status_code == 403
+    assert client.get("/v1/forgotten", headers={"X-API-Key": admin}).status_code == 200
+    # a path no route serves is still a plain 404
+    assert client.get("/nowhere").status_code == 404
+
+
+def test_route_classes_table_is_well_formed() -> None:
+    assert all(isinstance(a, RouteAccess) for a in ROUTE_ACCESS.values())
+    assert {a.route_class for a in ROUTE_ACCESS.values()} <= set(RouteClass)
+    assert ROUTE_ACCESS["/metrics"].route_class is RouteClass.ADMIN
+
+
+def test_cors_only_for_configured_extension(store: ApiKeyStore, ledger: AccessLedger) -> None:
     _, secret = store.create("ext")
-    client = make_client(store)
+    client = make_client(store, ledger)
     preflight = {
         "Access-Control-Request-Method": "POST",
         "Access-Control-Request-Headers": "x-api-key",
@@ -117,36 +247,101 @@ def test_cors_only_for_configured_extension(store: ApiKeyStore) -> None:
     assert r.headers["access-control-allow-origin"] == EXT
 
 
-def test_rate_limit_answers_429_with_retry_after(store: ApiKeyStore) -> None:
+def test_rate_limits_answer_429_with_retry_after(store: ApiKeyStore, ledger: AccessLedger) -> None:
     _, secret = store.create("busy")
     _, other = store.create("quiet")
-    client = make_client(store, rate_per_minute=3)
+    client = make_client(store, ledger, rate_per_minute=3, anonymous_per_minute=2)
     codes = [client.post("/v1/search", headers={"X-API-Key": secret}).status_code for _ in range(3)]
     assert codes == [200, 200, 200]
     r = client.post("/v1/search", headers={"Origin": EXT, "X-API-Key": secret})
     assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limited"
-    assert 1 <= int(r.headers["retry-after"]) <= 20
+    assert 1 <= int(r.headers["retry-after"]) <= 120
     assert "retry-after" in r.headers["access-control-expose-headers"].lower()
-    # The limit is per key.
+    # similar counts against the same budget; the limit is per key
+    assert client.get("/v1/items/X/similar", headers={"X-API-Key": secret}).status_code == 429
     assert client.post("/v1/search", headers={"X-API-Key": other}).status_code == 200
 
-
-def test_rate_limiter_refills_over_time() -> None:
-    now = [100.0]
-    limiter = RateLimiter(60, burst=2, clock=lambda: now[0])
-    assert limiter.acquire("k") == 0.0
-    assert limiter.acquire("k") == 0.0
-    wait = limiter.acquire("k")
-    assert wait == pytest.approx(1.0)
-    now[0] += 0.5
-    assert limiter.acquire("k") == pytest.approx(0.5)
-    now[0] += 0.5
-    assert limiter.acquire("k") == 0.0
-    assert limiter.acquire("other") == 0.0
-    with pytest.raises(ConfigError):
-        RateLimiter(0)
+    # anonymous clients: their own, lower limit, per client network
+    codes = [client.post("/v1/search").status_code for _ in range(4)]
+    assert codes == [200, 200, 429, 429]
+    neighbour = make_client(store, ledger, client=("203.0.113.8", 1), anonymous_per_minute=2)
+    assert neighbour.post("/v1/search").status_code == 200
+    # cheap routes are not metered
+    assert all(client.get("/v1/categories").status_code == 200 for _ in range(5))
 
 
-def test_bad_extension_origin_is_a_config_error(store: ApiKeyStore) -> None:
-    with pytest.raises(ConfigError):
-        install_auth(FastAPI(), store, extension_origins=["https://x.example"], rate_per_minute=5)
+def test_events_route_bounds_rate_and_body(store: ApiKeyStore, ledger: AccessLedger) -> None:
+    client = make_client(store, ledger, events_per_minute=3, events_max_body_bytes=1024)
+    assert client.post("/v1/events", content=b"x" * 1000).json() == {"bytes": 1000}
+    r = client.post("/v1/events", content=b"x" * 2000)
+    assert r.status_code == 413 and "1024 bytes" in r.json()["error"]["message"]
+
+    def chunks():  # no Content-Length: counted while reading
+        for _ in range(5):
+            yield b"y" * 400
+
+    assert client.post("/v1/events", content=chunks()).status_code == 413
+    r = client.post("/v1/events", content=b"{}")
+    assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+
+
+def test_ledger_is_shared_between_instances(tmp_path: Path) -> None:
+    """Two ledgers on one file (two workers) share one limit; a refused hit is not counted."""
+    url = f"sqlite:///{tmp_path / 'access.db'}"
+    now = [6000.0]  # the start of a window
+    first = AccessLedger(url, clock=lambda: now[0])
+    second = AccessLedger(url, clock=lambda: now[0])
+    first.create_schema()
+    second.create_schema()
+    allowed = [(first if i % 2 else second).hit("k", 10) == 0.0 for i in range(25)]
+    assert sum(allowed) == 10 and all(allowed[:10])
+    wait = first.hit("k", 10)
+    assert 1.0 <= wait <= 120.0
+    # half a window later, half the previous window still counts: 10 * 0.5 = 5 carried
+    now[0] += 90.0
+    assert sum(first.hit("k", 10) == 0.0 for _ in range(10)) == 5
+    # two windows later everything has expired
+    now[0] += 120.0
+    assert sum(second.hit("k", 10) == 0.0 for _ in range(12)) == 10
+    assert first.hit("other", 10) == 0.0
+
+
+def test_client_buckets_hide_addresses(ledger: AccessLedger) -> None:
+    a = ledger.client_bucket("198.51.100.23")
+    assert "198.51" not in a and a.startswith("ip:")
+    assert a == ledger.client_bucket("198.51.100.23") != ledger.client_bucket("198.51.100.24")
+    assert a == ledger.client_bucket("::ffff:198.51.100.23")
+    # one IPv6 /64 is one client (a household rotates addresses within it)
+    assert ledger.client_bucket("2001:db8:1:2::1") == ledger.client_bucket("2001:db8:1:2:ff::9")
+    assert ledger.client_bucket("2001:db8:1:2::1") != ledger.client_bucket("2001:db8:1:3::1")
+
+
+def test_issued_answers_expire(tmp_path: Path) -> None:
+    now = [1000.0]
+    led = AccessLedger(f"sqlite:///{tmp_path / 'a.db'}", ttl_seconds=60, clock=lambda: now[0])
+    led.create_schema()
+    led.issue(IssuedAnswer("r1", "similar", "Q", ("A", "B"), now[0]))
+    got = led.issued({"r1", "r2"})
+    assert list(got) == ["r1"] and got["r1"].item_ids == ("A", "B")
+    assert got["r1"].query_item_id == "Q"
+    now[0] += 61
+    assert led.issued({"r1"}) == {}
+    assert led.purge() == 1
+
+
+def test_check_event_rules() -> None:
+    search = IssuedAnswer("r", "search", None, ("A", "B", "C"), time.time())
+    similar = IssuedAnswer("s", "similar", "Q", ("A", "B"), time.time())
+    ok = check_event(Event("click", "r", "B", 2), search)
+    assert isinstance(ok, Event) and ok.query_item_id is None
+    assert "not a search" in str(check_event(Event("click", "x", "B", 2), None))
+    assert "not in the results" in str(check_event(Event("click", "r", "Z", 2), search))
+    assert "position 2" in str(check_event(Event("click", "r", "B", 1), search))
+    # a photo search's id cannot be turned into a training pair
+    forged = Event("click", "r", "B", 2, query_item_id="Q", surface="similar")
+    assert isinstance(check_event(forged, search), str)
+    # a similar answer's query item is the server's, whatever the client says
+    filled = check_event(Event("click", "s", "A", 1, surface="similar"), similar)
+    assert isinstance(filled, Event) and filled.query_item_id == "Q"
+    wrong = Event("click", "s", "A", 1, query_item_id="OTHER", surface="similar")
+    assert "query item" in str(check_event(wrong, similar))

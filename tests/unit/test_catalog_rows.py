@@ -100,10 +100,14 @@ def test_several_images_and_images_root(tmp_path: Path, photo: Path) -> None:
     )
     parsed = read_rows(path, images_root=pictures)
     assert [i.given for i in parsed.rows[0].images] == ["a.jpg", "b.jpg"]
-    # ".." is fine when it resolves to a real file the user named.
+    # ".." is fine while it stays inside the images folder...
+    path.write_text(HEADER + "A-1,Dress,Dress,1,true,../pictures/a.jpg\n")
+    parsed = read_rows(path, images_root=pictures)
+    assert parsed.rows[0].images[0].path == (pictures / "a.jpg").resolve()
+    # ...and refused when it leaves it, even for a real file.
     path.write_text(HEADER + "A-1,Dress,Dress,1,true,../photo.jpg\n")
-    parsed = read_rows(path)
-    assert parsed.rows[0].images[0].path == photo.resolve()
+    [rejection] = read_rows(path).rejected
+    assert "points outside the images folder" in rejection.reason
 
 
 def test_non_regular_image_is_refused(tmp_path: Path) -> None:
@@ -227,3 +231,172 @@ def test_media_size_rule(
     assert max(expected) <= MEDIA_MAX_SIDE and max(expected) >= min(MEDIA_MIN_SIDE, max(size))
     with Image.open(media / stored.media) as image:
         assert image.size == expected and image.format == "JPEG"
+
+
+# -- hostile or sloppy rows: each is one rejection with its line, never a failed file ----------
+
+
+def _reasons(parsed) -> dict[int, str]:
+    return {r.line: r.reason for r in parsed.rejected}
+
+
+def test_missing_optional_url_cell_and_null_url_are_no_url(tmp_path: Path, photo: Path) -> None:
+    # The trailing url cell is simply left out on line 2 (a short row), empty on line 3.
+    body = "A-1,Dress,Dress,1,true,photo.jpg\nA-2,Dress,Dress,1,true,photo.jpg,\n"
+    body += "A-3,Dress,Dress,1,true,photo.jpg,https://shop.example/a-3\n"
+    parsed = read_rows(_csv(tmp_path, body, header=HEADER.rstrip("\n") + ",url\n"))
+    assert parsed.rejected == []
+    assert [(r.item_id, r.url) for r in parsed.rows] == [
+        ("A-1", None),
+        ("A-2", None),
+        ("A-3", "https://shop.example/a-3"),
+    ]
+    row = {"title": "t", "category": "c", "price": 1, "available": True, "image": "photo.jpg"}
+    lines = [
+        {"item_id": "J-1", **row, "url": None},
+        {"item_id": "J-2", **row, "url": 5},
+        {"item_id": "J-3", **row, "url": ["https://x.example"]},
+        {"item_id": "J-4", **row, "title": None},
+    ]
+    path = tmp_path / "items.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    parsed = read_rows(path)
+    assert [(r.item_id, r.url) for r in parsed.rows] == [("J-1", None)]
+    reasons = _reasons(parsed)
+    assert "url: expected a string, got int" in reasons[2]
+    assert "url: expected a string, got list" in reasons[3]
+    assert "missing field 'title'" in reasons[4]
+
+
+def test_one_non_utf8_byte_rejects_only_its_line(tmp_path: Path, photo: Path) -> None:
+    path = tmp_path / "items.csv"
+    path.write_bytes(
+        b"\xef\xbb\xbf"  # a BOM is still fine
+        + HEADER.encode()
+        + b"A-1,Dress,Dress,1,true,photo.jpg\n"
+        + b"A-2,Caf\xe9 dress,Dress,1,true,photo.jpg\n"  # Latin-1, not UTF-8
+        + "A-3,Café dress,Dress,1,true,photo.jpg\n".encode()
+    )
+    parsed = read_rows(path)
+    assert [r.item_id for r in parsed.rows] == ["A-1", "A-3"]
+    assert parsed.rows[1].title == "Café dress"
+    [rejection] = parsed.rejected
+    assert (rejection.line, rejection.item_id) == (3, "A-2")
+    assert rejection.reason == "title: is not UTF-8 (byte 0xe9)"
+
+    jsonl = tmp_path / "items.jsonl"
+    good = b'{"item_id":"J-1","title":"t","category":"c","price":1,"available":1,'
+    good += b'"image":"photo.jpg"}\n'
+    jsonl.write_bytes(good + b'{"item_id":"J-2","title":"\xff"}\n' + good.replace(b"J-1", b"J-3"))
+    parsed = read_rows(jsonl)
+    assert [r.item_id for r in parsed.rows] == ["J-1", "J-3"]
+    assert _reasons(parsed) == {2: "line is not UTF-8 (byte 0xff)"}
+
+
+@pytest.mark.parametrize(
+    ("cells", "reason"),
+    [
+        ("A-1,Red\x00dress,Dress,1,true,photo.jpg", "title: holds control character U+0000"),
+        ("A-1,Dress,Dre\x1bss,1,true,photo.jpg", "category: holds control character U+001B"),
+        ('A-1,"Red\ndress",Dress,1,true,photo.jpg', "title: holds control character U+000A"),
+        ("A-1,Dress,Dress,1,true,pho\x00to.jpg", "image: holds control character U+0000"),
+        ("A-1,Dress\x85,Dress,1,true,photo.jpg", "title: holds control character U+0085"),
+    ],
+)
+def test_control_characters_are_rejected(
+    tmp_path: Path, photo: Path, cells: str, reason: str
+) -> None:
+    body = cells + "\nB-1,Fine dress,Dress,1,true,photo.jpg\n"
+    parsed = read_rows(_csv(tmp_path, body))
+    assert [r.item_id for r in parsed.rows] == ["B-1"]
+    [rejection] = parsed.rejected
+    assert rejection.line == 2 and reason in rejection.reason
+
+
+def test_lone_surrogate_in_jsonl_is_rejected(tmp_path: Path, photo: Path) -> None:
+    path = tmp_path / "items.jsonl"
+    path.write_text(
+        '{"item_id":"J-1","title":"bad \\ud800","category":"c","price":1,"available":1,'
+        '"image":"photo.jpg"}\n'
+    )
+    [rejection] = read_rows(path).rejected
+    assert rejection.reason == "title: holds a lone surrogate U+D800"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "javascript:alert(document.cookie)",
+        "JavaScript:alert(1)",
+        "data:text/html;base64,PHNjcmlwdD4=",
+        "vbscript:msgbox",
+        "file:///etc/passwd",
+        "//evil.example/x",
+        "shop/item/1",
+        "http://",
+        "https://exa mple.com/",
+        "ftp://files.example/x",
+    ],
+)
+def test_non_http_urls_are_rejected(tmp_path: Path, photo: Path, url: str) -> None:
+    header = HEADER.rstrip("\n") + ",url\n"
+    cells = f'A-1,Dress,Dress,1,true,photo.jpg,"{url}"\nB-1,Dress,Dress,1,true,photo.jpg,'
+    parsed = read_rows(_csv(tmp_path, cells + "HTTPS://Shop.Example/b?x=1#top\n", header=header))
+    assert [(r.item_id, r.url) for r in parsed.rows] == [("B-1", "HTTPS://Shop.Example/b?x=1#top")]
+    [rejection] = parsed.rejected
+    assert rejection.line == 2 and rejection.reason.startswith("url: ")
+
+
+def test_image_paths_must_stay_inside_the_images_folder(tmp_path: Path, photo: Path) -> None:
+    root = tmp_path / "catalog"
+    (root / "img").mkdir(parents=True)
+    shutil.copy(photo, root / "img" / "ok.jpg")
+    secret = tmp_path / "secret.jpg"  # a real, readable image outside the root
+    shutil.copy(photo, secret)
+    (root / "img" / "link-out.jpg").symlink_to(secret)
+    (root / "img" / "link-in.jpg").symlink_to(root / "img" / "ok.jpg")
+    (root / "img" / "dir-out").symlink_to(tmp_path)
+    rows = [
+        "A-1,Dress,Dress,1,true,img/ok.jpg",  # 2
+        "A-2,Dress,Dress,1,true,../../../../../../etc/shadow",  # 3
+        f"A-3,Dress,Dress,1,true,{secret}",  # 4: absolute, outside
+        "A-4,Dress,Dress,1,true,img/link-out.jpg",  # 5: symlink out
+        "A-5,Dress,Dress,1,true,img/dir-out/secret.jpg",  # 6: through a linked folder
+        "A-6,Dress,Dress,1,true,img/link-in.jpg",  # 7: a link that stays inside is fine
+        f"A-7,Dress,Dress,1,true,{root / 'img' / 'ok.jpg'}",  # 8: absolute, inside
+        "A-8,Dress,Dress,1,true,img/ok.jpg|../secret.jpg",  # 9: one bad image of two
+    ]
+    path = root / "items.csv"
+    path.write_text(HEADER + "\n".join(rows) + "\n")
+    parsed = read_rows(path)
+    assert [r.item_id for r in parsed.rows] == ["A-1", "A-6", "A-7"]
+    reasons = _reasons(parsed)
+    assert sorted(reasons) == [3, 4, 5, 6, 9]
+    assert all("points outside the images folder" in why for why in reasons.values())
+    assert str(tmp_path) not in reasons[4].split("points")[1]  # the root is named, not its path
+    # --images sets the root: with the parent as root the absolute path to the secret imports
+    # (relative paths now resolve against the parent, so the others are not found).
+    wide = _reasons(read_rows(path, images_root=tmp_path))
+    assert 4 not in wide and "outside" in wide[3] and "image not found" in wide[2]
+
+
+def test_image_path_outside_the_root_is_never_opened(tmp_path: Path) -> None:
+    # A FIFO outside the root would block any open(); the check must come first.
+    root = tmp_path / "catalog"
+    root.mkdir()
+    os.mkfifo(tmp_path / "trap.jpg")
+    path = root / "items.csv"
+    path.write_text(HEADER + "A-1,Dress,Dress,1,true,../trap.jpg\n")
+    [rejection] = read_rows(path).rejected
+    assert "outside the images folder" in rejection.reason
+
+
+def test_bad_csv_record_is_one_rejection(tmp_path: Path, photo: Path) -> None:
+    import csv
+
+    limit = csv.field_size_limit()
+    body = f"A-1,{'x' * (limit + 10)},Dress,1,true,photo.jpg\nB-1,Dress,Dress,1,true,photo.jpg\n"
+    parsed = read_rows(_csv(tmp_path, body))
+    assert [r.item_id for r in parsed.rows] == ["B-1"]
+    [rejection] = parsed.rejected
+    assert rejection.line == 2 and rejection.reason.startswith("bad CSV: field larger")

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from lookalike.core.errors import InvalidInput
+from lookalike.core.progress import Progress
 
 from .media import StoredMedia, store_media
 from .rows import ItemRow
 
 __all__ = ["MediaBatch", "default_workers"]
-
-Progress = Callable[[int, int], None]
 
 
 def default_workers() -> int:
@@ -64,7 +63,7 @@ class MediaBatch:
         paths = list(dict.fromkeys(image.path for row in rows for image in row.images))
         total = len(paths)
         if progress is not None:
-            progress(0, total)
+            progress("importing", 0, total)
         if not paths:
             return
         executor = ThreadPoolExecutor(max_workers=workers or default_workers())
@@ -88,7 +87,7 @@ class MediaBatch:
                     if next_path is not None:
                         pending[executor.submit(self._one, next_path)] = next_path
                 if progress is not None:
-                    progress(done_count, total)
+                    progress("importing", done_count, total)
         finally:
             executor.shutdown(wait=True, cancel_futures=True)
 

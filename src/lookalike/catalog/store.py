@@ -1,7 +1,8 @@
 """``CatalogStore``: items, their images and availability, in SQLite or PostgreSQL.
 
 The URL picks the database (``sqlite:///path/catalog.db`` by default, or
-``postgresql+psycopg://user@host/db``); normalised image copies live in ``media_dir``.
+``postgresql://user@host/db``); the engine, its timeouts and the migrations are the process's
+own (``lookalike.core.db``); normalised image copies live in ``media_dir``.
 Every method opens its own short transaction, so one store may be shared across threads.
 """
 
@@ -16,28 +17,24 @@ from typing import Any
 import numpy as np
 from sqlalchemy import (
     Connection,
-    Engine,
     bindparam,
-    create_engine,
     delete,
-    event,
     func,
     insert,
     select,
     update,
 )
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError, SQLAlchemyError
-from sqlalchemy.pool import StaticPool
 
-from lookalike.core.errors import ConfigError, LookalikeError, NotFound, Unavailable
+from lookalike.core.db import get_engine, migrate, translate_errors
+from lookalike.core.errors import NotFound
 from lookalike.core.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+from lookalike.core.settings import DatabaseSettings
 
 from .ingest import MediaBatch
 from .media import StoredMedia
 from .records import CatalogImage, ImportReport, Item, Rejection
 from .rows import ItemRow, read_rows
-from .schema import images, items, metadata, state
+from .schema import images, items, state
 
 __all__ = ["CatalogStore"]
 
@@ -45,54 +42,20 @@ _CHUNK = 500  # ids per IN (...) list: well under SQLite's bound-parameter limit
 _FIELDS = ("title", "category", "price", "available", "url")
 
 
-def _create_engine(url: str) -> Engine:
-    parsed = make_url(url)
-    if parsed.drivername == "postgresql":
-        # psycopg (3) is the driver we ship; plain "postgresql://" would mean psycopg2.
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    if parsed.get_backend_name() != "sqlite":
-        return create_engine(parsed, pool_pre_ping=True)
-    database = parsed.database
-    memory = database is None or database in ("", ":memory:")
-    if database is None or memory:
-        engine = create_engine(
-            parsed, poolclass=StaticPool, connect_args={"check_same_thread": False}
-        )
-    else:
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(parsed, connect_args={"timeout": 30})
-
-    @event.listens_for(engine, "connect")
-    def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-        cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA foreign_keys=ON")
-        if not memory:
-            # WAL lets the server read while an import writes.
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    return engine
+_MISSING_TABLES = (
+    "the catalog tables are missing: run `lookalike catalog import FILE` "
+    "(or CatalogStore.create_schema())"
+)
 
 
-@contextlib.contextmanager
-def _db_errors() -> Iterator[None]:
-    """Translate SQLAlchemy errors into the project's error tree."""
-    try:
-        yield
-    except LookalikeError:
-        raise
-    except (OperationalError, ProgrammingError) as exc:
-        text = str(exc.orig if isinstance(exc, DBAPIError) else exc)
-        # SQLite says "no such table"; PostgreSQL gives SQLSTATE 42P01 (undefined_table).
-        if "no such table" in text or getattr(exc.orig, "sqlstate", None) == "42P01":
-            raise ConfigError(
-                "the catalog tables are missing: run `lookalike catalog import FILE` "
-                "(or CatalogStore.create_schema())"
-            ) from exc
-        raise Unavailable(f"the catalog database is unavailable: {text.strip()}") from exc
-    except SQLAlchemyError as exc:
-        raise LookalikeError(f"catalog database error: {exc}") from exc
+def _db_errors() -> contextlib.AbstractContextManager[None]:
+    """Translate SQLAlchemy errors into the project's error tree (core.db does the work)."""
+    return translate_errors("the catalog database", _MISSING_TABLES)
+
+
+def _storable(item_id: str) -> bool:
+    # PostgreSQL text cannot hold NUL, so no stored id has one; asking would be a driver error.
+    return "\x00" not in item_id
 
 
 def _aware(value: datetime) -> datetime:
@@ -124,10 +87,14 @@ class CatalogStore:
     ``item_ids_for_images`` maps many image ids (e.g. vector search hits) in one query.
     """
 
-    def __init__(self, url: str, media_dir: Path) -> None:
+    def __init__(
+        self, url: str, media_dir: Path, *, db: DatabaseSettings | None = None
+    ) -> None:
+        # Nothing connects here: a store made while the database is down works once it is up.
         self.url = url
         self.media_dir = Path(media_dir)
-        self._engine = _create_engine(url)
+        self._db = db
+        self._engine = get_engine(url, db)
 
     def __repr__(self) -> str:
         return f"CatalogStore({self._engine.url.render_as_string(hide_password=True)!r})"
@@ -135,15 +102,15 @@ class CatalogStore:
     # ---- schema and bookkeeping -------------------------------------------------------------
 
     def create_schema(self) -> None:
-        """Create the tables and the media folder if they do not exist yet."""
+        """Migrate the database to the newest schema and make the media folder (idempotent)."""
         self.media_dir.mkdir(parents=True, exist_ok=True)
+        migrate(self.url, self._db)
         with _db_errors(), self._engine.begin() as conn:
-            metadata.create_all(conn, checkfirst=True)
             if conn.scalar(select(state.c.value).where(state.c.key == "revision")) is None:
                 conn.execute(insert(state).values(key="revision", value=0))
 
     def close(self) -> None:
-        """Release database connections."""
+        """Close the idle pooled connections (the process's engine stays usable)."""
         self._engine.dispose()
 
     def __enter__(self) -> CatalogStore:
@@ -325,6 +292,8 @@ class CatalogStore:
 
     def get_item(self, item_id: str) -> Item:
         """The item with this id; raises ``NotFound`` naming the id."""
+        if not _storable(item_id):
+            raise NotFound(f"catalog item {item_id!r} not found")
         with _db_errors(), self._engine.connect() as conn:
             found = self._load_items(conn, [item_id])
         if item_id not in found:
@@ -333,7 +302,7 @@ class CatalogStore:
 
     def get_items(self, ids: Sequence[str]) -> dict[str, Item]:
         """Items by id, in one query; ids that do not exist are absent from the result."""
-        unique = list(dict.fromkeys(ids))
+        unique = [i for i in dict.fromkeys(ids) if _storable(i)]
         if not unique:
             return {}
         out: dict[str, Item] = {}
@@ -412,6 +381,8 @@ class CatalogStore:
 
     def set_available(self, item_id: str, available: bool) -> None:
         """Mark an item (un)available; raises ``NotFound``. A no-op leaves ``revision`` as is."""
+        if not _storable(item_id):
+            raise NotFound(f"catalog item {item_id!r} not found")
         with _db_errors(), self._engine.begin() as conn:
             result = conn.execute(
                 update(items)
@@ -429,6 +400,8 @@ class CatalogStore:
 
         Media files stay: they are shared by content hash and cheap to keep.
         """
+        if not _storable(item_id):
+            raise NotFound(f"catalog item {item_id!r} not found")
         with _db_errors(), self._engine.begin() as conn:
             conn.execute(delete(images).where(images.c.item_id == item_id))
             result = conn.execute(delete(items).where(items.c.item_id == item_id))

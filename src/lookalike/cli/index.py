@@ -7,13 +7,11 @@ from rich.console import Console
 from rich.table import Table
 
 from lookalike.catalog import CatalogStore
-from lookalike.cli.models import already_production, check_table, gate_and_promote
+from lookalike.cli.models import check_table, run_checks, run_promote, run_rollback
 from lookalike.cli.progress import progress_bar
-from lookalike.core.errors import LookalikeError
 from lookalike.core.settings import Settings
 from lookalike.embed import load_embedder
 from lookalike.registry import Ref, Registry
-from lookalike.registry.checks import CheckReport
 from lookalike.search import build_index, update_index
 
 app = typer.Typer(help="Build and manage the catalog's vector index.", no_args_is_help=True)
@@ -99,27 +97,13 @@ def list_indexes() -> None:
     console.print(table)
 
 
-def _run_checks(ref: str, model: str | None) -> tuple[Registry, CheckReport]:
-    from lookalike.jobs.gates import check_index
-
-    settings = Settings()
-    indexes = Registry(settings.index_dir, "index")
-    try:
-        with console.status(f"checking {ref}"):
-            report = check_index(settings, ref, model=model)
-    except LookalikeError as exc:
-        console.print(f"[red]{exc.message}[/]")
-        raise typer.Exit(1) from exc
-    return indexes, report
-
-
 @app.command("check")
 def check(
     ref: str = typer.Argument(..., help="name:version, e.g. catalog:3"),
     model: str | None = typer.Option(None, help="embedder it serves with (default: production)"),
 ) -> None:
     """Run the deploy checks on an index version without promoting; exit 1 if any fails."""
-    _, report = _run_checks(ref, model)
+    report = run_checks(Settings(), "index", ref, {"model": model})
     console.print(check_table(report))
     if not report.passed:
         raise typer.Exit(1)
@@ -136,24 +120,10 @@ def promote_cmd(
     Checks: checksums, load, built with the production model, vector count vs catalog, golden
     (or self-) retrieval through the index, search latency. The old production becomes previous.
     """
-    if already_production(Registry(Settings().index_dir, "index"), ref):
-        return
-    indexes, report = _run_checks(ref, model)
-    gate_and_promote(indexes, report, force, "index")
+    run_promote(Settings(), "index", ref, force=force, check_options={"model": model})
 
 
 @app.command("rollback")
 def rollback(name: str = typer.Argument("catalog")) -> None:
     """Move production back to previous in one atomic step (nothing is deleted)."""
-    indexes = Registry(Settings().index_dir, "index")
-    try:
-        before = indexes.aliases(name).get("production", "none")
-        aliases = indexes.rollback(name)
-        built_with = indexes.manifest(f"{name}:production").get("embedder")
-    except LookalikeError as exc:
-        console.print(f"[red]{exc.message}[/]")
-        raise typer.Exit(1) from exc
-    console.print(
-        f"{name}: now serving [bold]{name}:{aliases['production']}[/bold] built with {built_with} "
-        f"(was {name}:{before}; previous is now {name}:{aliases.get('previous', '-')})"
-    )
+    run_rollback(Settings(), "index", name)

@@ -16,6 +16,7 @@ from lookalike.cli import index as index_cli
 from lookalike.cli import keys as keys_cli
 from lookalike.cli import models as models_cli
 from lookalike.cli import refresh as refresh_cli
+from lookalike.cli import registry as registry_cli
 from lookalike.core.errors import LookalikeError
 from lookalike.core.settings import Settings
 
@@ -28,6 +29,7 @@ app.add_typer(index_cli.app, name="index")
 app.add_typer(eval_cli.app, name="eval")
 app.add_typer(keys_cli.app, name="keys")
 app.add_typer(extension_cli.app, name="extension")
+app.add_typer(registry_cli.app, name="registry")
 app.add_typer(refresh_cli.events_app, name="events")
 app.command("refresh")(refresh_cli.refresh_cmd)
 app.command("report")(refresh_cli.report_cmd)
@@ -56,10 +58,20 @@ def serve(
     port: int = typer.Option(None, help="Default 8000"),
     workers: int = typer.Option(1, min=1, max=16),
 ) -> None:
-    """Serve the API and the search page with uvicorn."""
+    """Serve the API and the search page with uvicorn.
+
+    Connection limits come from ``settings.serving`` (``LOOKALIKE_SERVING__*``): a header and a
+    body deadline, at most ``max_connections`` per worker (oldest idle closed first), keep-alive,
+    header size and backlog; see docs/reliability.md.
+    """
     import uvicorn
 
+    from lookalike.serve.limits import raise_open_file_limit
+
     settings = Settings()
+    serving = settings.serving
+    soft, hard = raise_open_file_limit()  # inherited by the worker processes
+    console.print(f"open files: {soft} (hard limit {hard})")
     uvicorn.run(
         "lookalike.serve.app:create_app",
         factory=True,
@@ -67,6 +79,16 @@ def serve(
         port=port or settings.port,
         workers=workers,
         log_level="info",
+        # our own access log (serve.logs) has no client IP and no query string; uvicorn's has both
+        access_log=False,
+        # h11 plus header/body deadlines and the idle-connection cap (uvicorn has none).
+        http="lookalike.serve.limits:GuardedH11Protocol",
+        # Past this many connections or tasks uvicorn answers 503 itself; the guard keeps idle
+        # connections under max_connections, so only busy ones can reach it.
+        limit_concurrency=serving.max_connections + 64,
+        timeout_keep_alive=serving.keep_alive_seconds,
+        h11_max_incomplete_event_size=serving.max_header_bytes,
+        backlog=serving.backlog,
     )
 
 

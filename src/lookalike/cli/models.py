@@ -11,12 +11,14 @@ from rich.console import Console
 from rich.table import Table
 
 from lookalike.cli.train import train_embedding, train_localizer
-from lookalike.core.errors import LookalikeError
+from lookalike.core.errors import LookalikeError, NotFound
 from lookalike.core.settings import Settings
+from lookalike.lifecycle import Kind, KindRegistry, PromoteOutcome, promote, rollback
 from lookalike.registry import Ref, Registry
 from lookalike.registry.checks import CheckReport
+from lookalike.serve.products import default_kinds
 
-__all__ = ["already_production", "app", "check_table", "gate_and_promote"]
+__all__ = ["app", "check_table", "run_checks", "run_promote", "run_rollback"]
 
 log = logging.getLogger("lookalike.cli")
 
@@ -61,7 +63,7 @@ def build_default_cmd(
     try:
         with console.status("building the default model") as status:
 
-            def progress(msg: str) -> None:
+            def progress(msg: str, *_count: int | None) -> None:  # build_default: lines only
                 console.log(msg)
                 status.update(msg)
 
@@ -70,10 +72,9 @@ def build_default_cmd(
         raise _fail(exc) from exc
     m = registry.manifest(ref)
     console.print(_summary_table([(ref, m)], registry))
-    console.print(
-        f"[green]{ref}[/green] is production, serving [bold]{m['default_variant']}[/bold]: "
-        f"{m['reason']}"
-    )
+    console.print(f"built {ref}, serving [bold]{m['default_variant']}[/bold]: {m['reason']}")
+    # The default passes the same checks as any model before it becomes production.
+    run_promote(settings, "model", str(ref), force=False)
 
 
 def _fmt_latency(m: dict[str, Any]) -> str:
@@ -140,42 +141,105 @@ def check_table(report: CheckReport, title: str | None = None) -> Table:
     return table
 
 
-def gate_and_promote(registry: Registry, report: CheckReport, force: bool, what: str) -> None:
-    """Promote ``report.ref`` when every check passed; otherwise exit 1 (or, forced, shout)."""
-    console.print(check_table(report))
-    ref = Ref.parse(report.ref)
-    if not report.passed:
-        failed = ", ".join(r.name for r in report.failed)
-        if not force:
-            console.print(
-                f"[red]refused:[/red] {ref} failed {len(report.failed)} check(s) ({failed}); "
-                f"production is unchanged ({_production(registry, ref.name)})"
-            )
-            raise typer.Exit(code=1)
-        log.warning("FORCED promotion of %s %s despite failed checks: %s", what, ref, failed)
-        console.print(
-            f"[bold red]WARNING: --force promotes {ref} although {failed} failed. "
-            f"Roll back with `lookalike {what} rollback {ref.name}`.[/bold red]"
-        )
-        registry.update_manifest(ref, forced_promotion={"failed": failed, "at": report.checked_at})
-    aliases = registry.promote(ref)
-    console.print(f"[green]{ref} is production[/green] (previous: {aliases.get('previous', '-')})")
+def run_promote(
+    settings: Settings,
+    registry_kind: str,
+    ref: str,
+    *,
+    force: bool,
+    check_options: dict[str, Any] | None = None,
+) -> PromoteOutcome:
+    """The CLI face of the one promote path: check, print the table, promote or exit 1.
 
-
-def already_production(registry: Registry, ref: str) -> bool:
-    """True (and says so) when ``ref`` already is production: promoting it is a no-op."""
+    ``registry_kind`` is ``model`` or ``index``; the product that owns the artifact is found
+    from the manifest's ``task`` (or the artifact's name).
+    """
+    kinds = default_kinds(settings)
     try:
-        resolved = registry.resolve(Ref.parse(ref, default_version="latest"))
+        kind, role = _owner(kinds, settings, registry_kind, ref)
+        with console.status(f"checking {ref}"):
+            outcome = promote(
+                kind,
+                role,
+                ref,
+                force=force,
+                check_options=check_options,
+            )
     except LookalikeError as exc:
         raise _fail(exc) from exc
-    if registry.aliases(resolved.name).get("production") != resolved.version:
-        return False
-    console.print(f"{resolved} is already production; nothing to do")
-    return True
+    if outcome.status == "already":
+        console.print(f"{outcome.ref} is already production; nothing to do")
+        return outcome
+    assert outcome.report is not None
+    console.print(check_table(outcome.report))
+    what = "models" if registry_kind == "model" else "index"
+    failed = ", ".join(outcome.failed_checks)
+    if outcome.status == "refused":
+        console.print(
+            f"[red]refused:[/red] {outcome.ref} failed {len(outcome.failed_checks)} check(s) "
+            f"({failed}); production is unchanged ({outcome.production_before or 'none'})"
+        )
+        raise typer.Exit(code=1)
+    if outcome.status == "forced":
+        console.print(
+            f"[bold red]WARNING: --force promotes {outcome.ref} although {failed} failed. "
+            f"Roll back with `lookalike {what} rollback {outcome.ref.name}`.[/bold red]"
+        )
+    console.print(
+        f"[green]{outcome.ref} is production[/green] "
+        f"(previous: {outcome.aliases.get('previous', '-')})"
+    )
+    for note in outcome.notes:
+        console.print(f"[yellow]{note}[/yellow]")
+    return outcome
 
 
-def _production(registry: Registry, name: str) -> str:
-    return registry.aliases(name).get("production", "none")
+def _owner(
+    kinds: KindRegistry, settings: Settings, registry_kind: str, ref: str
+) -> tuple[Kind, str]:
+    parsed = Ref.parse(ref, default_version="latest")
+    registry = (
+        Registry(settings.models_dir, "model")
+        if registry_kind == "model"
+        else Registry(settings.index_dir, "index")
+    )
+    task = registry.manifest(parsed).get("task")
+    if task:
+        try:
+            kind = kinds.for_task(str(task))
+            role = kind.role_of(registry_kind, parsed.name) or _first_role(kind, registry_kind)
+            return kind, role
+        except LookalikeError:
+            pass
+    return kinds.owner(registry_kind, parsed.name)
+
+
+def _first_role(kind: Kind, registry_kind: str) -> str:
+    for role in kind.roles:
+        if kind.registry(role).kind == registry_kind:
+            return role
+    raise NotFound(f"{kind.product} has no {registry_kind} artifacts")
+
+
+def run_rollback(settings: Settings, registry_kind: str, name: str) -> None:
+    """The CLI face of the one rollback: the artifact and what must move with it."""
+    kinds = default_kinds(settings)
+    try:
+        kind, role = kinds.owner(registry_kind, name)
+        outcome = rollback(kind, role, name)
+    except LookalikeError as exc:
+        raise _fail(exc) from exc
+    for moved_role, (before, after) in outcome.moved.items():
+        console.print(
+            f"{moved_role}: now serving [bold]{after}[/bold] (was {before})"
+            if moved_role == role
+            else f"{moved_role}: rolled back with it to [bold]{after}[/bold] (was {before})"
+        )
+    if outcome.release is not None:
+        console.print(f"{kind.product} release: {outcome.release.describe()}")
+    for note in outcome.notes:
+        console.print(f"[yellow]{note}[/yellow]")
+    console.print("Running servers pick it up within their alias reload (or restart them).")
 
 
 PairsOpt = Annotated[
@@ -186,19 +250,18 @@ RootOpt = Annotated[Path | None, typer.Option("--root", help="folder the pairs' 
 SplitOpt = Annotated[str | None, typer.Option("--split", help="only this split of --pairs")]
 
 
-def _run_checks(
-    ref: str, pairs: Path | None, root: Path | None, split: str | None
-) -> tuple[Registry, CheckReport]:
-    from lookalike.jobs.gates import check_model
-
-    settings = Settings()
-    registry = _registry(settings)
+def run_checks(
+    settings: Settings, registry_kind: str, ref: str, check_options: dict[str, Any]
+) -> CheckReport:
+    """Run the owning kind's checks on ``ref`` without promoting (recorded in its manifest)."""
+    kinds = default_kinds(settings)
     try:
-        with console.status(f"checking {ref}"):
-            report = check_model(settings, ref, pairs=pairs, root=root, split=split)
+        kind, role = _owner(kinds, settings, registry_kind, ref)
+        resolved = kind.registry(role).resolve(Ref.parse(ref, default_version="latest"))
+        with console.status(f"checking {resolved}"):
+            return kind.check(role, resolved, **check_options)
     except LookalikeError as exc:
         raise _fail(exc) from exc
-    return registry, report
 
 
 @app.command("check")
@@ -209,7 +272,7 @@ def check_cmd(
     split: SplitOpt = None,
 ) -> None:
     """Run the deploy checks on NAME:VERSION without promoting; exit 1 if any fails."""
-    _, report = _run_checks(ref, pairs, root, split)
+    report = run_checks(Settings(), "model", ref, {"pairs": pairs, "root": root, "split": split})
     console.print(check_table(report))
     if not report.passed:
         raise typer.Exit(code=1)
@@ -230,40 +293,19 @@ def promote_cmd(
     The checks (checksums, load, output, golden, metric vs production, latency) and their
     figures are written into the version's manifest; the old production becomes previous.
     """
-    if already_production(_registry(Settings()), ref):
-        return
-    registry, report = _run_checks(ref, pairs, root, split)
-    gate_and_promote(registry, report, force, "models")
-    _warn_index_mismatch(Settings(), report.ref)
-
-
-def _warn_index_mismatch(settings: Settings, model_ref: str) -> None:
-    indexes = Registry(settings.index_dir, "index")
-    try:
-        built_with = indexes.manifest(f"{settings.search.index_name}:production").get("embedder")
-    except LookalikeError:
-        return
-    if built_with and built_with != model_ref and settings.search.model_name in model_ref:
-        console.print(
-            f"[yellow]the production index was built with {built_with}: run `lookalike index "
-            f"build` so that search serves {model_ref}[/yellow]"
-        )
+    run_promote(
+        Settings(),
+        "model",
+        ref,
+        force=force,
+        check_options={"pairs": pairs, "root": root, "split": split},
+    )
 
 
 @app.command("rollback")
 def rollback_cmd(name: Annotated[str, typer.Argument(help="model name")]) -> None:
     """Move production back to previous in one atomic step (the two swap; nothing is deleted)."""
-    registry = _registry(Settings())
-    try:
-        before = registry.aliases(name).get("production", "none")
-        aliases = registry.rollback(name)
-    except LookalikeError as exc:
-        raise _fail(exc) from exc
-    console.print(
-        f"{name}: now serving [bold]{name}:{aliases['production']}[/bold] "
-        f"(was {name}:{before}; previous is now {name}:{aliases.get('previous', '-')}). "
-        "Restart the server (or wait for its alias reload) to serve it."
-    )
+    run_rollback(Settings(), "model", name)
 
 
 # Training lives in its own module (torch, imported lazily); its commands belong under `models`.

@@ -46,8 +46,11 @@ def refresh_cmd(
     settings = Settings()
     last: dict[str, int] = {}
 
-    def progress(step: str, done: int, total: int) -> None:
+    def progress(step: str, done: int | None = None, total: int | None = None, /) -> None:
         # One line per step and every ~10 %: readable in cron mail and easy to follow in tests.
+        if done is None or total is None:
+            print(step, flush=True)
+            return
         tick = max(1, total // 10)
         if done == total or done // tick != last.get(step, -1):
             last[step] = done // tick

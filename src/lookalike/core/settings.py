@@ -9,10 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
+    "DatabaseSettings",
     "ExtensionSettings",
     "Gates",
     "Limits",
@@ -32,7 +33,35 @@ class Limits(BaseModel):
     max_upload_bytes: int = 30 * 1024 * 1024
     # Decompression-bomb guard: phone photos up to 50 MP are normal, 100 MP is not.
     max_pixels: int = 80_000_000
+    # Pixels a search upload may decode (after JPEG draft reduction, so a 50 MP phone JPEG
+    # still passes at 1/8 scale); a PNG/WebP/GIF/BMP above it is refused from its header.
+    max_upload_pixels: int = 24_000_000
+    # Memory one upload's decode may need (core/images.py `decode_cost`); over it: 413.
+    max_upload_decode_bytes: int = 400 * 2**20
     max_k: int = 100
+
+
+class DatabaseSettings(BaseModel):
+    """How long a database may keep a caller waiting (``LOOKALIKE_DB__*``; core/db.py).
+
+    A stopped or frozen database must cost a request seconds, not a minute: every wait has a
+    bound, and past it the caller gets ``Unavailable`` (503) and the next call tries again.
+    """
+
+    # Frozen so that one engine per (URL, settings) can be cached per process.
+    model_config = ConfigDict(frozen=True)
+
+    # PostgreSQL: the whole connection handshake (psycopg ``connect_timeout``, at least 2 s).
+    connect_timeout_s: float = 5.0
+    # PostgreSQL: the server cancels a statement past this; the client also gives up on a
+    # silent (frozen) server after this plus ``connect_timeout_s``.
+    statement_timeout_s: float = 10.0
+    # How long a caller waits for a free pooled connection before 503.
+    pool_timeout_s: float = 5.0
+    pool_size: int = 5
+    max_overflow: int = 10
+    # SQLite: how long a writer waits for another writer's lock (sqlite3 ``timeout``).
+    sqlite_busy_timeout_s: float = 30.0
 
 
 class SearchSettings(BaseModel):
@@ -44,14 +73,32 @@ class SearchSettings(BaseModel):
     # Crops of a shopper's photo to search: ``auto`` is the model's own query crop (one
     # forward pass); ``multi`` adds the garment regions (slower, see docs/search-quality.md).
     crops: str = "auto"
+    # The torch-CPU fallback step of the embed chain, loaded with each served release (at
+    # start-up or reload, never inside a request). Off saves ~0.5 GB per worker and the start-up
+    # time; search then has no second embed step.
+    torch_fallback: bool = True
 
 
 class ExtensionSettings(BaseModel):
-    """Browser-extension clients: which extension origins may call the API, and how often."""
+    """API clients (serve/access.py): extension origins, rate limits, feedback-event bounds."""
 
     # e.g. ["chrome-extension://abcdefghijklmnopabcdefghijklmnop"]; CORS allows exactly these.
     origins: list[str] = []
-    rate_per_minute: int = 120
+    # Searches and similar-item lookups a minute, per API key and (anonymous) per client
+    # network (IPv4 address or IPv6 /64), counted across every worker in the access ledger.
+    rate_per_minute: int = Field(120, ge=1)
+    anonymous_per_minute: int = Field(60, ge=1)
+    # POST /v1/events: requests a minute per client, body bytes, and how long events are kept.
+    events_per_minute: int = Field(60, ge=1)
+    events_max_body_bytes: int = Field(64 * 1024, ge=1024)
+    events_retention_days: float = Field(180.0, gt=0)
+    # Events are accepted for a search/similar answer this long after it was given.
+    request_id_ttl_seconds: float = Field(3600.0, gt=0)
+    # Shared counters; None: sqlite:///<home>/var/access.db (one host). Point it at PostgreSQL
+    # when replicas on several hosts must share one limit.
+    ledger_url: str | None = None
+    # /metrics is an admin route; a scrape from this host (127.0.0.1/::1) needs no key.
+    metrics_open_on_loopback: bool = True
 
 
 class RefreshSettings(BaseModel):
@@ -72,7 +119,7 @@ class RefreshSettings(BaseModel):
 
 
 class Gates(BaseModel):
-    """What a model or index must pass before ``promote`` makes it production (jobs/gates.py).
+    """What a model or index must pass before ``promote`` makes it production (search/gates.py).
 
     Measured on the 2-core CPU dev box with the default EfficientNet-Lite0 fp32: golden
     Recall@10 1.0, batch-1 embed p95 about 70 ms, Flat search p95 under 1 ms; the bounds keep
@@ -108,6 +155,22 @@ class ServingSettings(BaseModel):
     # Concurrent searches per worker; beyond it the answer is 503 + Retry-After (no queue).
     max_in_flight: int = 8
     retry_after_seconds: int = 1
+    # Admission at the door (serve/limits.py `Admission`): past max_in_flight, up to queue_size
+    # searches wait at most queue_budget_ms for a slot, the rest get 503 + Retry-After at once.
+    queue_size: int = 8
+    queue_budget_ms: float = 75.0
+    # Threads for blocking work per worker (anyio's default is 40); 0 = max_in_flight + 16, so
+    # cheap routes keep threads of their own while searches are bounded by admission.
+    worker_threads: int = 0
+    # Connections per worker (serve/limits.py `GuardedH11Protocol`): past max_connections the
+    # oldest idle connection is closed; a request head must arrive within header_timeout_seconds
+    # of the first byte (or of connecting), a body within body_timeout_seconds.
+    max_connections: int = 1000
+    header_timeout_seconds: float = 5.0
+    body_timeout_seconds: float = 30.0
+    keep_alive_seconds: int = 5
+    max_header_bytes: int = 16 * 1024
+    backlog: int = 2048
     # Cache-Control max-age of results; ETags make revalidation after it cheap.
     cache_max_age_seconds: int = 60
     # Freshness: how far the index may lag behind catalog changes before /health says degraded.
@@ -129,6 +192,7 @@ class Settings(BaseSettings):
     serving: ServingSettings = Field(default_factory=ServingSettings)
     gates: Gates = Field(default_factory=Gates)
     refresh: RefreshSettings = Field(default_factory=RefreshSettings)
+    db: DatabaseSettings = Field(default_factory=DatabaseSettings)
 
     @property
     def models_dir(self) -> Path:

@@ -2,8 +2,8 @@
 
 A model may carry a learned projection head (two towers: ``embed(images, role="query")`` for
 shopper photos, ``role="catalog"`` for catalog photos) and a garment localiser
-(``embed_and_locate``). Building or training a model (``lookalike.embed.build``, ``.train``,
-``.candidate``, ``.localize_train``) needs torch; nothing imported here does.
+(``embed_and_locate``). Building the default model (``lookalike.embed.build``) needs torch, and
+so does training (``lookalike.training``, apart from serving); nothing imported here does.
 """
 
 from __future__ import annotations

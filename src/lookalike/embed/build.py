@@ -9,8 +9,10 @@ does not. Steps, each measured and written into the manifest:
 3. quantise statically to int8 (QDQ, per channel), calibrated on real images;
 4. measure batch-1 latency of both variants and how closely int8 keeps fp32's neighbours, then
    pick the production variant by those figures;
-5. write everything (plus ``weights.pt`` for the torch fallback) as one atomic registry version
-   and promote it.
+5. write everything (plus ``weights.pt`` for the torch fallback) as one atomic registry version.
+
+It does not promote: ``lookalike models build-default`` promotes through the one promote path
+(``lookalike.lifecycle.promote``), so the default passes the same checks as any model.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from importlib import metadata
@@ -30,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from lookalike.core.errors import BadImage, ConfigError, InvalidInput
+from lookalike.core.progress import Progress
 from lookalike.embed.measure import cpu_threads, latency_ms, mean_cosine, neighbour_recall
 from lookalike.embed.preprocess import PreprocessConfig, preprocess_batch
 from lookalike.embed.runtime import onnx_session
@@ -52,8 +55,6 @@ INT8_MIN_RECALL = 0.9  # int8 must keep this share of fp32's 10 nearest neighbou
 INT8_MAX_RECALL_DROP = 0.01
 CALIBRATION_COUNT = 100
 _INPUT, _OUTPUT = "pixels", "embedding"
-
-Progress = Callable[[str], None]
 
 
 def _load_images(paths: Sequence[Path]) -> list[Image.Image]:
@@ -277,7 +278,7 @@ def build_default(
     progress: Progress | None = None,
     latency_runs: int = 100,
 ) -> Ref:
-    """Build, measure, register and promote the default embedder; return its new ``Ref``.
+    """Build, measure and register the default embedder (not promoted); return its ``Ref``.
 
     ``calibration_images`` (real photos, at least 11) calibrate int8 (up to 100 of them, evenly
     spaced) and, all of them, measure int8 fidelity. ``progress`` receives one line per step.
@@ -321,6 +322,5 @@ def build_default(
                 shutil.copy2(path, writer.path / rel)
             writer.manifest["build_seconds"] = round(time.perf_counter() - t_start, 1)
     ref = writer.ref
-    registry.promote(ref)
-    say(f"registered {ref} and promoted it to production")
+    say(f"registered {ref}")
     return ref

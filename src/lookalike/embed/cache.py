@@ -24,11 +24,10 @@ import numpy as np
 from PIL import Image
 
 from lookalike.core.images import load_image_file
+from lookalike.core.progress import Progress
 from lookalike.embed.regions import FIXED_REGIONS, Box, colour_histogram, crop_box
 
 __all__ = ["CropSpec", "FeatureCache", "backbone_key"]
-
-Progress = Callable[[int, int], None]
 
 
 class CropSpec:
@@ -155,5 +154,5 @@ class FeatureCache:
                 else:
                     raise ValueError(f"unknown feature kind {kind!r}")
                 if progress:
-                    progress(min(start + self.batch_size, len(paths)), len(paths))
+                    progress("features", min(start + self.batch_size, len(paths)), len(paths))
         return np.concatenate(out).astype(np.float32)

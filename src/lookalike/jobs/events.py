@@ -5,9 +5,19 @@ result (item, position) of which search (request id) was shown or opened. That i
 click-through within the top 10 (a business metric next to offline Recall@K) and for turning
 clicks on "similar items" results into training pairs.
 
+Events are accepted only for answers the server really gave: ``record(events, answers)`` checks
+each against the :class:`IssuedAnswer` of its request id (the serving layer keeps those for an
+hour, see ``serve/ledger.py``): the item must be in that answer at that position, and the
+query item of a click is the one the server answered for, never the client's word. One
+impression and one click per (request, item) are kept, so a search yields at most two rows per
+result and a forged or replayed batch cannot inflate a pair. ``add_batch`` stores without checks
+(trusted callers and tests only). ``delete_older_than`` is the retention step of the refresh
+job.
+
     store = EventStore(settings.db_url)
     store.create_schema()
-    store.add_batch([Event("impression", "req-1", "LK-0001", 1)])
+    answer = IssuedAnswer("req-1", "search", None, ("LK-0001",), time.time())
+    store.record([Event("impression", "req-1", "LK-0001", 1)], {"req-1": answer})
     store.ctr_at_10()           # CtrFigures(searches=1, clicked=0, ctr=0.0, ...)
 """
 
@@ -15,18 +25,26 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from lookalike.core.db import get_engine, migrate
 from lookalike.core.errors import ConfigError, InvalidInput, Unavailable
 
-__all__ = ["CtrFigures", "Event", "EventStore", "EventType"]
+__all__ = [
+    "CtrFigures",
+    "Event",
+    "EventStore",
+    "EventType",
+    "IssuedAnswer",
+    "RecordOutcome",
+    "check_event",
+]
 
 EventType = Literal["impression", "click"]
 MAX_BATCH = 100
@@ -63,6 +81,47 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
+class IssuedAnswer:
+    """What the server answered for one request id: the only ground events are accepted on."""
+
+    request_id: str
+    surface: Literal["search", "similar"]
+    query_item_id: str | None  # the item of a "similar items" answer; None for a photo search
+    item_ids: tuple[str, ...]  # the results, in rank order
+    issued_at: float  # epoch seconds
+
+
+def check_event(event: Event, answer: IssuedAnswer | None) -> Event | str:
+    """The event as it may be stored (query item from the answer), or why it is refused."""
+    if answer is None:
+        return (
+            f"request_id {event.request_id!r} is not a search or similar answer this server "
+            "gave recently"
+        )
+    try:
+        rank = answer.item_ids.index(event.item_id) + 1
+    except ValueError:
+        return f"item {event.item_id!r} was not in the results of {event.request_id!r}"
+    if event.position != rank:
+        return f"item {event.item_id!r} was at position {rank}, not {event.position}"
+    if event.query_item_id is not None and event.query_item_id != answer.query_item_id:
+        return f"{event.request_id!r} did not answer for query item {event.query_item_id!r}"
+    if (event.surface == "similar") != (answer.surface == "similar"):
+        return f"{event.request_id!r} was a {answer.surface} answer, not {event.surface}"
+    return replace(event, query_item_id=answer.query_item_id)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordOutcome:
+    """What ``record`` did with a batch: stored, already stored, and refused (with reasons)."""
+
+    accepted: int
+    duplicates: int
+    rejected: int
+    reasons: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
 class CtrFigures:
     """Click-through within the top 10: searches with a click at position <= 10 / searches."""
 
@@ -76,20 +135,6 @@ class CtrFigures:
         return asdict(self)
 
 
-def _engine(url: str) -> sa.Engine:
-    parsed = make_url(url)
-    if parsed.drivername == "postgresql":
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            return sa.create_engine(parsed, connect_args={"timeout": 30})
-        return sa.create_engine(
-            parsed, poolclass=sa.pool.StaticPool, connect_args={"check_same_thread": False}
-        )
-    return sa.create_engine(parsed, pool_pre_ping=True)
-
-
 def _aware(value: datetime | None) -> datetime | None:
     if value is None:
         return None
@@ -101,20 +146,20 @@ class EventStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._engine = _engine(url)
+        self._engine = get_engine(url)  # the process's engine; does not connect
 
     def close(self) -> None:
         self._engine.dispose()
 
     def create_schema(self) -> None:
-        """Create the events table if it is absent (idempotent)."""
-        try:
-            _metadata.create_all(self._engine, checkfirst=True)
-        except SQLAlchemyError as exc:
-            raise Unavailable(f"the events database is unavailable: {exc}") from exc
+        """Migrate the database to the newest schema, events table included (idempotent)."""
+        migrate(self.url)
 
     def add_batch(self, events: Sequence[Event]) -> int:
-        """Store up to 100 events in one transaction; returns how many were stored."""
+        """Store up to 100 events in one transaction, unchecked; returns how many were stored.
+
+        For trusted callers: events from clients go through ``record``.
+        """
         if len(events) > MAX_BATCH:
             raise InvalidInput(f"at most {MAX_BATCH} events per batch, got {len(events)}")
         if not events:
@@ -141,6 +186,55 @@ class EventStore:
                 raise ConfigError("the events table is missing: call create_schema()") from exc
             raise Unavailable(f"the events database is unavailable: {exc}") from exc
         return len(rows)
+
+    def record(self, events: Sequence[Event], answers: dict[str, IssuedAnswer]) -> RecordOutcome:
+        """Check each event against its answer, drop repeats, store the rest (see the module)."""
+        checked: list[Event] = []
+        reasons: list[str] = []
+        for event in events:
+            result = check_event(event, answers.get(event.request_id))
+            if isinstance(result, str):
+                if result not in reasons:
+                    reasons.append(result)
+            else:
+                checked.append(result)
+        rejected = len(events) - len(checked)
+        seen = self._stored_keys({e.request_id for e in checked})
+        fresh: list[Event] = []
+        for event in checked:
+            key = (event.request_id, event.type, event.item_id)
+            if key not in seen:
+                seen.add(key)
+                fresh.append(event)
+        stored = self.add_batch(fresh)
+        return RecordOutcome(stored, len(checked) - len(fresh), rejected, reasons[:5])
+
+    def _stored_keys(self, request_ids: set[str]) -> set[tuple[str, str, str]]:
+        if not request_ids:
+            return set()
+        ev = search_events
+        query = sa.select(ev.c.request_id, ev.c.type, ev.c.item_id).where(
+            ev.c.request_id.in_(request_ids)
+        )
+        try:
+            with self._engine.connect() as conn:
+                return {(r, t, i) for r, t, i in conn.execute(query)}
+        except SQLAlchemyError as exc:
+            raise Unavailable(f"the events database is unavailable: {exc}") from exc
+
+    def delete_older_than(self, days: float) -> int:
+        """Retention: delete events received more than ``days`` ago; returns how many."""
+        if days <= 0:
+            raise ConfigError(f"event retention must be positive, got {days} days")
+        cutoff = datetime.now(UTC) - timedelta(days=days)
+        try:
+            with self._engine.begin() as conn:
+                result = conn.execute(
+                    sa.delete(search_events).where(search_events.c.received_at < cutoff)
+                )
+        except SQLAlchemyError as exc:
+            raise Unavailable(f"the events database is unavailable: {exc}") from exc
+        return int(result.rowcount or 0)
 
     def _since(self, since: datetime | None) -> Any:
         if since is None:

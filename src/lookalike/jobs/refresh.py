@@ -9,7 +9,8 @@ scheduler. Guarantees:
   written by ``Registry.create`` (a hidden ``.tmp-*`` folder renamed into place), aliases and
   reports are replaced atomically, and the lock dies with the process;
 - production changes only when the input passed its data checks and the new index passed
-  ``jobs.gates.check_index``; otherwise production stays and the report says why.
+  its checks through the one promote path (``lookalike.lifecycle.promote``, as
+  ``lookalike index promote``); otherwise production stays and the report says why.
 
 Every run writes ``var/refresh/<UTC timestamp>.json`` and a ``.txt`` summary beside it.
 """
@@ -24,7 +25,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,13 +34,16 @@ import numpy as np
 
 from lookalike.catalog import CatalogStore
 from lookalike.core.errors import LookalikeError, NotFound, Unavailable
+from lookalike.core.progress import Progress, relabelled
 from lookalike.core.settings import Settings
 from lookalike.embed import load_embedder
 from lookalike.jobs.datachecks import DataCheck, check_input, embedding_drift, scan_input
+from lookalike.lifecycle import promote
 from lookalike.registry import Ref, Registry
 from lookalike.registry.store import atomic_write_text
 from lookalike.search import build_index, update_index
 from lookalike.search.indexing import IDS_FILE
+from lookalike.search.kind import SearchKind
 
 __all__ = ["EXIT_BUSY", "RefreshBusy", "RefreshOutcome", "refresh_lock", "run_refresh"]
 
@@ -47,7 +51,6 @@ log = logging.getLogger("lookalike.refresh")
 EXIT_BUSY = 75  # EX_TEMPFAIL: a scheduler may simply try again later
 EXIT_DATA = 1
 EXIT_GATES = 2
-Progress = Callable[[str, int, int], None]
 
 
 class RefreshBusy(Unavailable):
@@ -143,6 +146,41 @@ def _write_report(settings: Settings, report: dict[str, Any]) -> Path:
     return path
 
 
+def mark_killed_runs(settings: Settings) -> list[dict[str, Any]]:
+    """Mark the reports of earlier runs that never finished as ``killed``; return them.
+
+    Call it under the refresh lock: a report still saying ``running`` is then from a run
+    that died (kill -9, OOM, power). Each gets the index versions it wrote that no alias
+    points at (``orphans``, listed, never deleted) and the temp folders it left are removed.
+    """
+    indexes = Registry(settings.index_dir, "index")
+    name = settings.search.index_name
+    killed: list[dict[str, Any]] = []
+    for path in sorted((settings.var_dir / "refresh").glob("*.json")):
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(old, dict) or old.get("status") != "running":
+            continue
+        if old.get("pid") == os.getpid():
+            continue
+        orphans = [f"{name}:{v}" for v in indexes.unaliased_since(name, old["started_at"])]
+        cleaned = indexes.clean_leftovers(name)
+        old.update(
+            status="killed",
+            exit_code=None,
+            summary="killed before it finished; production was left as it was"
+            + (f"; orphan versions (no alias): {', '.join(orphans)}" if orphans else ""),
+            orphans=orphans,
+            leftovers_removed=cleaned,
+        )
+        atomic_write_text(path, json.dumps(old, indent=2, sort_keys=True))
+        atomic_write_text(path.with_suffix(".txt"), _text(old))
+        killed.append({"report": path.name, "started_at": old["started_at"], "orphans": orphans})
+    return killed
+
+
 def _gate_failures(check_report: Any) -> list[str]:
     return [f"{r.name}: {r.message}" for r in getattr(check_report, "failed", [])]
 
@@ -172,9 +210,13 @@ def _run(
         "pid": os.getpid(),
         "catalog_file": str(catalog_file) if catalog_file else None,
     }
+    # A "running" report now, so that a run killed from here on leaves a trace the next marks.
+    report["killed_runs"] = mark_killed_runs(settings)
+    report.update(status="running", summary="running (if the run is over, it was killed)")
+    _write_report(settings, report)
 
-    def step(name: str) -> Callable[[int, int], None] | None:
-        return (lambda done, total: progress(name, done, total)) if progress else None
+    def step(name: str) -> Progress | None:
+        return relabelled(progress, name)
 
     def finish(status: str, code: int, summary: str) -> RefreshOutcome:
         report.update(status=status, exit_code=code, summary=summary)
@@ -272,12 +314,11 @@ def _run(
         report["index"] = f"{new}: +{added} / -{dropped} vectors"
         report["candidate"] = str(new)
 
-        from lookalike.jobs.gates import check_index  # helper G's module: deploy checks
-
-        gate = check_index(settings, str(new))
-        report["index_checks"] = gate
-        if not gate.passed:
-            failures = _gate_failures(gate)
+        # The one promote path: the index's checks, then production moves (or it does not).
+        outcome = promote(SearchKind(settings), "index", new)
+        report["index_checks"] = outcome.report
+        if not outcome.promoted:
+            failures = _gate_failures(outcome.report)
             report["gate_failures"] = failures
             indexes.set_aliases(name, candidate=new.version)
             return finish(
@@ -285,7 +326,6 @@ def _run(
                 EXIT_GATES,
                 f"{new} failed its checks, production stays {production}: " + "; ".join(failures),
             )
-        indexes.promote(new)
         return finish("promoted", 0, f"{new} is now production (was {production})")
     finally:
         catalog.close()

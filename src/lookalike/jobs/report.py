@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from lookalike.catalog import CatalogStore
 from lookalike.catalog.schema import images as images_table
 from lookalike.catalog.schema import items as items_table
+from lookalike.core.db import get_engine, translate_errors
 from lookalike.core.errors import ConfigError, LookalikeError
 from lookalike.core.settings import Settings
 from lookalike.jobs.events import EventStore
@@ -150,18 +151,15 @@ def _refreshes(folder: Path, limit: int = 50) -> list[dict[str, Any]]:
 
 
 def _items_without_images(url: str) -> list[str]:
-    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
     query = (
         sa.select(items_table.c.item_id)
         .outerjoin(images_table, images_table.c.item_id == items_table.c.item_id)
         .where(images_table.c.image_id.is_(None))
         .order_by(items_table.c.item_id)
     )
-    try:
-        with engine.connect() as conn:
-            return list(conn.scalars(query))
-    finally:
-        engine.dispose()
+    # The process's one engine for this URL (core.db), the same the catalog store reads with.
+    with translate_errors("the catalog database"), get_engine(url).connect() as conn:
+        return list(conn.scalars(query))
 
 
 def lonely_items(settings: Settings, k: int = TOP_K) -> list[dict[str, Any]]:

@@ -3,7 +3,7 @@
 A promotion gate is a list of :class:`CheckResult` (name, passed, figures, message) gathered in a
 :class:`CheckReport`; the report goes into the version's manifest under ``"checks"`` so that a
 manifest says what its artifact was held to. The checks that need a model or an index to run
-(load, output, golden recall, metric, latency) live in ``lookalike.jobs.gates``.
+(load, output, golden recall, metric, latency) live in ``lookalike.search.gates``.
 """
 
 from __future__ import annotations

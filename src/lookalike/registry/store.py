@@ -7,36 +7,117 @@ Layout (one registry per kind, e.g. ``models/`` and ``index/``)::
         1/ manifest.json model.onnx ...     immutable once written
         2/ ...
         aliases.json                        {"production": "2", "previous": "1"}
+        aliases.lock                        flock'ed around every alias read-modify-write
 
-An artifact is written into a hidden temp folder beside its final place and renamed into place
-only after its manifest (with a sha256 of every file) is written and fsynced, so a reader never
-sees a half-written version. Aliases live in one small JSON file per name, replaced atomically
-(write temp, fsync, rename), so ``production`` and ``previous`` always move together.
+An artifact is written into a hidden temp folder (``.tmp-<pid>-*``) beside its final place and
+renamed into place only after its manifest (with a sha256 of every file) is written and fsynced,
+so a reader never sees a half-written version; a folder left by a killed writer is never listed
+as a version and is removed by the next writer once its pid is gone. Aliases live in one small
+JSON file per name, replaced atomically (write temp, fsync, rename), so ``production`` and
+``previous`` always move together. Every change to them is a read-modify-write under an
+exclusive ``flock`` on ``aliases.lock``, so two promotes at once cannot lose an update; hold
+:meth:`Registry.alias_lock` to move several aliases (or several artifacts) as one step.
+
+A damaged ``aliases.json`` (not JSON, not an object, values that are not version strings or name
+versions that do not exist) never raises from :meth:`Registry.aliases`: it returns the entries
+that are valid and :meth:`Registry.alias_problems` says what was wrong, so a server serves what
+it can and reports itself degraded. :meth:`Registry.aliases_strict` raises
+:class:`BrokenAliases` instead, and :meth:`Registry.repair_aliases` (``lookalike registry
+repair``) rewrites the file from what is valid.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lookalike.core.errors import ConfigError, IntegrityError, InvalidInput, NotFound
+from lookalike.core.errors import (
+    ConfigError,
+    IntegrityError,
+    InvalidInput,
+    LookalikeError,
+    NotFound,
+    Unavailable,
+)
 
-__all__ = ["ALIASES", "ArtifactWriter", "Ref", "Registry", "atomic_write_text", "sha256_file"]
+__all__ = [
+    "ALIASES",
+    "ArtifactWriter",
+    "BrokenAliases",
+    "Ref",
+    "Registry",
+    "atomic_write_text",
+    "sha256_file",
+]
 
 ALIASES = ("production", "previous", "candidate")
 MANIFEST = "manifest.json"
 ALIAS_FILE = "aliases.json"
+LOCK_FILE = "aliases.lock"
+TMP_PREFIX = ".tmp-"
+LOCK_TIMEOUT_S = 60.0
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_TMP_PID_RE = re.compile(r"^\.tmp-(\d+)-")
+_STALE_TMP_S = 24 * 3600  # a temp folder without a pid (older writers) is stale after a day
+
+
+class BrokenAliases(IntegrityError):
+    """``aliases.json`` of a name is damaged; ``problems`` says how. Raised only by
+    :meth:`Registry.aliases_strict`; run ``lookalike registry repair`` to fix it."""
+
+    code = "broken_aliases"
+
+    def __init__(self, message: str, problems: list[str]) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
+class _HeldLock:
+    """One process's hold on one lock file: re-entrant across nested ``alias_lock`` calls."""
+
+    def __init__(self) -> None:
+        self.guard = threading.RLock()  # threads of one process queue here, processes on flock
+        self.fd: int | None = None
+        self.depth = 0
+        self.pid = os.getpid()
+
+
+_HELD: dict[str, _HeldLock] = {}
+_HELD_GUARD = threading.Lock()
+
+
+def _held_lock(path: Path) -> _HeldLock:
+    key = str(path)
+    with _HELD_GUARD:
+        held = _HELD.get(key)
+        if held is None or held.pid != os.getpid():  # a forked child holds nothing yet
+            held = _HELD[key] = _HeldLock()
+        return held
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
 
 
 @dataclass(frozen=True, order=True)
@@ -112,18 +193,114 @@ class Registry:
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _NAME_RE.match(p.name))
 
     def versions(self, name: str) -> list[str]:
+        """Complete versions only: a hidden ``.tmp-*`` folder is never one, even with a manifest
+        (a writer killed between writing its manifest and the rename leaves exactly that)."""
         base = self.root / name
         if not base.is_dir():
             return []
-        found = [p.name for p in base.iterdir() if p.is_dir() and (p / MANIFEST).is_file()]
+        found = [
+            p.name
+            for p in base.iterdir()
+            if _VERSION_RE.match(p.name) and p.is_dir() and (p / MANIFEST).is_file()
+        ]
         return sorted(found, key=lambda v: (int(v) if v.isdigit() else 0, v))
 
-    def aliases(self, name: str) -> dict[str, str]:
+    def leftovers(self, name: str) -> list[Path]:
+        """Temp folders of unfinished writes under ``name`` (live writers' included)."""
+        base = self.root / name
+        if not base.is_dir():
+            return []
+        return sorted(p for p in base.iterdir() if p.name.startswith(TMP_PREFIX) and p.is_dir())
+
+    def clean_leftovers(self, name: str) -> list[str]:
+        """Remove temp folders whose writer is gone (its pid is dead, or, for a folder that
+        names no pid, older than a day); return their names. A live writer's folder stays."""
+        removed: list[str] = []
+        for path in self.leftovers(name):
+            match = _TMP_PID_RE.match(path.name)
+            if match is not None:
+                if _pid_alive(int(match.group(1))):
+                    continue
+            else:
+                try:
+                    age = time.time() - path.stat().st_mtime
+                except FileNotFoundError:
+                    continue
+                if age < _STALE_TMP_S:
+                    continue
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path.name)
+        return removed
+
+    def unaliased_since(self, name: str, since: str) -> list[str]:
+        """Versions of ``name`` created at or after ``since`` (``%Y-%m-%dT%H:%M:%SZ``, as in
+        manifests) that no alias points at: what a job killed after writing a version, but
+        before moving an alias to it, leaves behind. Nothing is deleted."""
+        aliased = set(self.aliases(name).values())
+        out: list[str] = []
+        for version in self.versions(name):
+            if version in aliased:
+                continue
+            try:
+                created = str(self.manifest(Ref(name, version)).get("created_at", ""))
+            except LookalikeError:
+                continue
+            if created >= since:  # ISO-8601 UTC strings of one format sort as times do
+                out.append(version)
+        return out
+
+    def _read_aliases(self, name: str) -> tuple[dict[str, str], list[str]]:
+        """(valid aliases, problems) of ``name``'s alias file; never raises for its content."""
         path = self.root / name / ALIAS_FILE
-        if not path.is_file():
-            return {}
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return {k: str(v) for k, v in data.items() if k in ALIASES and v}
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return {}, []
+        except OSError as exc:
+            return {}, [f"{ALIAS_FILE} cannot be read: {exc.strerror or exc}"]
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            return {}, [f"{ALIAS_FILE} is not valid JSON ({type(exc).__name__}: {exc})"[:200]]
+        if not isinstance(data, dict):
+            return {}, [f"{ALIAS_FILE} holds {type(data).__name__}, not an object of aliases"]
+        valid: dict[str, str] = {}
+        problems: list[str] = []
+        known = set(self.versions(name))
+        for key, value in data.items():
+            if key not in ALIASES:
+                problems.append(f"unknown alias {str(key)[:40]!r} ignored")
+            elif value is None:
+                continue  # an explicit null is an absent alias
+            elif not isinstance(value, str) or not _VERSION_RE.match(value):
+                problems.append(f"alias {key!r} holds {str(value)[:40]!r}, not a version string")
+            elif value not in known:
+                problems.append(f"alias {key!r} points at {name}:{value}, which does not exist")
+            else:
+                valid[key] = value
+        return valid, problems
+
+    def aliases(self, name: str) -> dict[str, str]:
+        """``{alias: version}`` of ``name``: only entries that point at existing versions.
+
+        Never raises for a damaged alias file; :meth:`alias_problems` says what was dropped.
+        """
+        return self._read_aliases(name)[0]
+
+    def alias_problems(self, name: str) -> list[str]:
+        """What is wrong with ``name``'s alias file (empty when it is sound or absent)."""
+        return self._read_aliases(name)[1]
+
+    def aliases_strict(self, name: str) -> dict[str, str]:
+        """Like :meth:`aliases`, but raise :class:`BrokenAliases` when anything was dropped."""
+        valid, problems = self._read_aliases(name)
+        if problems:
+            raise BrokenAliases(
+                f"{self.kind} {name!r}: {ALIAS_FILE} is damaged: {'; '.join(problems)} — "
+                f"run `lookalike registry repair {name}`",
+                problems,
+            )
+        return valid
 
     def resolve(self, ref: Ref | str) -> Ref:
         """Turn ``name:alias`` or ``name:latest`` into ``name:version``; raise if it is absent."""
@@ -131,8 +308,15 @@ class Registry:
             ref = Ref.parse(ref)
         version = ref.version
         if version in ALIASES:
-            resolved = self.aliases(ref.name).get(version)
+            valid, problems = self._read_aliases(ref.name)
+            resolved = valid.get(version)
             if resolved is None:
+                if problems:
+                    raise NotFound(
+                        f"{self.kind} {ref.name!r} has no usable {version!r} alias: "
+                        f"{ALIAS_FILE} is damaged ({'; '.join(problems)}) — "
+                        f"run `lookalike registry repair {ref.name}`"
+                    )
                 raise NotFound(
                     f"{self.kind} {ref.name!r} has no {version!r} version yet — "
                     f"{self._fix_hint(ref.name)}"
@@ -196,7 +380,8 @@ class Registry:
             raise InvalidInput(f"bad artifact name {name!r}: use lower-case letters, digits, _.-")
         base = self.root / name
         base.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=base, prefix=".tmp-"))
+        self.clean_leftovers(name)  # what a killed writer left behind
+        tmp = Path(tempfile.mkdtemp(dir=base, prefix=f"{TMP_PREFIX}{os.getpid()}-"))
         writer = ArtifactWriter(tmp, Ref(name, "?"))
         writer.manifest.update(manifest or {})
         try:
@@ -244,34 +429,153 @@ class Registry:
         doc.update(fields)
         atomic_write_text(self.path(ref) / MANIFEST, json.dumps(doc, indent=2, sort_keys=True))
 
+    @contextlib.contextmanager
+    def alias_lock(self, name: str, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+        """Hold the exclusive lock on ``name``'s aliases for the body.
+
+        Re-entrant in one process (``promote`` inside the body does not deadlock), so a caller
+        may move several aliases, or hold the locks of several names in a fixed order, as one
+        step. Other processes wait; after ``timeout`` seconds this raises ``Unavailable``
+        naming the pid that holds the lock. The lock dies with its process (kill -9 included).
+        """
+        base = self.root / name
+        if not _NAME_RE.match(name):
+            raise InvalidInput(f"bad artifact name {name!r}: use lower-case letters, digits, _.-")
+        if not base.is_dir():
+            raise NotFound(f"no {self.kind} named {name!r} — {self._fix_hint(name)}")
+        held = _held_lock(base / LOCK_FILE)
+        with held.guard:
+            if held.depth == 0:
+                held.fd = self._acquire(base / LOCK_FILE, name, timeout)
+            held.depth += 1
+            try:
+                yield
+            finally:
+                held.depth -= 1
+                if held.depth == 0 and held.fd is not None:
+                    os.close(held.fd)  # closing the descriptor releases the flock
+                    held.fd = None
+
+    def _acquire(self, path: Path, name: str, timeout: float) -> int:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + timeout
+        delay = 0.001
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+                    os.close(fd)
+                    raise Unavailable(
+                        f"the aliases of {self.kind} {name!r} are locked by pid {holder} "
+                        f"for over {timeout:.0f} s; try again when it has finished"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+            except BaseException:
+                os.close(fd)
+                raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        return fd
+
+    def _write_aliases(self, name: str, aliases: dict[str, str]) -> None:
+        ordered = {a: aliases[a] for a in ALIASES if a in aliases}
+        atomic_write_text(self.root / name / ALIAS_FILE, json.dumps(ordered, indent=2))
+
     def set_aliases(self, name: str, **aliases: str | None) -> dict[str, str]:
-        current = self.aliases(name)
-        for alias, version in aliases.items():
+        """Set (a version) or clear (None) aliases of ``name`` in one locked, atomic step.
+
+        Entries of a damaged alias file that were not valid are dropped by this write.
+        """
+        for alias in aliases:
             if alias not in ALIASES:
                 raise InvalidInput(f"unknown alias {alias!r}; aliases are {', '.join(ALIASES)}")
-            if version is None:
-                current.pop(alias, None)
-            else:
-                self.resolve(Ref(name, version))
-                current[alias] = version
-        atomic_write_text(self.root / name / ALIAS_FILE, json.dumps(current, indent=2))
-        return current
+        for version in aliases.values():
+            if version is not None:
+                self.resolve(Ref(name, version))  # versions are immutable: check before locking
+        with self.alias_lock(name):
+            current = self.aliases(name)
+            for alias, version in aliases.items():
+                if version is None:
+                    current.pop(alias, None)
+                else:
+                    current[alias] = version
+            self._write_aliases(name, current)
+            return current
 
     def promote(self, ref: Ref | str) -> dict[str, str]:
         """Make ``ref`` production; the old production becomes previous. Deletes nothing."""
         ref = self.resolve(ref)
-        current = self.aliases(ref.name)
-        if current.get("production") == ref.version:
-            return current
-        return self.set_aliases(
-            ref.name, production=ref.version, previous=current.get("production")
-        )
+        with self.alias_lock(ref.name):
+            current = self.aliases(ref.name)
+            if current.get("production") == ref.version and not self.alias_problems(ref.name):
+                return current
+            if current.get("production") == ref.version:
+                return self.set_aliases(ref.name, production=ref.version)
+            return self.set_aliases(
+                ref.name, production=ref.version, previous=current.get("production")
+            )
 
     def rollback(self, name: str) -> dict[str, str]:
         """Swap production and previous in one atomic step."""
-        current = self.aliases(name)
-        if "previous" not in current:
-            raise NotFound(f"{self.kind} {name!r} has no previous version to roll back to")
-        return self.set_aliases(
-            name, production=current["previous"], previous=current.get("production")
-        )
+        with self.alias_lock(name):
+            current = self.aliases(name)
+            if "previous" not in current:
+                raise NotFound(f"{self.kind} {name!r} has no previous version to roll back to")
+            return self.set_aliases(
+                name, production=current["previous"], previous=current.get("production")
+            )
+
+    def repair_aliases(self, name: str) -> dict[str, Any]:
+        """Rewrite ``name``'s alias file from what is valid in it; say what was done.
+
+        When no valid ``production`` is left, production points at the newest version whose
+        recorded checks passed and whose files match its manifest, else at the newest intact
+        version. Returns ``{"name", "changed", "problems", "before", "after", "actions"}``.
+        Dead writers' temp folders are removed too (``"removed_leftovers"``).
+        """
+        with self.alias_lock(name):
+            valid, problems = self._read_aliases(name)
+            after = dict(valid)
+            actions: list[str] = []
+            if problems:
+                actions.append("dropped what was invalid: " + "; ".join(problems))
+            if "production" not in after:
+                choice, why = self._repair_choice(name)
+                if choice is not None:
+                    after["production"] = choice
+                    actions.append(f"production -> {name}:{choice} ({why})")
+                    if after.get("previous") == choice:
+                        after.pop("previous")
+            changed = bool(problems) or after != valid
+            if changed:
+                self._write_aliases(name, after)
+            removed = self.clean_leftovers(name)
+            if removed:
+                actions.append(f"removed {len(removed)} unfinished write(s): {', '.join(removed)}")
+            return {
+                "name": name,
+                "kind": self.kind,
+                "changed": changed,
+                "problems": problems,
+                "before": valid,
+                "after": after,
+                "actions": actions,
+                "removed_leftovers": removed,
+            }
+
+    def _repair_choice(self, name: str) -> tuple[str | None, str]:
+        intact = [v for v in reversed(self.versions(name)) if not self.verify(Ref(name, v))]
+        for version in intact:
+            try:
+                checks = self.manifest(Ref(name, version)).get("checks")
+            except LookalikeError:
+                continue
+            if isinstance(checks, dict) and checks.get("passed") is True:
+                return version, "the newest version that passed its checks"
+        if intact:
+            return intact[0], "the newest intact version; none has passed checks on record"
+        return None, "no intact version"

@@ -4,7 +4,8 @@
 split; paths are relative to a root folder. Every product photo (plus optional distractor photos)
 forms the gallery; each person photo is a query whose one relevant answer is its own product.
 Recall@K is the share of queries whose product ranks in the top K; with one relevant answer per
-query, average precision is 1/rank, so mAP is the mean reciprocal rank.
+query, average precision is 1/rank, so mAP is the mean reciprocal rank
+(:func:`lookalike.core.metrics.rank_metrics`, the one implementation).
 
 Queries are cut and embedded as search does (:mod:`lookalike.search.crops`, ``crop`` mode,
 ``role="query"``); with several crops a gallery photo scores its best crop. Gallery photos are
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import csv
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ import numpy as np
 
 from lookalike.core.errors import InvalidInput
 from lookalike.core.images import load_image_file
+from lookalike.core.metrics import rank_metrics
+from lookalike.core.progress import Progress, relabelled
 from lookalike.embed import Embedder
 from lookalike.embed.cache import CropSpec, FeatureCache
 from lookalike.embed.heads import Role
@@ -36,12 +39,8 @@ __all__ = [
     "RetrievalReport",
     "embed_paths",
     "evaluate_retrieval",
-    "rank_metrics",
     "read_pairs",
 ]
-
-KS = (1, 5, 10, 20)
-Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -105,32 +104,10 @@ def embed_paths(
             images = list(pool.map(load_image_file, chunk))
             out.append(embedder.embed(images, role=role))
             if progress:
-                progress(start + len(chunk), len(paths))
+                progress("embedding", start + len(chunk), len(paths))
     if not out:
         return np.zeros((0, embedder.info.dim), np.float32)
     return np.concatenate(out).astype(np.float32)
-
-
-def rank_metrics(
-    queries: np.ndarray,
-    gallery: np.ndarray,
-    relevant: np.ndarray,
-    ks: Sequence[int] = KS,
-    owner: np.ndarray | None = None,
-) -> tuple[dict[str, float], float, np.ndarray]:
-    """Exact ranks of each query's one relevant gallery row; returns (recall@k, mAP, ranks).
-
-    ``owner`` (one query index per row of ``queries``, sorted) lets several crop rows speak for
-    one query: a gallery row then scores the best of them.
-    """
-    scores = queries @ gallery.T
-    if owner is not None:
-        starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
-        scores = np.maximum.reduceat(scores, starts, axis=0)
-    own = scores[np.arange(len(scores)), relevant]
-    ranks = 1 + (scores > own[:, None]).sum(axis=1)
-    recall = {f"@{k}": round(float((ranks <= k).mean()), 4) for k in ks}
-    return recall, round(float((1.0 / ranks).mean()), 4), ranks
 
 
 def _query_rows(
@@ -151,7 +128,7 @@ def _query_rows(
                 for c in crops:
                     regions[c.region] = regions.get(c.region, 0) + 1
             if progress:
-                progress(start + len(chunk), len(paths))
+                progress("embedding", start + len(chunk), len(paths))
     return np.concatenate(rows).astype(np.float32), np.asarray(owner), regions
 
 
@@ -193,8 +170,8 @@ def evaluate_retrieval(
     query_paths = [root / p.person for p in pairs]
     total = len(gallery_paths) + len(query_paths)
 
-    def step(offset: int) -> Progress | None:
-        return (lambda done, _n: progress(offset + done, total)) if progress else None
+    def step(offset: int) -> Progress | None:  # gallery, then queries: one count over both
+        return relabelled(progress, offset=offset, total=total)
 
     owner = None
     regions = {mode: len(query_paths)}

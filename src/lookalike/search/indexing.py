@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -19,6 +19,7 @@ import numpy as np
 from lookalike.catalog import CatalogImage, CatalogStore
 from lookalike.core.errors import ConfigError, LookalikeError
 from lookalike.core.images import load_image_file
+from lookalike.core.progress import Progress
 from lookalike.embed import Embedder
 from lookalike.index import FaissIndex, create_index, load_index, suggest_factory
 from lookalike.registry import Ref, Registry
@@ -27,7 +28,6 @@ __all__ = ["LoadedIndex", "build_index", "check_pair", "load_production_index", 
 
 log = logging.getLogger("lookalike.search")
 IDS_FILE = "image_ids.npy"
-Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def embed_catalog_images(
                 ids += [img.image_id for img, _ in ok]
             done += len(batch)
             if progress:
-                progress(done, len(images))
+                progress("embedding", done, len(images))
     dim = embedder.info.dim
     mat = np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32)
     return mat.astype(np.float32), np.asarray(ids, dtype=np.int64), problems

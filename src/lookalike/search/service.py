@@ -4,14 +4,21 @@ A shopper's photo is searched with the crops chosen by ``crops`` (see
 :mod:`lookalike.search.crops`): one region, or several (whole photo, garment boxes) whose
 results merge by the best score per item; each hit says which region matched and its box.
 ``per_garment=True`` also returns each garment's own results.
+
+The path is written once, as two phases: **embed** (crops → query vectors) and **lookup**
+(vectors → index → catalog rows). :meth:`SearchService.search_image` and
+:meth:`SearchService.similar` run each phase through a :class:`Phases` runner: by default on
+this service directly; in the server on the search generation's fallback chains
+(:mod:`lookalike.search.served`), so production and tests run the same code.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -23,9 +30,10 @@ from lookalike.embed import Embedder
 from lookalike.search.crops import QueryCrop, embed_query_crops, merge_best, resolve_mode
 from lookalike.search.indexing import LoadedIndex
 
-__all__ = ["GarmentGroup", "Hit", "SearchResult", "SearchService"]
+__all__ = ["GarmentGroup", "Hit", "Phases", "SearchResult", "SearchService"]
 
 Box = tuple[float, float, float, float]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,8 @@ class GarmentGroup:
 
 @dataclass(frozen=True)
 class SearchResult:
+    """What answered and what it found; ``fallback`` names the steps skipped (None: none)."""
+
     hits: list[Hit]
     model_version: str
     index_version: str
@@ -60,6 +70,35 @@ class SearchResult:
     took_ms: float
     groups: list[GarmentGroup] = field(default_factory=list)
     crop_mode: str = "whole"
+    fallback: str | None = None
+
+
+class Phases(Protocol):
+    """Runs a phase of the query path: ``fn(service)`` on some service, returning
+    (its result, the service that answered, reasons for the steps skipped before it)."""
+
+    def embed(self, fn: Callable[[SearchService], T]) -> tuple[T, SearchService, list[str]]: ...
+
+    def lookup(self, fn: Callable[[SearchService], T]) -> tuple[T, SearchService, list[str]]: ...
+
+
+class _Direct:
+    """Each phase on one service, no fallback (tools, evaluation, tests of one engine)."""
+
+    def __init__(self, service: SearchService) -> None:
+        self.service = service
+
+    def embed(self, fn: Callable[[SearchService], T]) -> tuple[T, SearchService, list[str]]:
+        return fn(self.service), self.service, []
+
+    lookup = embed
+
+
+def _finite(vector: np.ndarray) -> np.ndarray:
+    # The load check caught NaN at start; this catches an engine that goes bad later.
+    if not np.all(np.isfinite(vector)):
+        raise ValueError("embedding is not finite (NaN or inf)")
+    return vector
 
 
 class _CatalogView:
@@ -76,6 +115,7 @@ class _CatalogView:
         self._checked = 0.0
         self._revision = -1
         self._image_item: dict[int, str] = {}
+        self._ids: frozenset[int] = frozenset()
         self._filters: dict[tuple[str | None, bool | None], np.ndarray] = {}
 
     def _refresh(self) -> None:
@@ -87,6 +127,7 @@ class _CatalogView:
             revision = self.catalog.revision()
             if revision != self._revision:
                 self._image_item = {img.image_id: img.item_id for img in self.catalog.iter_images()}
+                self._ids = frozenset(self._image_item)
                 self._filters = {}
                 self._revision = revision
 
@@ -94,6 +135,11 @@ class _CatalogView:
         """The catalog revision this view reflects (read from the store at most every ``ttl``)."""
         self._refresh()
         return self._revision
+
+    def image_ids(self) -> frozenset[int]:
+        """The catalog's image ids as of :meth:`revision` (what an index should hold)."""
+        self._refresh()
+        return self._ids
 
     def item_of(self, image_id: int) -> str | None:
         self._refresh()
@@ -150,22 +196,38 @@ class SearchService:
         available: bool | None = None,
         per_garment: bool = False,
         crops: str | None = None,
+        phases: Phases | None = None,
     ) -> SearchResult:
         """Items that look like the garment(s) in a shopper's ``image``.
 
         ``crops`` overrides the service's crop mode for this call. With ``per_garment`` the
         result's ``groups`` hold each region's own top ``k`` (garments first, best first), and
-        mode ``auto`` becomes ``multi``.
+        mode ``auto`` becomes ``multi``. ``phases`` runs the embed and lookup phases (default:
+        on this service).
         """
         started = time.perf_counter()
+        run = phases or _Direct(self)
         wanted = crops or self.crops
         # Per-garment results need the garments: "auto" then means several crops.
         mode = resolve_mode(self.embedder, "multi" if per_garment and wanted == "auto" else wanted)
-        regions, vectors = self.query_vectors(image, mode)
-        hits, groups = self.search_crops(
-            regions, vectors, k=k, category=category, available=available, per_garment=per_garment
+
+        def embed(s: SearchService) -> tuple[list[QueryCrop], np.ndarray]:
+            regions, vectors = s.query_vectors(image, mode)
+            return regions, _finite(vectors)
+
+        (regions, vectors), by, why_embed = run.embed(embed)
+        (hits, groups), at, why_index = run.lookup(
+            lambda s: s.search_crops(
+                regions,
+                vectors,
+                k=k,
+                category=category,
+                available=available,
+                per_garment=per_garment,
+            )
         )
-        return self._result(hits, started, groups, mode)
+        used = "multi" if len(regions) > 1 else regions[0].region if regions else "whole"
+        return self._result(hits, started, by, at, why_embed + why_index, groups, used)
 
     def query_vectors(
         self, image: Image.Image, crops: str | None = None
@@ -229,14 +291,20 @@ class SearchService:
         k: int = 20,
         category: str | None = None,
         available: bool | None = None,
+        phases: Phases | None = None,
     ) -> SearchResult:
-        """Items that look like ``item_id`` (its best-matching image), the item itself excluded."""
+        """Items that look like ``item_id`` (its first image), the item itself excluded;
+        ``NotFound`` (404) for an unknown item."""
         started = time.perf_counter()
-        vector = self.embedder.embed([self.item_image(item_id)])[0]
-        hits = self.search_vector(
-            vector, k=k, category=category, available=available, exclude=(item_id,)
+        run = phases or _Direct(self)
+        image = self.item_image(item_id)
+        vector, by, why_embed = run.embed(lambda s: _finite(s.embedder.embed([image])[0]))
+        hits, at, why_index = run.lookup(
+            lambda s: s.search_vector(
+                vector, k=k, category=category, available=available, exclude=(item_id,)
+            )
         )
-        return self._result(hits, started)
+        return self._result(hits, started, by, at, why_embed + why_index)
 
     def search_vector(
         self,
@@ -292,16 +360,21 @@ class SearchService:
         self,
         hits: list[Hit],
         started: float,
+        by: SearchService,
+        at: SearchService,
+        why: list[str],
         groups: list[GarmentGroup] | None = None,
         crop_mode: str = "whole",
     ) -> SearchResult:
-        v = self.versions
+        # The model version is this service's even when a fallback runtime of the same model
+        # answered (``served_by`` says which); a fallback index answers with its own version.
         return SearchResult(
             hits,
-            v["model_version"],
-            v["index_version"],
-            v["served_by"],
+            self.embedder.info.ref,
+            str(at.index.ref),
+            by.embedder.info.served_by,
             round((time.perf_counter() - started) * 1000, 2),
             groups or [],
             crop_mode,
+            "; ".join(why) or None,
         )

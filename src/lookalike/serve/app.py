@@ -13,22 +13,30 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, File, Query, Request, UploadFile
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
-from fastapi.staticfiles import StaticFiles
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from lookalike import __version__
-from lookalike.core.errors import InvalidInput, LookalikeError, NotFound, Unavailable
+from lookalike.core.errors import InvalidInput, NotFound, Unavailable
 from lookalike.core.images import decode_image
 from lookalike.core.settings import Settings
-from lookalike.search import Hit
+from lookalike.search import Hit, SearchResult
 from lookalike.search.crops import CROP_MODES
+from lookalike.search.served import SearchGeneration
 from lookalike.serve.auth import ApiKeyStore, install_auth
 from lookalike.serve.caching import cached_json, etag_for, matches, not_modified
+from lookalike.serve.docs import install_docs, static_files
+from lookalike.serve.errors import install_error_handlers
 from lookalike.serve.events import build_events_router
-from lookalike.serve.fallback import GuardedResult, GuardedSearch
-from lookalike.serve.limits import BodySizeLimit, ConcurrencyLimit, RequestId, Saturated
+from lookalike.serve.headers import SecurityHeaders
+from lookalike.serve.ledger import AccessLedger, ledger_url
+from lookalike.serve.limits import (
+    Admission,
+    BodySizeLimit,
+    ConcurrencyLimit,
+    RequestId,
+    Saturated,
+)
 from lookalike.serve.logs import access_logger
 from lookalike.serve.metrics import CONTENT_TYPE_LATEST, ObserveRequests, ServingMetrics
 from lookalike.serve.schemas import (
@@ -38,8 +46,9 @@ from lookalike.serve.schemas import (
     ItemOut,
     ResultItem,
     SearchResponse,
+    install_openapi,
 )
-from lookalike.serve.state import ServingState, freshness, load_state, watch_registry
+from lookalike.serve.state import ServingState, load_state, watch_registry
 
 __all__ = ["create_app"]
 
@@ -66,13 +75,13 @@ def _state(request: Request) -> ServingState:
     return state
 
 
-def _search(request: Request) -> GuardedSearch:
+def _search(request: Request) -> SearchGeneration:
     state = _state(request)
     search = state.search  # read once: a reload may swap it while this request runs
     if search is None:
         raise Unavailable(
             "search is not ready: "
-            + "; ".join(state.problems)
+            + "; ".join(state.search_slot.problems)
             + " — run `lookalike demo` or build a model and an index"
         )
     return search
@@ -115,7 +124,7 @@ def _result_item(h: Hit) -> ResultItem:
     )
 
 
-def _response(request: Request, result: GuardedResult) -> SearchResponse:
+def _response(request: Request, result: SearchResult) -> SearchResponse:
     request.state.serving_facts = {
         "model_version": result.model_version,
         "index_version": result.index_version,
@@ -149,7 +158,7 @@ def _cached(request: Request, body: SearchResponse | ItemOut, etag: str) -> JSON
 
 
 async def _answer(
-    request: Request, search: GuardedSearch, key: tuple, run: Callable[[], GuardedResult]
+    request: Request, search: SearchGeneration, key: tuple, run: Callable[[], SearchResult]
 ) -> Response:
     """Answer a model route: 304 when the client's ETag still holds, else run under the limit.
 
@@ -179,12 +188,32 @@ async def _answer(
     return _cached(request, _response(request, result), etag)
 
 
-def _check_k(k: int, settings: Settings) -> None:
-    if k > settings.limits.max_k:
-        raise InvalidInput(f"k must be at most {settings.limits.max_k}, got {k}")
+def _product_health(state: ServingState) -> dict[str, dict]:
+    """Each product's /health part; search adds freshness (an index staler than its limit
+    makes it degraded)."""
+    out: dict[str, dict] = {}
+    for product, slot in state.products.items():
+        body = slot.health()
+        generation = slot.generation
+        if isinstance(generation, SearchGeneration):
+            fresh = generation.freshness()
+            body["freshness"] = fresh
+            if fresh["stale"]:
+                lag_h = fresh["catalog"]["index_lag_seconds_at_most"] / 3600
+                limit_h = state.settings.serving.index_max_age_hours
+                body["problems"].append(
+                    f"index is stale: catalog images changed after it was built {lag_h:.1f} h "
+                    f"ago (limit {limit_h:g} h) — run `lookalike refresh` or `lookalike index "
+                    "build`"
+                )
+                if body["status"] == "ok":
+                    body["status"] = "degraded"
+        out[product] = body
+    return out
 
 
-def build_router() -> APIRouter:
+def build_router(max_k: int) -> APIRouter:
+    """The API routes; ``max_k`` (``settings.limits.max_k``) bounds ``k`` in schema and code."""
     router = APIRouter()
 
     @router.post(
@@ -200,7 +229,8 @@ def build_router() -> APIRouter:
     async def search(
         request: Request,
         image: Annotated[UploadFile, File(description="JPEG, PNG, WebP or GIF photo")],
-        k: Annotated[int, Query(ge=1, le=1000, description="How many items")] = 20,
+        # a default, not Annotated: annotations are strings here and max_k is a local
+        k: int = Query(20, ge=1, le=max_k, description="How many items"),  # noqa: B008
         category: Annotated[str | None, Query(max_length=64)] = None,
         available: Annotated[bool | None, Query(description="Only items available now")] = None,
         per_garment: Annotated[
@@ -212,14 +242,13 @@ def build_router() -> APIRouter:
         ] = None,
     ) -> Response:
         settings = _state(request).settings
-        _check_k(k, settings)
         if crops is not None and crops not in CROP_MODES:
             raise InvalidInput(f"crops must be one of {', '.join(CROP_MODES)}, got {crops!r}")
         search = _search(request)
         data = await image.read(settings.limits.max_upload_bytes + 1)
         digest = hashlib.sha256(data).hexdigest()
 
-        def run() -> GuardedResult:
+        def run() -> SearchResult:
             pil = decode_image(
                 data,
                 max_bytes=settings.limits.max_upload_bytes,
@@ -263,7 +292,14 @@ def build_router() -> APIRouter:
         )
         return _cached(request, body, etag)
 
-    @router.get("/v1/items/{item_id}/image", responses=ERRORS, response_class=FileResponse)
+    @router.get(
+        "/v1/items/{item_id}/image",
+        responses={
+            **ERRORS,
+            200: {"content": {"image/jpeg": {}}, "description": "The item's n-th photo"},
+        },
+        response_class=FileResponse,
+    )
     async def item_image(
         request: Request, item_id: str, n: Annotated[int, Query(ge=0, le=100)] = 0
     ) -> FileResponse:
@@ -289,19 +325,19 @@ def build_router() -> APIRouter:
     async def similar(
         request: Request,
         item_id: str,
-        k: Annotated[int, Query(ge=1, le=1000)] = 20,
+        # a default, not Annotated: annotations are strings here and max_k is a local
+        k: int = Query(20, ge=1, le=max_k, description="How many items"),  # noqa: B008
         category: Annotated[str | None, Query(max_length=64)] = None,
         available: bool | None = None,
     ) -> Response:
-        _check_k(k, _state(request).settings)
         search = _search(request)
 
-        def run() -> GuardedResult:
+        def run() -> SearchResult:
             return search.similar(item_id, k=k, category=category, available=available)
 
         return await _answer(request, search, ("similar", item_id, k, category, available), run)
 
-    @router.get("/v1/categories", response_model=CategoryList)
+    @router.get("/v1/categories", response_model=CategoryList, responses=ERRORS)
     async def categories(request: Request) -> CategoryList:
         rows = await run_in_threadpool(_state(request).catalog.categories)
         return CategoryList.model_validate(
@@ -314,56 +350,52 @@ def build_router() -> APIRouter:
         unavailable. ``freshness`` gives each served artifact's age and the catalog revision
         the index was built at against the current one."""
         state = _state(request)
-        fresh = await run_in_threadpool(freshness, state)
-        problems = list(state.problems)
-        status = state.status
-        if fresh["stale"]:
-            lag_h = fresh["catalog"]["index_lag_seconds_at_most"] / 3600
-            limit_h = state.settings.serving.index_max_age_hours
-            problems.append(
-                f"index is stale: the catalog changed after it was built {lag_h:.1f} h ago "
-                f"(limit {limit_h:g} h) — run `lookalike refresh` or `lookalike index build`"
-            )
-            if status == "ok":
-                status = "degraded"
+        products = await run_in_threadpool(_product_health, state)
+        problems = [p for body in products.values() for p in body["problems"]]
+        statuses = {body["status"] for body in products.values()}
+        status = next((s for s in ("unavailable", "degraded") if s in statuses), "ok")
         body: dict = {
             "status": status,
             "version": __version__,
             "pid": os.getpid(),
             "problems": problems,
             "reloads": state.reloads,
-            "freshness": fresh,
+            "products": products,
         }
-        search = state.search
-        if search is not None:
-            info = search.service.embedder.info
-            loaded = search.service.index
-            body["model"] = {"version": info.ref, "variant": info.variant, "dim": info.dim}
-            body["runtime"] = {"served_by": info.served_by, "reason": info.reason}
-            body["index"] = {
-                "version": str(loaded.ref),
-                "factory": loaded.manifest.get("factory"),
-                "vectors": loaded.index.ntotal,
-                "built_at": loaded.manifest.get("created_at"),
-            }
+        # Search's own facts stay at the top level too (the runbook and the page read them).
+        search = products.get("search", {})
+        for key in ("freshness", "model", "runtime", "index", "release"):
+            if key in search:
+                body[key] = search[key]
         return body
 
-    @router.get("/metrics", summary="Prometheus metrics of this worker", include_in_schema=True)
+    @router.get(
+        "/metrics",
+        summary="Prometheus metrics of this worker",
+        include_in_schema=True,
+        response_class=PlainTextResponse,
+    )
     async def metrics(request: Request) -> Response:
         state = _state(request)
-        fresh = await run_in_threadpool(freshness, state)
-        search = state.search
-        _metrics(request).set_serving(
-            None if search is None else search.model_version,
-            None if search is None else search.index_version,
-            None if search is None else search.service.embedder.info.served_by,
-            state.status != "ok" or bool(fresh["stale"]),
-            fresh,
-            reloads=state.reloads,
-        )
+        products = await run_in_threadpool(_product_health, state)
+        gauges = _metrics(request)
+        gauges.clear_serving()
+        for product, body in products.items():
+            gauges.set_product(
+                product,
+                body.get("versions"),
+                body.get("served_by"),
+                body["status"] != "ok",
+                body.get("freshness", {}),
+                reloads=body["reloads"],
+            )
         return Response(_metrics(request).render(), media_type=CONTENT_TYPE_LATEST)
 
-    @router.get("/ready", summary="200 when search can answer, 503 otherwise")
+    @router.get(
+        "/ready",
+        summary="200 when search can answer, 503 otherwise",
+        responses={503: {"description": "Not ready: `{ready: false, status}`"}},
+    )
     async def ready(request: Request) -> JSONResponse:
         state = _state(request)
         return JSONResponse(
@@ -371,34 +403,6 @@ def build_router() -> APIRouter:
         )
 
     return router
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(LookalikeError)
-    async def lookalike_error(request: Request, exc: LookalikeError) -> JSONResponse:
-        request.state.error_code = exc.code
-        if exc.status >= 500:
-            log.error("%s: %s", exc.code, exc.message)
-        retry_after = getattr(exc, "retry_after", 5)
-        headers = {"Retry-After": str(retry_after)} if exc.status == 503 else None
-        return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        request.state.error_code = "invalid_request"
-        parts = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query"))
-            parts.append(f"{where}: {err.get('msg')}")
-        body = {"error": {"code": "invalid_request", "message": "; ".join(parts)}}
-        return JSONResponse(body, status_code=422)
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        request.state.error_code = "internal_error"
-        log.exception("unexpected error on %s", request.url.path)
-        body = {"error": {"code": "internal_error", "message": "internal error; see server log"}}
-        return JSONResponse(body, status_code=500)
 
 
 def create_app(settings: Settings | None = None, *, state: ServingState | None = None) -> FastAPI:
@@ -417,9 +421,7 @@ def create_app(settings: Settings | None = None, *, state: ServingState | None =
                 load_state, settings, metrics.record_fallback
             )
         serving: ServingState = app.state.serving
-        serving.on_fallback = metrics.record_fallback
-        if serving.search is not None:
-            serving.search.on_fallback = metrics.record_fallback
+        serving.set_fallback_hook(metrics.record_fallback)
         watcher = asyncio.create_task(watch_registry(serving))
         try:
             yield
@@ -427,9 +429,7 @@ def create_app(settings: Settings | None = None, *, state: ServingState | None =
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-            if serving.pools is not None:
-                serving.pools.close()
-            serving.catalog.close()
+            serving.close()
 
     app = FastAPI(
         title="Lookalike",
@@ -438,28 +438,47 @@ def create_app(settings: Settings | None = None, *, state: ServingState | None =
         "the model, index and runtime path that answered it (`served_by`, and `fallback` when "
         "a fallback step answered). Model failures answer 503 with Retry-After, never 500.",
         lifespan=lifespan,
+        # /docs is our own page with self-hosted assets (serve.docs), not FastAPI's CDN page
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.serving = state
     app.state.metrics = metrics
     app.state.limiter = ConcurrencyLimit(
         settings.serving.max_in_flight, settings.serving.retry_after_seconds
     )
-    _install_error_handlers(app)
-    app.include_router(build_router())
+    install_error_handlers(app)
+    app.include_router(build_router(settings.limits.max_k))
     app.include_router(build_events_router())
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/static", static_files(STATIC), name="static")
+    install_docs(app, STATIC)
+    install_openapi(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_upload_bytes + 64 * 1024)
+    # Admission at the door: before the body is read, inside RequestId so a 503 carries its id.
+    serving = settings.serving
+    app.add_middleware(
+        Admission,
+        max_in_flight=serving.max_in_flight,
+        queue_size=serving.queue_size,
+        queue_budget_ms=serving.queue_budget_ms,
+        retry_after=serving.retry_after_seconds,
+        threads=serving.worker_threads or serving.max_in_flight + 16,
+        on_reject=lambda route: metrics.rejected.labels(route).inc(),
+    )
     app.add_middleware(RequestId)
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     keys = ApiKeyStore(settings.db_url)
     keys.create_schema()
     # CORS must stay the outermost layer that answers, so that 401 and 429 carry its headers.
-    install_auth(
-        app,
-        keys,
-        extension_origins=settings.extension.origins,
-        rate_per_minute=settings.extension.rate_per_minute,
+    ledger = AccessLedger(
+        ledger_url(settings),
+        ttl_seconds=settings.extension.request_id_ttl_seconds,
+        options=settings.db,
     )
+    ledger.create_schema()
+    install_auth(app, keys, settings.extension, ledger=ledger)
+    # CSP, nosniff and framing rules on every answer, the 401/429/413 ones included.
+    app.add_middleware(SecurityHeaders)
     # Outside everything: it only observes (latency, status, one JSON log line per request).
     app.add_middleware(ObserveRequests, metrics=metrics, access_log=access_logger())
 

@@ -55,8 +55,8 @@ class ServingMetrics:
         )
         self.fallbacks = Counter(
             "lookalike_fallbacks",
-            "Fallback steps taken: stage (embed|index), the step that failed, why",
-            ["stage", "failed", "reason"],
+            "Fallback steps taken: product, stage (search: embed|index), the step that failed, why",
+            ["product", "stage", "failed", "reason"],
             registry=r,
         )
         self.rejected = Counter(
@@ -75,17 +75,20 @@ class ServingMetrics:
         )
         self.info = Gauge(
             "lookalike_serving_info",
-            "1 for the model and index versions this worker serves",
-            ["model_version", "index_version", "served_by", "pid"],
+            "1 for the release each product serves in this worker (role=name:version, ...)",
+            ["product", "release", "served_by", "pid"],
             registry=r,
         )
         self.degraded = Gauge(
-            "lookalike_degraded", "1 when serving a fallback version or a stale index", registry=r
+            "lookalike_degraded",
+            "1 when a product serves a fallback version, a stale index, or nothing",
+            ["product"],
+            registry=r,
         )
         self.artifact_age = Gauge(
             "lookalike_artifact_age_seconds",
             "Age of each served artifact",
-            ["artifact"],
+            ["product", "artifact"],
             registry=r,
         )
         self.index_lag = Gauge(
@@ -97,35 +100,43 @@ class ServingMetrics:
             "lookalike_index_stale", "1 when the index lags the catalog past its limit", registry=r
         )
         self.reloads = Counter(
-            "lookalike_reloads", "Generations swapped in after a registry change", registry=r
+            "lookalike_reloads",
+            "Generations swapped in after a registry change",
+            ["product"],
+            registry=r,
         )
-        self._reloads_counted = 0
+        self._reloads_counted: dict[str, int] = {}
 
-    def record_fallback(self, stage: str, failed: str, reason: str) -> None:
-        self.fallbacks.labels(stage, failed, reason).inc()
+    def record_fallback(self, product: str, stage: str, failed: str, reason: str) -> None:
+        self.fallbacks.labels(product, stage, failed, reason).inc()
 
-    def set_serving(
+    def clear_serving(self) -> None:
+        """Forget the per-product serving gauges before :meth:`set_product` fills them again."""
+        self.info.clear()
+
+    def set_product(
         self,
-        model: str | None,
-        index: str | None,
+        product: str,
+        versions: dict[str, str] | None,
         served_by: str | None,
         degraded: bool,
         fresh: dict[str, Any],
         reloads: int = 0,
     ) -> None:
-        """Refresh the gauges that describe what is served (called on each scrape)."""
-        self.reloads.inc(max(0, reloads - self._reloads_counted))
-        self._reloads_counted = max(self._reloads_counted, reloads)
-        self.info.clear()
-        if model and index:
-            self.info.labels(model, index, served_by or "-", str(os.getpid())).set(1)
-        self.degraded.set(1 if degraded else 0)
+        """Refresh the gauges that describe what ``product`` serves (called on each scrape)."""
+        counted = self._reloads_counted.get(product, 0)
+        self.reloads.labels(product).inc(max(0, reloads - counted))
+        self._reloads_counted[product] = max(counted, reloads)
+        if versions:
+            release = ",".join(f"{role}={ref}" for role, ref in versions.items())
+            self.info.labels(product, release, served_by or "-", str(os.getpid())).set(1)
+        self.degraded.labels(product).set(1 if degraded else 0)
         for name, art in fresh.get("artifacts", {}).items():
             if art.get("age_seconds") is not None:
-                self.artifact_age.labels(name).set(art["age_seconds"])
-        catalog = fresh.get("catalog", {})
-        self.index_lag.set(catalog.get("index_lag_seconds_at_most", 0.0))
-        self.index_stale.set(1 if fresh.get("stale") else 0)
+                self.artifact_age.labels(product, name).set(art["age_seconds"])
+        if "catalog" in fresh:
+            self.index_lag.set(fresh["catalog"].get("index_lag_seconds_at_most", 0.0))
+            self.index_stale.set(1 if fresh.get("stale") else 0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

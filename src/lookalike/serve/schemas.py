@@ -1,7 +1,18 @@
-"""Request and response schemas of the HTTP API (they are the OpenAPI documentation)."""
+"""Request and response schemas of the HTTP API (they are the OpenAPI documentation).
+
+``install_openapi`` finishes the generated document so that it lists every answer a route can
+give, in the shape it really has: FastAPI documents its validation errors as
+``{"detail": [...]}`` while ours are ``{"error": {"code", "message"}}`` (``serve.errors``), and
+the answers that middleware gives before a route runs (413 from the body limit, 401 and 429
+from the key check) appear in no route's own ``responses``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
+from typing import Any
+
+from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
 __all__ = [
@@ -10,6 +21,7 @@ __all__ = [
     "ErrorBody",
     "ErrorResponse",
     "GarmentGroupOut",
+    "install_openapi",
     "ItemOut",
     "ResultItem",
     "SearchResponse",
@@ -82,3 +94,83 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+_ERROR_REF = "#/components/schemas/ErrorResponse"
+_FASTAPI_VALIDATION = "#/components/schemas/HTTPValidationError"
+_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": _ERROR_REF}}},
+    }
+
+
+def _refers_to(node: Any, ref: str) -> bool:
+    if isinstance(node, dict):
+        return node.get("$ref") == ref or any(_refers_to(v, ref) for v in node.values())
+    if isinstance(node, list):
+        return any(_refers_to(v, ref) for v in node)
+    return False
+
+
+def document_errors(
+    schema: dict[str, Any], forbidden_paths: Collection[str] = ()
+) -> dict[str, Any]:
+    """Make ``schema`` (an OpenAPI document) name every error answer; idempotent.
+
+    Every operation may answer 401 (a key, once sent, is checked on every route), every ``/v1``
+    operation 429 (rate limits), and the operations of ``forbidden_paths`` (routes that need a
+    role) 403.
+    """
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    error_schema = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, definition in error_schema.pop("$defs", {}).items():
+        components.setdefault(name, definition)
+    components.setdefault("ErrorResponse", error_schema)
+    for path, item in schema.get("paths", {}).items():
+        for method in _METHODS:
+            op = item.get(method)
+            if op is None:
+                continue
+            responses = op.setdefault("responses", {})
+            invalid = responses.get("422")
+            if invalid is None and (op.get("parameters") or op.get("requestBody")):
+                invalid = responses["422"] = {}
+            if invalid is not None and (
+                not invalid.get("content") or _refers_to(invalid, _FASTAPI_VALIDATION)
+            ):
+                responses["422"] = _error("A parameter or the body is invalid")
+            body = op.get("requestBody", {}).get("content", {})
+            if body:
+                responses.setdefault("413", _error("The request body is over the size limit"))
+                # FastAPI answers 400 for a body it cannot even read (bad multipart, not UTF-8)
+                responses.setdefault("400", _error("The request body could not be parsed"))
+            responses.setdefault(
+                "401", _error("An API key was sent (or is required here) and is not valid")
+            )
+            if path in forbidden_paths:
+                responses.setdefault("403", _error("The API key's role may not call this route"))
+            if path.startswith("/v1/"):
+                responses.setdefault(
+                    "429", _error("Over the rate limit; Retry-After says when to come back")
+                )
+    if not _refers_to(schema.get("paths", {}), _FASTAPI_VALIDATION):
+        components.pop("HTTPValidationError", None)
+        if not _refers_to(components, "#/components/schemas/ValidationError"):
+            components.pop("ValidationError", None)
+    return schema
+
+
+def install_openapi(app: FastAPI, forbidden_paths: Collection[str] = ()) -> None:
+    """Serve ``app``'s OpenAPI document finished by :func:`document_errors` (built once)."""
+    generate: Callable[[], dict[str, Any]] = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_errors(generate(), forbidden_paths)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -46,11 +46,30 @@ export function matchPercent(score) {
   return Math.round(Math.min(1, Math.max(0, n)) * 100);
 }
 
+// A catalog `url` comes from an imported file: only an http(s) link (absolute, or relative to
+// this site) becomes an href. `javascript:`, `data:` and the like fall back to the item page,
+// so a hostile catalog row cannot run script when a shopper clicks its card.
+export function safeHref(url, fallback) {
+  if (typeof url !== "string" || !url.trim()) return fallback;
+  let parsed;
+  try {
+    parsed = new URL(url.trim(), window.location.origin);
+  } catch {
+    return fallback;
+  }
+  if (parsed.protocol !== "http:" && parsed.protocol !== "https:") return fallback;
+  return parsed.origin === window.location.origin
+    ? parsed.pathname + parsed.search + parsed.hash
+    : parsed.href;
+}
+
 export function renderCard(item) {
   const li = cardTemplate().content.firstElementChild.cloneNode(true);
   const link = li.querySelector(".card");
   const id = String(item.item_id ?? "");
-  link.href = item.url || `/items/${encodeURIComponent(id)}`;
+  const itemPage = `/items/${encodeURIComponent(id)}`;
+  link.href = safeHref(item.url, itemPage);
+  if (!link.getAttribute("href").startsWith("/")) link.rel = "noopener noreferrer";
   link.dataset.itemId = id;
 
   const img = li.querySelector("img");

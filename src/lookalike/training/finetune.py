@@ -14,6 +14,7 @@ block ``at``:
 
 The tail's modules are the full model's own, so after training the full model carries the new
 weights and is exported like the default one (:func:`lookalike.embed.build.export_variants`).
+The epochs run in the shared loop (:mod:`lookalike.training.loop`), as the frozen head's do.
 """
 
 from __future__ import annotations
@@ -31,18 +32,19 @@ from PIL import Image
 from torch import nn
 
 from lookalike.core.errors import InvalidInput
-from lookalike.embed.heads import ProjectionHead, random_projection
+from lookalike.core.progress import Progress, logged
+from lookalike.embed.heads import ProjectionHead
 from lookalike.embed.measure import cpu_threads
 from lookalike.embed.preprocess import PreprocessConfig, preprocess_batch
-from lookalike.embed.torch_heads import TorchTower, check_export, info_nce, take_step
 from lookalike.embed.torch_model import EfficientNetLiteEmbedder
-from lookalike.embed.train import TrainConfig, check_pairs
+from lookalike.training.head import TrainConfig, check_pairs
+from lookalike.training.loop import Batch, run_epochs
+from lookalike.training.torch_heads import TwoTowers, check_export
 
 __all__ = ["BLOCKS", "FinetuneConfig", "FinetuneResult", "Tail", "finetune", "stem_runner"]
 
-log = logging.getLogger("lookalike.embed")
+log = logging.getLogger("lookalike.training")
 BLOCKS = 16  # MBConv blocks in EfficientNet-Lite0
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class FinetuneResult:
     final_loss: float
     temperature: float
     history: list[dict[str, float]]
+    best_epoch: int | None = None  # with keep_best: the epoch whose weights were kept
 
 
 def _stem(model: EfficientNetLiteEmbedder, at: int, x: torch.Tensor) -> torch.Tensor:
@@ -164,28 +167,28 @@ def finetune(
     *,
     progress: Progress | None = None,
     monitor: Callable[[Tail, ProjectionHead], dict[str, float]] | None = None,
+    keep_best: str | None = None,
 ) -> FinetuneResult:
     """Train the tail of ``model`` (in place) and a two-tower head on cached stem rows.
 
     ``query_views[v][i]`` (a crop of shopper photo ``i``, e.g. mirrored) and ``catalog[i]``
     show the same item. ``monitor(tail, head)`` (optional) is called after each epoch and its
-    figures go into ``history``: measure on held-out training pairs, never on val.
+    figures go into ``history``: measure on held-out training pairs, never on val. With
+    ``keep_best`` (one of the monitor's figures, higher is better) the model and head of the
+    best epoch are kept instead of the last one's.
     """
     n, _ = check_pairs(query_views, catalog)
     torch.set_num_threads(cpu_threads())
     torch.manual_seed(cfg.seed)
-    say = progress or (lambda msg: log.info("finetune: %s", msg))
     started = time.perf_counter()
     tail = Tail(model, cfg.at)
-    init = random_projection(int(model._bn1.num_features), cfg.dim, cfg.seed)
-    q_tower, c_tower = (TorchTower(init, cfg.kind, cfg.hidden, cfg.dropout) for _ in range(2))
-    log_t = nn.Parameter(torch.tensor(float(np.log(cfg.temperature))))
+    towers = TwoTowers(int(model._bn1.num_features), cfg)
     groups: list[dict] = [
         {"params": list(tail.parameters()), "lr": cfg.backbone_lr},
-        {"params": [*q_tower.parameters(), *c_tower.parameters()], "lr": cfg.lr},
+        {"params": towers.tower_parameters(), "lr": cfg.lr},
     ]
     if cfg.learn_temperature:
-        groups.append({"params": [log_t], "lr": cfg.lr, "weight_decay": 0.0})
+        groups.append({"params": [towers.log_t], "lr": cfg.lr, "weight_decay": 0.0})
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, n // cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -195,59 +198,39 @@ def finetune(
         pct_start=0.1,
     )
     views = [np.asarray(v) for v in query_views]
-    gen = torch.Generator().manual_seed(cfg.seed)
-    history: list[dict[str, float]] = []
-    loss_value = float("nan")
+    extra: dict[str, object] = {"finetuned_from_block": cfg.at}
 
-    def export() -> ProjectionHead:
-        return ProjectionHead(
-            q_tower.export(),
-            c_tower.export(),
-            kind=cfg.kind,
-            colour_weight=cfg.colour_weight,
-            colour_bins=cfg.colour_bins,
-            extra={"finetuned_from_block": cfg.at},
-        )
+    def loss_of(batch: Batch) -> torch.Tensor:
+        # Sorted rows read a memory-mapped cache in order; each keeps the view drawn for its slot.
+        assert batch.views is not None  # run_epochs draws them: views=len(views)
+        idx, pick = np.sort(batch.rows.numpy()), batch.views.numpy()
+        q_rows = np.stack([views[v][i] for v, i in zip(pick, idx, strict=True)])
+        rows = torch.from_numpy(np.concatenate([q_rows, catalog[idx]]).astype(np.float32))
+        feats = tail(rows)  # one pass for both sides: batch norm is frozen
+        return towers.loss(feats[: len(idx)], feats[len(idx) :])
 
-    for epoch in range(cfg.epochs):
-        tail.train()
-        q_tower.train()
-        c_tower.train()
-        t0 = time.perf_counter()
-        order = torch.randperm(n, generator=gen).numpy()
-        total = 0.0
-        for step in range(steps_per_epoch):
-            idx = np.sort(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
-            pick = torch.randint(len(views), (len(idx),), generator=gen).numpy()
-            q_rows = np.stack([views[v][i] for v, i in zip(pick, idx, strict=True)])
-            rows = torch.from_numpy(np.concatenate([q_rows, catalog[idx]]).astype(np.float32))
-            feats = tail(rows)  # one pass for both sides: batch norm is frozen
-            q = q_tower(feats[: len(idx)])
-            c = c_tower(feats[len(idx) :])
-            total += take_step(opt, sched, info_nce(q, c, log_t))
-        loss_value = total / steps_per_epoch
-        entry = {
-            "epoch": epoch + 1,
-            "loss": round(loss_value, 4),
-            "seconds": round(time.perf_counter() - t0, 1),
-        }
-        if monitor is not None:
-            q_tower.eval()
-            c_tower.eval()
-            entry.update(monitor(tail, export()))
-        history.append(entry)
-        say(" ".join(f"{k} {v}" for k, v in entry.items()))
-    tail.eval()
-    q_tower.eval()
-    c_tower.eval()
-    head = export()
+    evaluate = (lambda: monitor(tail, towers.export(extra))) if monitor is not None else None
+    loop = run_epochs(
+        loss_of,
+        cfg,
+        rows=n,
+        modules=[tail, towers],
+        optimizer=opt,
+        scheduler=sched,
+        views=len(views),
+        evaluate=evaluate,
+        keep_best=keep_best,
+        progress=progress or logged(log, "finetune"),
+    )
+    head = towers.export(extra)
     with torch.inference_mode():
         probe = tail(torch.from_numpy(np.asarray(catalog[:8], np.float32)))
-    check_export(c_tower, head, probe)
+    check_export(towers.catalog, head, probe)
     return FinetuneResult(
         head=head,
         seconds=round(time.perf_counter() - started, 1),
-        final_loss=round(loss_value, 4),
-        temperature=round(log_t.exp().item(), 4),
-        history=history,
+        final_loss=loop.final_loss,
+        temperature=towers.temperature,
+        history=loop.history,
+        best_epoch=loop.best_epoch,
     )

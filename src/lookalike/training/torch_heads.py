@@ -1,21 +1,24 @@
 """Torch twins of the numpy projection head, and the loss both trainers use (imports torch).
 
-Load this module lazily: only training (:mod:`lookalike.embed.train`,
-:mod:`lookalike.embed.finetune`) needs it; serving runs the exported numpy
+Load this module lazily: only training (:mod:`lookalike.training.head`,
+:mod:`lookalike.training.finetune`) needs it; serving runs the exported numpy
 :class:`~lookalike.embed.heads.Tower`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from lookalike.embed.heads import ProjectionHead, Tower, l2_normalise
+from lookalike.embed.heads import ProjectionHead, Tower, l2_normalise, random_projection
 
-__all__ = ["TorchTower", "check_export", "info_nce", "take_step"]
+if TYPE_CHECKING:
+    from lookalike.training.head import TrainConfig
+
+__all__ = ["TorchTower", "TwoTowers", "check_export", "info_nce", "take_step"]
 
 
 class TorchTower(nn.Module):
@@ -77,11 +80,12 @@ def info_nce(q: torch.Tensor, c: torch.Tensor, log_t: torch.Tensor) -> torch.Ten
 
 
 def take_step(opt: torch.optim.Optimizer, sched: Any, loss: torch.Tensor) -> float:
-    """One optimiser and scheduler step on ``loss``; its value."""
+    """One optimiser step (and scheduler step, when there is one) on ``loss``; its value."""
     opt.zero_grad()
     loss.backward()
     opt.step()
-    sched.step()
+    if sched is not None:
+        sched.step()
     return float(loss.item())
 
 
@@ -92,3 +96,42 @@ def check_export(tower: TorchTower, head: ProjectionHead, probe: torch.Tensor) -
     got = l2_normalise(head.catalog(probe.cpu().numpy()))
     if not np.allclose(want, got, atol=1e-4):
         raise RuntimeError("exported head disagrees with the trained torch head")
+
+
+class TwoTowers(nn.Module):
+    """The query and catalog towers of a head and the InfoNCE temperature, as trained.
+
+    Both towers start as the same random projection of ``in_dim`` (built in this order, after
+    the caller seeded torch, so a seed gives the same towers).
+    """
+
+    def __init__(self, in_dim: int, cfg: TrainConfig) -> None:
+        super().__init__()
+        init = random_projection(in_dim, cfg.dim, cfg.seed)
+        self.query = TorchTower(init, cfg.kind, cfg.hidden, cfg.dropout)
+        self.catalog = TorchTower(init, cfg.kind, cfg.hidden, cfg.dropout)
+        self.log_t = nn.Parameter(torch.tensor(float(np.log(cfg.temperature))))
+        self.cfg = cfg
+
+    def tower_parameters(self) -> list[nn.Parameter]:
+        """The towers' weights (the temperature is its own optimiser group)."""
+        return [*self.query.parameters(), *self.catalog.parameters()]
+
+    def loss(self, queries: torch.Tensor, catalog: torch.Tensor) -> torch.Tensor:
+        """Symmetric InfoNCE of backbone rows: ``queries[i]`` and ``catalog[i]`` match."""
+        return info_nce(self.query(queries), self.catalog(catalog), self.log_t)
+
+    @property
+    def temperature(self) -> float:
+        return round(self.log_t.exp().item(), 4)
+
+    def export(self, extra: dict[str, object] | None = None) -> ProjectionHead:
+        """The numpy head that serving runs (towers as they are now)."""
+        return ProjectionHead(
+            self.query.export(),
+            self.catalog.export(),
+            kind=self.cfg.kind,
+            colour_weight=self.cfg.colour_weight,
+            colour_bins=self.cfg.colour_bins,
+            extra=dict(extra or {}),
+        )

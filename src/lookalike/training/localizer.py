@@ -2,7 +2,8 @@
 
 Needs torch and onnx (the ``build`` extra). The backbone stays frozen: its feature maps of the
 masked photos are computed once (cached), then a per-cell softmax is fitted to the share of
-each garment class in each cell (soft cross-entropy). Figures: on a 15% hash-held-out part of
+each garment class in each cell (soft cross-entropy), in the shared loop
+(:mod:`lookalike.training.loop`). Figures: on a 15% hash-held-out part of
 the photos, the mean IoU of each garment's predicted box with the box of its mask pixels, and
 the share of garments found at IoU ≥ 0.5.
 """
@@ -13,7 +14,6 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,8 @@ import numpy as np
 from PIL import Image
 
 from lookalike.core.errors import InvalidInput
+from lookalike.core.progress import Progress, logged
 from lookalike.embed.cache import FeatureCache, backbone_key
-from lookalike.embed.candidate import BASE_ONLY, TrainedCandidate, in_holdout
 from lookalike.embed.localize import (
     CLASSES,
     FMAP_OUTPUT,
@@ -34,11 +34,11 @@ from lookalike.embed.localize import (
 from lookalike.embed.preprocess import PreprocessConfig, preprocess_batch
 from lookalike.embed.runtime import onnx_session
 from lookalike.registry import Registry
+from lookalike.training.candidate import BASE_ONLY, TrainedCandidate, in_holdout
 
 __all__ = ["fit_localizer", "train_localizer_candidate"]
 
-log = logging.getLogger("lookalike.embed")
-Progress = Callable[[str], None]
+log = logging.getLogger("lookalike.training")
 
 
 def _read_street(data: Path) -> tuple[list[Path], list[Path], list[str]]:
@@ -76,10 +76,18 @@ def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
 
 
 def fit_localizer(
-    fmaps: np.ndarray, targets: np.ndarray, *, epochs: int = 60, lr: float = 0.01, seed: int = 0
+    fmaps: np.ndarray,
+    targets: np.ndarray,
+    *,
+    epochs: int = 60,
+    lr: float = 0.01,
+    seed: int = 0,
+    progress: Progress | None = None,
 ) -> LocalizerHead:
     """Fit the per-cell softmax: ``fmaps (n, C, H, W)``, ``targets (n, K, H, W)`` class shares."""
     import torch
+
+    from lookalike.training.loop import Batch, Passes, run_epochs
 
     torch.manual_seed(seed)
     c = fmaps.shape[1]
@@ -88,17 +96,21 @@ def fit_localizer(
     y = torch.from_numpy(np.ascontiguousarray(targets.transpose(0, 2, 3, 1).reshape(-1, k)))
     lin = torch.nn.Linear(c, len(CLASSES))
     opt = torch.optim.AdamW(lin.parameters(), lr=lr, weight_decay=1e-4)
-    gen = torch.Generator().manual_seed(seed)
-    batch = 4096
-    for _ in range(epochs):
-        order = torch.randperm(len(x), generator=gen)
-        for i in range(0, len(x), batch):
-            idx = order[i : i + batch]
-            logp = torch.log_softmax(lin(x[idx]), dim=1)
-            loss = -(y[idx] * logp).sum(dim=1).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+
+    def loss_of(batch: Batch) -> torch.Tensor:  # soft cross-entropy of each cell
+        logp = torch.log_softmax(lin(x[batch.rows]), dim=1)
+        return -(y[batch.rows] * logp).sum(dim=1).mean()
+
+    run_epochs(
+        loss_of,
+        Passes(epochs, batch_size=4096, seed=seed),
+        rows=len(x),
+        modules=[lin],
+        optimizer=opt,
+        drop_last=False,  # cells, not pairs: every one counts
+        report_every=20,
+        progress=progress or logged(log, "train-localizer"),
+    )
     w = lin.weight.detach().numpy().T.copy()
     return LocalizerHead(w, lin.bias.detach().numpy().copy())
 
@@ -114,7 +126,7 @@ def train_localizer_candidate(
     progress: Progress | None = None,
 ) -> TrainedCandidate:
     """Train a localiser on ``data`` (street/) and write ``model`` plus it as a new version."""
-    say = progress or (lambda msg: log.info("train-localizer: %s", msg))
+    say = progress or logged(log, "train-localizer")
     started = time.perf_counter()
     ref = registry.resolve(model)
     manifest = registry.manifest(ref)
@@ -151,7 +163,7 @@ def train_localizer_candidate(
         test_rows = [i for i, h in enumerate(held) if h]
         say(f"fitting a per-cell softmax on {len(fit_rows)} photos × {cells * cells} cells")
         t_fit = time.perf_counter()
-        head = fit_localizer(fmaps[fit_rows], targets[fit_rows], epochs=epochs)
+        head = fit_localizer(fmaps[fit_rows], targets[fit_rows], epochs=epochs, progress=say)
         fit_seconds = round(time.perf_counter() - t_fit, 1)
         figures = _box_figures(head, fmaps[test_rows], [masks[i] for i in test_rows], labels, cfg)
         say(f"held-out ({len(test_rows)} photos): {figures}")

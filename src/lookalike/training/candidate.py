@@ -25,19 +25,21 @@ import numpy as np
 from PIL import Image
 
 from lookalike.core.errors import InvalidInput
+from lookalike.core.metrics import Figures
+from lookalike.core.metrics import figures as rank_figures
+from lookalike.core.progress import Progress, logged
 from lookalike.embed.cache import CropSpec, FeatureCache, backbone_key
 from lookalike.embed.heads import ProjectionHead
 from lookalike.embed.runtime import LoadedEmbedder, load_embedder
-from lookalike.embed.train import TrainConfig, identity_head, retrieval_figures, train_head
 from lookalike.registry import Ref, Registry, sha256_file
+from lookalike.training.head import TrainConfig, identity_head, train_head
 
 if TYPE_CHECKING:
-    from lookalike.embed.finetune import FinetuneConfig
+    from lookalike.training.finetune import FinetuneConfig
 
 __all__ = ["PairSet", "TrainedCandidate", "evaluate_head", "holdout", "train_candidate"]
 
-log = logging.getLogger("lookalike.embed")
-Progress = Callable[[str], None]
+log = logging.getLogger("lookalike.training")
 BASE_ONLY = {"files", "name", "version", "created_at", "kind", "build_seconds"}
 
 
@@ -119,7 +121,7 @@ def evaluate_head(
     *,
     distractors: Sequence[Path] = (),
     query_crops: Sequence[CropSpec] = (CropSpec("upper"),),
-) -> dict[str, float]:
+) -> Figures:
     """Recall@K/mAP of ``head`` (None: raw backbone) on ``pairs`` with cached features.
 
     The gallery is every distinct catalog photo of ``pairs`` plus ``distractors``; with several
@@ -136,7 +138,7 @@ def evaluate_head(
         q, q_col = _features(cache, pairs.queries, crop, colour)
         views.append(head.apply(q, "query", q_col) if head else q)
     relevant = np.asarray([row[str(p)] for p in pairs.catalog])
-    return retrieval_figures(np.stack(views), gallery, relevant)
+    return rank_figures(np.stack(views), gallery, relevant)
 
 
 def base_cache(
@@ -208,9 +210,9 @@ def _train_finetuned(
 ) -> _Trained:
     from lookalike.core.images import load_image_file
     from lookalike.embed.build import export_variants
-    from lookalike.embed.finetune import Tail, finetune, stem_runner
     from lookalike.embed.preprocess import PreprocessConfig, preprocess_batch
     from lookalike.embed.torch_model import load_torch_embedder
+    from lookalike.training.finetune import Tail, finetune, stem_runner
 
     weights = base_manifest.get("torch_weights")
     if not weights or not (base_dir / weights).is_file():
@@ -289,7 +291,7 @@ def train_candidate(
     without them the figures are measured on a 10% hash-held-out part of ``train`` that
     training does not see. ``training_data`` (pairs file, split ...) is copied into the manifest.
     """
-    say = progress or (lambda msg: log.info("train-embedding: %s", msg))
+    say = progress or logged(log, "train-embedding")
     cfg = cfg or TrainConfig()
     started = time.perf_counter()
     _, cache, base_ref = base_cache(registry, base, cache_dir)
@@ -393,7 +395,7 @@ def _int8_by_recall(
     held: PairSet,
     distractors: Sequence[Path],
     query_crop: str,
-    fp32: dict[str, float],
+    fp32: Figures,
 ) -> dict[str, Any]:
     """Serve int8 when it keeps the candidate's retrieval recall on the held-out pairs.
 
@@ -410,12 +412,13 @@ def _int8_by_recall(
     int8 = evaluate_head(
         cache8, head, held, distractors=distractors, query_crops=(CropSpec(query_crop),)
     )
-    drops = {k: round(fp32[k] - int8[k], 4) for k in ("recall@1", "recall@10")}
+    r32, r8 = fp32["recall"], int8["recall"]
+    drops = {k: round(r32[k] - r8[k], 4) for k in ("@1", "@10")}
     keeps = all(d <= INT8_MAX_RECALL_DROP for d in drops.values())
     reason = (
         f"int8 {'keeps' if keeps else 'loses'} the held-out recall: "
-        f"R@1 {int8['recall@1']:.3f} vs fp32 {fp32['recall@1']:.3f}, "
-        f"R@10 {int8['recall@10']:.3f} vs {fp32['recall@10']:.3f} "
+        f"R@1 {r8['@1']:.3f} vs fp32 {r32['@1']:.3f}, "
+        f"R@10 {r8['@10']:.3f} vs {r32['@10']:.3f} "
         f"(allowed drop {INT8_MAX_RECALL_DROP})"
     )
     out: dict[str, Any] = {"int8_retrieval": {"figures": int8, "drop": drops, "reason": reason}}

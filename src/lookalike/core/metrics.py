@@ -1,0 +1,74 @@
+"""Retrieval figures from exact ranks: Recall@K, mAP and the ranks themselves (pure numpy).
+
+The one implementation every layer uses: offline evaluation (``lookalike eval retrieval``), the
+deploy checks and the trainers' held-out figures. Each query has one relevant gallery row; its
+rank is 1 + the number of gallery rows that score strictly higher, so a tie counts in the
+query's favour. With one relevant row average precision is 1/rank, so mAP is the mean
+reciprocal rank.
+
+Keys are spelled one way everywhere: ``{"@1": …, "@5": …, "@10": …, "@20": …}`` for recall,
+and :func:`figures` writes ``{"recall": {"@10": …}, "map": …}``, the shape of a
+:class:`~lookalike.search.evaluation.RetrievalReport`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TypedDict
+
+import numpy as np
+
+__all__ = ["KS", "Figures", "figures", "rank_metrics", "recall_key"]
+
+KS = (1, 5, 10, 20)
+
+
+class Figures(TypedDict):
+    """What a manifest records of a retrieval measurement."""
+
+    recall: dict[str, float]  # "@1", "@5", "@10", "@20"
+    map: float
+
+
+def recall_key(k: int) -> str:
+    """The key of Recall@``k`` in every figures dict: ``"@10"``."""
+    return f"@{k}"
+
+
+def _scores(queries: np.ndarray, gallery: np.ndarray, owner: np.ndarray | None) -> np.ndarray:
+    # Several views of each query (a 3-D stack, or rows grouped by ``owner``): a gallery row
+    # scores the best of them, as multi-crop search merges by the maximum.
+    if queries.ndim == 3:
+        scores = np.max(np.stack([v @ gallery.T for v in queries]), axis=0)
+    else:
+        scores = queries @ gallery.T
+    if owner is not None:
+        starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+        scores = np.maximum.reduceat(scores, starts, axis=0)
+    return scores
+
+
+def rank_metrics(
+    queries: np.ndarray,
+    gallery: np.ndarray,
+    relevant: np.ndarray,
+    ks: Sequence[int] = KS,
+    owner: np.ndarray | None = None,
+) -> tuple[dict[str, float], float, np.ndarray]:
+    """Exact ranks of each query's one relevant gallery row; returns (recall, mAP, ranks).
+
+    ``queries`` is ``(n, d)``, or ``(views, n, d)`` for several views of each query.
+    ``owner`` (one query index per row of ``queries``, sorted) lets several rows speak for one
+    query. Either way a gallery row scores the best view. ``recall`` is keyed ``"@k"``.
+    """
+    scores = _scores(np.asarray(queries), np.asarray(gallery), owner)
+    own = scores[np.arange(len(scores)), relevant]
+    ranks = 1 + (scores > own[:, None]).sum(axis=1)
+    recall = {recall_key(k): round(float((ranks <= k).mean()), 4) for k in ks}
+    return recall, round(float((1.0 / ranks).mean()), 4), ranks
+
+
+def figures(queries: np.ndarray, gallery: np.ndarray, relevant: np.ndarray) -> Figures:
+    """:func:`rank_metrics` as a manifest's figures: ``{"recall": {"@k": …}, "map": …}``."""
+    recall, mean_ap, _ = rank_metrics(queries, gallery, relevant)
+    return Figures(recall=recall, map=mean_ap)

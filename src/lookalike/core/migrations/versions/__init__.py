@@ -1,0 +1,1 @@
+"""Alembic revisions, oldest first: ``v0001_initial`` is every table that existed before."""

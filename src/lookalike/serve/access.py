@@ -1,0 +1,451 @@
+"""Route classes and the access policy: who may call which route, and how often.
+
+Every route of the app is in exactly one class, declared in one table, ``ROUTE_ACCESS``
+(``tests/integration/test_route_classes.py`` fails for a route missing from it; at run time a
+missing route is treated as ``admin``, closed rather than open):
+
+=========== =============================================== ===================================
+class       who                                             routes
+=========== =============================================== ===================================
+public      anyone; anonymous clients are limited per       pages, static files, docs, search,
+            client network, key holders per key             similar, items, events, health
+extension   any valid API key (role extension, moderator    ``/v1/auth/check``
+            or admin)
+moderator   a key with role moderator or admin              (the moderation pages, later)
+admin       a key with role admin                           ``/metrics`` (open to a scrape from
+                                                            127.0.0.1/::1 unless
+                                                            ``extension.metrics_open_on_loopback``
+                                                            is off)
+=========== =============================================== ===================================
+
+The rules, on every route:
+
+- A key, once sent, is always checked: an ``X-API-Key`` header (even empty or malformed) or an
+  ``Authorization: Bearer lk_…`` header (what Prometheus sends) must name an active key, else
+  401 ``invalid_api_key``. A key whose role the route's class does not admit gets 403
+  ``forbidden``.
+- A request from a browser extension (``Origin: chrome-extension://…``, ``moz-extension://…``,
+  any ``*-extension://``) without a key gets 401 ``api_key_required``, as does any non-public
+  route without a key.
+- Metered routes count against a limit shared by every worker (``serve/ledger.py``): searches
+  and similar lookups ``rate_per_minute`` per key or ``anonymous_per_minute`` per client
+  network; ``POST /v1/events`` ``events_per_minute`` per key or client network, bodies up to
+  ``events_max_body_bytes``. Past a limit: 429 ``rate_limited`` with ``Retry-After``.
+- 200 answers of the search routes are recorded as issued answers (request id, results), the
+  only ground on which ``POST /v1/events`` accepts events.
+
+The client's address is used only in memory, to name its counter by a salted hash; it is never
+logged or stored. Behind a reverse proxy, run uvicorn with ``--proxy-headers`` and
+``--forwarded-allow-ips`` so that the address is the client's, not the proxy's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from starlette.concurrency import run_in_threadpool
+from starlette.routing import BaseRoute, Mount, compile_path
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from lookalike.core.errors import LookalikeError
+from lookalike.core.settings import ExtensionSettings
+from lookalike.jobs.events import IssuedAnswer
+
+from .ledger import AccessLedger
+
+__all__ = [
+    "ROLES",
+    "ROUTE_ACCESS",
+    "AccessControl",
+    "Meter",
+    "RouteAccess",
+    "RouteClass",
+    "compile_routes",
+    "flat_routes",
+    "route_access",
+    "route_path",
+    "unclassified_routes",
+]
+
+log = logging.getLogger(__name__)
+
+API_KEY_HEADER = b"x-api-key"
+ROLES = ("extension", "moderator", "admin")
+_EXTENSION_ORIGIN = re.compile(rb"^[a-z][a-z0-9-]*-extension://", re.I)
+_LOOPBACK = {"127.0.0.1", "::1"}
+
+
+class RouteClass(StrEnum):
+    PUBLIC = "public"
+    EXTENSION = "extension"
+    MODERATOR = "moderator"
+    ADMIN = "admin"
+
+
+# Which key roles each class admits (public admits anonymous clients too).
+ADMITS: dict[RouteClass, frozenset[str]] = {
+    RouteClass.PUBLIC: frozenset(ROLES),
+    RouteClass.EXTENSION: frozenset(ROLES),
+    RouteClass.MODERATOR: frozenset({"moderator", "admin"}),
+    RouteClass.ADMIN: frozenset({"admin"}),
+}
+
+
+class Meter(StrEnum):
+    """Which shared limit a route counts against."""
+
+    NONE = "none"
+    SEARCH = "search"  # embeds or searches: the expensive routes
+    EVENTS = "events"
+
+
+@dataclass(frozen=True)
+class RouteAccess:
+    route_class: RouteClass
+    meter: Meter = Meter.NONE
+
+
+PUBLIC = RouteAccess(RouteClass.PUBLIC)
+# The one table: a route's path (a Mount's prefix) -> its class. A new route goes here.
+ROUTE_ACCESS: dict[str, RouteAccess] = {
+    # shopper pages and their files
+    "/": PUBLIC,
+    "/items/{item_id}": PUBLIC,
+    "/static": PUBLIC,
+    # API documentation (FastAPI's routes)
+    "/openapi.json": PUBLIC,
+    "/docs": PUBLIC,
+    "/docs/oauth2-redirect": PUBLIC,
+    "/redoc": PUBLIC,
+    # probes: a load balancer or orchestrator calls them without credentials
+    "/health": PUBLIC,
+    "/ready": PUBLIC,
+    # the API
+    "/v1/search": RouteAccess(RouteClass.PUBLIC, Meter.SEARCH),
+    "/v1/items/{item_id}/similar": RouteAccess(RouteClass.PUBLIC, Meter.SEARCH),
+    "/v1/items/{item_id}": PUBLIC,
+    "/v1/items/{item_id}/image": PUBLIC,
+    "/v1/categories": PUBLIC,
+    "/v1/events": RouteAccess(RouteClass.PUBLIC, Meter.EVENTS),
+    "/v1/auth/check": RouteAccess(RouteClass.EXTENSION),
+    # operations
+    "/metrics": RouteAccess(RouteClass.ADMIN),
+}
+_UNCLASSIFIED = RouteAccess(RouteClass.ADMIN)
+_SIMILAR = "/v1/items/{item_id}/similar"
+
+
+def route_path(route: BaseRoute) -> str:
+    """The path a route is declared with (a Mount's prefix)."""
+    return str(getattr(route, "path", ""))
+
+
+def flat_routes(routes: Sequence[BaseRoute]) -> list[tuple[str, BaseRoute]]:
+    """(full path, route) of every route in match order, included routers opened up.
+
+    FastAPI >= 0.16x keeps an included router as one entry of ``app.routes``; its routes and
+    their prefixed paths are in ``effective_route_contexts()``.
+    """
+    flat: list[tuple[str, BaseRoute]] = []
+    for route in routes:
+        contexts = getattr(route, "effective_route_contexts", None)
+        if contexts is None:
+            flat.append((route_path(route), route))
+            continue
+        for ctx in contexts():
+            original = ctx.starlette_route or ctx.original_route
+            flat.append((ctx.path or route_path(original), original))
+    return flat
+
+
+def unclassified_routes(routes: Sequence[BaseRoute]) -> list[str]:
+    """Paths of ``routes`` (e.g. ``app.routes``) that ``ROUTE_ACCESS`` does not classify."""
+    return [path for path, _ in flat_routes(routes) if path not in ROUTE_ACCESS]
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    template: str
+    regex: re.Pattern[str]
+    access: RouteAccess
+
+
+def compile_routes(routes: Sequence[BaseRoute]) -> list[_Compiled]:
+    """The app's routes in match order with their access; unclassified ones as admin."""
+    compiled = []
+    for template, route in flat_routes(routes):
+        access = ROUTE_ACCESS.get(template)
+        if access is None:
+            log.warning(
+                "route %s has no access class: treated as admin until it is added to "
+                "ROUTE_ACCESS in lookalike/serve/access.py",
+                template,
+            )
+            access = _UNCLASSIFIED
+        if isinstance(route, Mount):
+            regex = re.compile("^" + re.escape(template) + "(?:/.*)?$")
+        else:
+            regex = compile_path(template)[0]
+        compiled.append(_Compiled(template, regex, access))
+    return compiled
+
+
+def route_access(
+    compiled: list[_Compiled], path: str
+) -> tuple[str | None, RouteAccess, dict[str, str]]:
+    """(template, access, path parameters) of a request path; (None, public, {}) for no route.
+
+    A path that no route serves is public: the router answers it with 404.
+    """
+    for c in compiled:
+        match = c.regex.match(path)
+        if match is not None:
+            return c.template, c.access, match.groupdict()
+    return None, PUBLIC, {}
+
+
+async def _send_error(
+    send: Send, status: int, code: str, message: str, retry_after: int | None = None
+) -> None:
+    raw = json.dumps({"error": {"code": code, "message": message}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": raw})
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def _credential(scope: Scope) -> str | None:
+    """The key the client sent (maybe empty), or None when it sent none."""
+    value = _header(scope, API_KEY_HEADER)
+    if value is not None:
+        return value.decode("latin-1")
+    auth = _header(scope, b"authorization")
+    if auth is not None and auth[:7].lower() == b"bearer ":
+        return auth[7:].decode("latin-1")
+    return None
+
+
+class AccessControl:
+    """Pure ASGI middleware applying the module's rules; the body streams through untouched.
+
+    ``keys`` is an ``ApiKeyStore`` (anything with ``verify(secret) -> key | None`` whose key has
+    ``key_id`` and ``role``).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        keys: object,
+        ledger: AccessLedger,
+        settings: ExtensionSettings,
+    ) -> None:
+        self.app = app
+        self.keys = keys
+        self.ledger = ledger
+        self.settings = settings
+        self._routes: list[_Compiled] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] == "OPTIONS":
+            await self.app(scope, receive, send)
+            return
+        if self._routes is None:
+            # Built on the first request: every route has been added by then.
+            self._routes = compile_routes(list(scope["app"].routes))
+        template, access, params = route_access(self._routes, scope["path"])
+        secret = _credential(scope)
+        key = None
+        if secret is not None:
+            if not secret.strip():
+                await _send_error(
+                    send,
+                    401,
+                    "invalid_api_key",
+                    "the X-API-Key header is empty: send your key, or leave the header out",
+                )
+                return
+            try:
+                key = await run_in_threadpool(self.keys.verify, secret)  # type: ignore[attr-defined]
+            except LookalikeError as exc:
+                await _send_error(send, exc.status, exc.code, exc.message, retry_after=5)
+                return
+            if key is None:
+                await _send_error(
+                    send,
+                    401,
+                    "invalid_api_key",
+                    "the API key is unknown or revoked — ask for a new one (`lookalike keys "
+                    "create`)",
+                )
+                return
+            if key.role not in ADMITS[access.route_class]:
+                await _send_error(
+                    send,
+                    403,
+                    "forbidden",
+                    f"this route needs a key with role {access.route_class.value}; key "
+                    f"{key.key_id} has role {key.role}",
+                )
+                return
+            scope.setdefault("state", {})["api_key"] = key
+        else:
+            origin = _header(scope, b"origin") or b""
+            if _EXTENSION_ORIGIN.match(origin):
+                await _send_error(
+                    send,
+                    401,
+                    "api_key_required",
+                    "this server needs an API key: add it on the extension's options page",
+                )
+                return
+            if access.route_class is not RouteClass.PUBLIC and not self._open_metrics(
+                scope, template
+            ):
+                await _send_error(
+                    send,
+                    401,
+                    "api_key_required",
+                    f"this route needs an API key with role {access.route_class.value}: send "
+                    "it in X-API-Key",
+                )
+                return
+        if access.meter is not Meter.NONE:
+            refused = await self._meter(scope, access.meter, key)
+            if refused is not None:
+                await _send_error(send, 429, "rate_limited", refused[0], retry_after=refused[1])
+                return
+        if access.meter is Meter.EVENTS:
+            await self._events(scope, receive, send)
+            return
+        if access.meter is Meter.SEARCH:
+            surface = "similar" if template == _SIMILAR else "search"
+            send = self._recording(send, surface, params.get("item_id"))
+        await self.app(scope, receive, send)
+
+    def _open_metrics(self, scope: Scope, template: str | None) -> bool:
+        client = scope.get("client")
+        return (
+            template == "/metrics"
+            and self.settings.metrics_open_on_loopback
+            and client is not None
+            and client[0] in _LOOPBACK
+        )
+
+    async def _meter(self, scope: Scope, meter: Meter, key: object) -> tuple[str, int] | None:
+        """None when the request may go on, else (message, Retry-After seconds)."""
+        s = self.settings
+        if key is not None:
+            who, what = f"key:{key.key_id}", "with this key"  # type: ignore[attr-defined]
+            limit = s.events_per_minute if meter is Meter.EVENTS else s.rate_per_minute
+        else:
+            client = scope.get("client")
+            try:
+                who = await run_in_threadpool(
+                    self.ledger.client_bucket, client[0] if client else None
+                )
+            except LookalikeError as exc:
+                log.warning("rate limit not applied: %s", exc.code)  # open, not closed
+                return None
+            what = "from your network without an API key"
+            limit = s.events_per_minute if meter is Meter.EVENTS else s.anonymous_per_minute
+        try:
+            wait = await run_in_threadpool(self.ledger.hit, f"{meter.value}:{who}", limit)
+        except LookalikeError as exc:
+            # An unreachable ledger must not take search down with it: serve unmetered.
+            log.warning("rate limit not applied: %s", exc.code)
+            return None
+        if wait <= 0:
+            return None
+        retry = max(1, math.ceil(wait))
+        noun = "feedback requests" if meter is Meter.EVENTS else "searches"
+        return f"too many {noun} {what} (limit {limit}/min); retry in {retry} s", retry
+
+    async def _events(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Read the (small) body under its cap, then hand it on in one piece."""
+        cap = self.settings.events_max_body_bytes
+        length = _header(scope, b"content-length")
+        too_big = f"an events body may be at most {cap} bytes; send fewer events per request"
+        if length is not None and length.isdigit() and int(length) > cap:
+            await _send_error(send, 413, "too_large", too_big)
+            return
+        body = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = bool(message.get("more_body", False))
+            if len(body) > cap:
+                await _send_error(send, 413, "too_large", too_big)
+                return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    def _recording(self, send: Send, surface: str, query_item_id: str | None) -> Send:
+        """Wrap ``send``: record a 200 answer's results before its body goes out."""
+        status = 0
+        chunks: list[bytes] = []
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                await send(message)
+                return
+            if message["type"] != "http.response.body" or status != 200:
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            body = b"".join(chunks)
+            await self._record(body, surface, query_item_id)
+            await send({"type": "http.response.body", "body": body})
+
+        return recording_send
+
+    async def _record(self, body: bytes, surface: str, query_item_id: str | None) -> None:
+        try:
+            data = json.loads(body)
+            answer = IssuedAnswer(
+                request_id=str(data["request_id"]),
+                surface="similar" if surface == "similar" else "search",
+                query_item_id=query_item_id if surface == "similar" else None,
+                item_ids=tuple(str(r["item_id"]) for r in data["results"]),
+                issued_at=time.time(),
+            )
+        except (ValueError, KeyError, TypeError):
+            log.warning("a %s answer had no request_id/results to record", surface)
+            return
+        if not answer.request_id:
+            return
+        try:
+            await run_in_threadpool(self.ledger.issue, answer)
+        except LookalikeError as exc:
+            # The answer still goes out; only its feedback events will be refused.
+            log.warning("could not record an issued answer: %s", exc.code)

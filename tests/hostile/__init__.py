@@ -1,0 +1,1 @@
+"""A hostile-image corpus built by code (see corpus.py), shared by unit and integration tests."""

@@ -1,0 +1,374 @@
+"""Load and connections against a real `lookalike serve` on 127.0.0.1.
+
+- A burst of 64 concurrent searches: every answer is 200 or a 503 ``saturated`` that came back
+  fast (compared with the measured service time, not with a fixed number), and /health answers
+  during the burst.
+- A few thousand idle sockets: the worker closes the oldest idle ones past ``max_connections``,
+  and /health and a search still answer.
+- Slowloris: a client that sends its headers (or body) byte by byte is cut off with 408.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import select
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+LOOKALIKE = [sys.executable, "-m", "lookalike.cli"]
+BURST = 64
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """One `lookalike serve` subprocess on 127.0.0.1 with ``env`` on top of ours."""
+
+    def __init__(self, home: Path, log: Path, **env: str) -> None:
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self._out = open(log, "w")  # noqa: SIM115 - closed in stop(); a pipe could fill and block
+        # 64 searches from one address is the point here, not the per-client rate limit
+        limits = {
+            "LOOKALIKE_EXTENSION__ANONYMOUS_PER_MINUTE": "1000000",
+            "LOOKALIKE_EXTENSION__RATE_PER_MINUTE": "1000000",
+        }
+        self.proc = subprocess.Popen(
+            [*LOOKALIKE, "serve", "--port", str(self.port), "--workers", "1"],
+            env={**os.environ, "LOOKALIKE_HOME": str(home), **limits, **env},
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()
+            try:
+                if httpx.get(f"{self.base}/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError("server did not become ready:\n" + self.log.read_text())
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self._out.close()
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory, demo_home: Path) -> Path:
+    target = tmp_path_factory.mktemp("load") / "home"
+    shutil.copytree(demo_home, target)
+    return target
+
+
+def _start(home: Path, log: Path, **env: str) -> Server:
+    server = Server(home, log, **env)
+    try:
+        server.wait_ready()
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+@pytest.fixture(scope="module")
+def busy_server(home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Small limits so that a burst of 64 must be shed; long header timeout so that idle sockets
+    are closed by the connection cap, not by the timer."""
+    server = _start(
+        home,
+        tmp_path_factory.mktemp("busy") / "server.log",
+        LOOKALIKE_SERVING__MAX_IN_FLIGHT="2",
+        LOOKALIKE_SERVING__QUEUE_SIZE="2",
+        LOOKALIKE_SERVING__QUEUE_BUDGET_MS="50",
+        LOOKALIKE_SERVING__MAX_CONNECTIONS="300",
+        LOOKALIKE_SERVING__HEADER_TIMEOUT_SECONDS="120",
+        LOOKALIKE_SERVING__KEEP_ALIVE_SECONDS="120",
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def strict_server(home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = _start(
+        home,
+        tmp_path_factory.mktemp("strict") / "server.log",
+        LOOKALIKE_SERVING__HEADER_TIMEOUT_SECONDS="1",
+        LOOKALIKE_SERVING__BODY_TIMEOUT_SECONDS="2",
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def photo(demo_images: list[Path]) -> bytes:
+    return demo_images[0].read_bytes()
+
+
+def _search(
+    base: str, photo: bytes, client: httpx.Client | None = None
+) -> tuple[int, float, httpx.Response]:
+    """(status, seconds, response) of one search; the clock starts at the request, not at
+    building a client (an httpx.Client costs milliseconds of GIL time on its own)."""
+    if client is None:
+        with httpx.Client(timeout=60) as own:
+            return _search(base, photo, own)
+    started = time.perf_counter()
+    r = client.post(f"{base}/v1/search", files={"image": ("q.jpg", photo)})
+    return r.status_code, time.perf_counter() - started, r
+
+
+def _rejected(base: str) -> float:
+    text = httpx.get(f"{base}/metrics", timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("lookalike_rejected_total{")
+    )
+
+
+def _multipart(photo: bytes) -> tuple[bytes, bytes]:
+    boundary = b"lookalike-load-test"
+    body = (
+        b"--" + boundary + b"\r\n"
+        b'Content-Disposition: form-data; name="image"; filename="q.jpg"\r\n'
+        b"Content-Type: image/jpeg\r\n\r\n" + photo + b"\r\n--" + boundary + b"--\r\n"
+    )
+    return b"multipart/form-data; boundary=" + boundary, body
+
+
+class RawRequest:
+    """A prepared HTTP/1.1 request sent on a socket opened in advance.
+
+    64 httpx clients in 64 threads spend most of a burst waiting for this process's GIL; a
+    prepared request costs one sendall and a few recv calls, so the clock measures the server.
+    """
+
+    def __init__(self, port: int, method: str, path: str, body: bytes = b"", ctype: bytes = b""):
+        head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n".encode()
+        if body:
+            head += b"Content-Type: " + ctype + f"\r\nContent-Length: {len(body)}\r\n".encode()
+        self.data = head + b"\r\n" + body
+        self.port = port
+
+    def connect(self) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", self.port), timeout=60)
+
+    def send(self, sock: socket.socket) -> tuple[int, float, dict[str, str], bytes]:
+        """(status, seconds, headers, body); the server closes after answering."""
+        started = time.perf_counter()
+        sock.sendall(self.data)
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+        took = time.perf_counter() - started
+        head, _, body = raw.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = dict(line.lower().split(": ", 1) for line in lines[1:] if ": " in line)
+        return int(lines[0].split()[1]), took, headers, body
+
+
+def test_a_burst_of_64_searches_is_shed_fast_and_health_answers(busy_server, photo) -> None:
+    base = busy_server.base
+    ctype, body = _multipart(photo)
+    search = RawRequest(busy_server.port, "POST", "/v1/search", body, ctype)
+    health_request = RawRequest(busy_server.port, "GET", "/health")
+    # the service time of one search, alone, on this machine right now
+    for _ in range(2):  # warm-up
+        with search.connect() as sock:
+            assert search.send(sock)[0] == 200
+    alone_runs = []
+    for _ in range(5):
+        with search.connect() as sock:
+            alone_runs.append(search.send(sock)[1])
+    alone = statistics.median(alone_runs)
+    rejected_before = _rejected(base)
+
+    answers: list[tuple[int, float, dict[str, str], bytes]] = []
+    health: list[tuple[int, float]] = []
+    lock = threading.Lock()
+    start = threading.Barrier(BURST + 1)
+    burst_done = threading.Event()
+
+    def one() -> None:
+        with search.connect() as sock:
+            start.wait()
+            answer = search.send(sock)
+        with lock:
+            answers.append(answer)
+
+    def poll_health() -> None:
+        start.wait()
+        while not burst_done.is_set():
+            with health_request.connect() as sock:
+                code, took, _, _ = health_request.send(sock)
+            with lock:
+                health.append((code, took))
+            time.sleep(0.01)
+
+    threads = [threading.Thread(target=one) for _ in range(BURST)]
+    poller = threading.Thread(target=poll_health)
+    for t in [*threads, poller]:
+        t.start()
+    for t in threads:
+        t.join()
+    burst_done.set()
+    poller.join()
+
+    codes = [a[0] for a in answers]
+    ok = sorted(a[1] for a in answers if a[0] == 200)
+    shed = sorted(a[1] for a in answers if a[0] == 503)
+    print(
+        f"\nalone: {alone * 1000:.0f} ms; burst of {BURST}: {len(ok)} x 200 "
+        f"(median {statistics.median(ok) * 1000:.0f} ms), {len(shed)} x 503 "
+        f"(median {statistics.median(shed or [0]) * 1000:.0f} ms, "
+        f"max {max(shed, default=0) * 1000:.0f} ms); /health x{len(health)} "
+        f"(max {max(s for _, s in health) * 1000:.0f} ms)"
+    )
+    assert set(codes) <= {200, 503}, codes
+    assert ok, "some searches must be served"
+    assert shed, "2 slots + 2 queued cannot take 64 at once: the rest must be shed"
+    for code, _, headers, raw in answers:
+        if code == 503:
+            assert headers["retry-after"] == "1"
+            assert json.loads(raw)["error"]["code"] == "saturated"
+    # Shed at the door: a refusal costs far less than a search. Before admission, 503s waited
+    # behind queued searches and took longer than the searches themselves (p95 5-6 s).
+    assert statistics.median(shed) < 0.5 * statistics.median(ok)
+    assert max(shed) < statistics.median(ok)
+    # cheap routes never wait behind searches
+    assert health and all(code == 200 for code, _ in health)
+    assert max(s for _, s in health) < statistics.median(ok)
+    assert _rejected(base) - rejected_before == len(shed)
+
+
+def _raise_own_nofile(wanted: int) -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = min(hard, max(soft, wanted)) if hard != resource.RLIM_INFINITY else max(soft, wanted)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    try:  # select() cannot take descriptors past 1024
+        return sock.recv(1, socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True
+
+
+def test_thousands_of_idle_sockets_do_not_lock_out_health_or_search(busy_server, photo) -> None:
+    base = busy_server.base
+    soft = _raise_own_nofile(4000)
+    count = min(3000, soft - 200)  # bounded, and leaves this process files for its own client
+    assert count > 600, f"this test needs a few thousand sockets; RLIMIT_NOFILE soft is {soft}"
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sockets.append(socket.create_connection(("127.0.0.1", busy_server.port), timeout=10))
+        # The server is still reachable: a new connection, /health and a search.
+        assert httpx.get(f"{base}/health", timeout=30).status_code == 200
+        assert _search(base, photo)[0] == 200
+        # ...because it closed the oldest idle sockets past max_connections (300), not because
+        # a timer fired (the header timeout is 120 s here).
+        deadline = time.monotonic() + 30  # polling deadline, not a speed claim
+        closed = 0
+        while time.monotonic() < deadline:
+            closed = sum(_closed_by_peer(s) for s in sockets)
+            if closed >= count - 300:
+                break
+            time.sleep(0.2)
+        print(f"\n{count} idle sockets opened, {closed} closed by the server")
+        assert closed >= count - 300
+        assert not _closed_by_peer(sockets[-1]), "the newest connections are kept"
+    finally:
+        for s in sockets:
+            s.close()
+    assert httpx.get(f"{base}/health", timeout=30).status_code == 200
+
+
+def _dribble(sock: socket.socket, data: bytes, pause: float) -> tuple[int, bytes]:
+    """Send ``data`` a byte at a time; stop when the server answers or closes.
+
+    Returns (bytes sent, what the server sent back).
+    """
+    sent = 0
+    for byte in data:
+        readable, _, _ = select.select([sock], [], [], 0)
+        if readable:
+            break
+        try:
+            sock.sendall(bytes([byte]))
+        except OSError:
+            break
+        sent += 1
+        time.sleep(pause)
+    sock.settimeout(10)
+    reply = b""
+    try:
+        while chunk := sock.recv(4096):
+            reply += chunk
+    except OSError:
+        pass
+    return sent, reply
+
+
+def test_slowloris_headers_and_bodies_are_cut_off(strict_server, photo) -> None:
+    port = strict_server.port
+    # headers byte by byte: 200 bytes at 20 per second would take 10 s; the deadline is 1 s
+    head = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * 150 + b"\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sent, reply = _dribble(sock, head, 0.05)
+    print(f"\nslow headers: cut off after {sent} of {len(head)} bytes: {reply[:40]!r}")
+    assert sent < len(head)
+    assert reply.startswith(b"HTTP/1.1 408")
+
+    # a body byte by byte: the head arrives at once, the body deadline is 2 s
+    body_len = 400
+    start = (
+        b"POST /v1/search HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: multipart/form-data; boundary=lk\r\n"
+        + f"Content-Length: {body_len}\r\n\r\n".encode()
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(start)
+        sent, reply = _dribble(sock, b"x" * body_len, 0.05)
+    print(f"slow body: cut off after {sent} of {body_len} bytes: {reply[:40]!r}")
+    assert sent < body_len
+    assert reply.startswith(b"HTTP/1.1 408")
+
+    # a socket that connects and sends nothing is closed too
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.settimeout(10)
+        assert sock.recv(1) == b""
+
+    # and the server still serves
+    assert httpx.get(f"{strict_server.base}/health", timeout=10).status_code == 200
+    assert _search(strict_server.base, photo)[0] == 200
