@@ -356,6 +356,8 @@ def test_every_documented_error_is_the_envelope(client) -> None:
                 if status[0] in "45" and "content" in answer:
                     ref = answer["content"]["application/json"]["schema"]["$ref"]
                     assert ref.endswith("/ErrorResponse"), (method, path, status)
+    assert "403" in spec["paths"]["/metrics"]["get"]["responses"]  # an admin route
+    assert "403" not in spec["paths"]["/v1/search"]["post"]["responses"]  # a public one
     ready = spec["paths"]["/ready"]["get"]["responses"]
     assert "503" in ready
     assert (

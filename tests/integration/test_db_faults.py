@@ -278,3 +278,93 @@ def test_processes_starting_at_once_migrate_postgres_once(cluster: Cluster) -> N
         assert list(conn.scalars(sa.text(f"SELECT version_num FROM {VERSION_TABLE}"))) == [
             *outs
         ]
+
+
+def test_the_server_survives_the_database(
+    cluster: Cluster, url: str, tmp_path: Path, built_models: Path, demo_catalog: Path
+) -> None:
+    """A real `lookalike serve` on PostgreSQL: stopped while serving → 503s with a clean
+    message and /health degraded (never 500, never a hang); back → answers again, no restart;
+    down at start → the server starts, says why, and becomes ready when the database returns."""
+    import csv
+
+    import httpx
+    from live import LiveServer, live_server, run_cli
+
+    home = tmp_path / "home"
+    shutil.copytree(built_models, home / "models")
+    with open(demo_catalog / "items.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))[:60]
+    feed = tmp_path / "items.csv"
+    with open(feed, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    env = {
+        "LOOKALIKE_DATABASE_URL": url,
+        "LOOKALIKE_DB__CONNECT_TIMEOUT_S": "2",
+        "LOOKALIKE_DB__STATEMENT_TIMEOUT_S": "2",
+        "LOOKALIKE_DB__POOL_TIMEOUT_S": "2",
+        "LOOKALIKE_SERVING__RELOAD_SECONDS": "1",
+        "LOOKALIKE_SEARCH__TORCH_FALLBACK": "false",
+    }
+    run_cli(home, "catalog", "import", str(feed), "--images", str(demo_catalog), check=True, **env)
+    run_cli(home, "index", "build", check=True, **env)
+    photo = (demo_catalog / rows[3]["image"]).read_bytes()
+
+    def search(base: str) -> httpx.Response:
+        return httpx.post(f"{base}/v1/search", files={"image": ("q.jpg", photo)}, timeout=30)
+
+    def eventually_ok(base: str) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if httpx.get(f"{base}/ready", timeout=5).status_code == 200:
+                if search(base).status_code == 200:
+                    return
+            time.sleep(0.5)
+        raise AssertionError("the server did not recover after the database came back")
+
+    with live_server(home, **env) as server:
+        assert search(server.base).status_code == 200
+        cluster.stop()
+        try:
+            started = time.monotonic()
+            r = search(server.base)
+            assert time.monotonic() - started < FROZEN_BOUND_S
+            assert r.status_code == 503 and r.headers.get("retry-after"), r.text
+            message = r.json()["error"]["message"]
+            assert "database is unreachable" in message, message
+            for leak in LEAKS:
+                assert leak not in message, message
+            item = httpx.get(f"{server.base}/v1/items/{rows[0]['item_id']}", timeout=30)
+            assert item.status_code == 503, item.text
+            health = httpx.get(f"{server.base}/health", timeout=30)
+            assert health.status_code == 200
+            body = health.json()
+            assert body["status"] == "degraded" and body["database"]["ok"] is False, body
+            assert httpx.get(f"{server.base}/ready", timeout=30).status_code == 503
+        finally:
+            cluster.start()
+        eventually_ok(server.base)
+
+    cluster.stop()
+    server = LiveServer(home, tmp_path / "down-at-start.log", **env)
+    try:
+        deadline = time.monotonic() + 120
+        health = None
+        while time.monotonic() < deadline:
+            assert server.proc.poll() is None, server.log.read_text()  # it did not exit
+            try:
+                health = httpx.get(f"{server.base}/health", timeout=5)
+                break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        assert health is not None and health.status_code == 200, server.log.read_text()
+        assert health.json()["database"]["ok"] is False
+        assert httpx.get(f"{server.base}/ready", timeout=10).status_code == 503
+        assert "Traceback" not in server.log.read_text()
+        cluster.start()
+        eventually_ok(server.base)
+    finally:
+        cluster.start() if not (cluster.folder / "data" / "postmaster.pid").exists() else None
+        server.stop()

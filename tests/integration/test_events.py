@@ -8,14 +8,13 @@ import io
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import sqlalchemy as sa
-
 import pytest
+import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from lookalike.core.settings import Settings
 from lookalike.core.db import get_engine
+from lookalike.core.settings import Settings
 from lookalike.jobs.events import Event, EventStore, search_events
 from lookalike.serve.app import create_app
 from lookalike.serve.events import build_events_router

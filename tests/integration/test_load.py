@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import json
 import os
 import resource
@@ -24,8 +26,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio.to_thread
 import httpx
 import pytest
+
+from lookalike.serve.limits import Admission
 
 LOOKALIKE = [sys.executable, "-m", "lookalike.cli"]
 BURST = 64
@@ -276,8 +281,9 @@ def _raise_own_nofile(wanted: int) -> int:
 
 
 def _closed_by_peer(sock: socket.socket) -> bool:
-    try:  # select() cannot take descriptors past 1024
-        return sock.recv(1, socket.MSG_DONTWAIT) == b""
+    sock.setblocking(False)  # a socket with a timeout would wait in recv; select() stops at 1024
+    try:
+        return sock.recv(1) == b""
     except (BlockingIOError, InterruptedError):
         return False
     except OSError:
@@ -291,8 +297,10 @@ def test_thousands_of_idle_sockets_do_not_lock_out_health_or_search(busy_server,
     assert count > 600, f"this test needs a few thousand sockets; RLIMIT_NOFILE soft is {soft}"
     sockets: list[socket.socket] = []
     try:
+        t0 = time.monotonic()
         for _ in range(count):
             sockets.append(socket.create_connection(("127.0.0.1", busy_server.port), timeout=10))
+        opened_in = time.monotonic() - t0
         # The server is still reachable: a new connection, /health and a search.
         assert httpx.get(f"{base}/health", timeout=30).status_code == 200
         assert _search(base, photo)[0] == 200
@@ -305,7 +313,7 @@ def test_thousands_of_idle_sockets_do_not_lock_out_health_or_search(busy_server,
             if closed >= count - 300:
                 break
             time.sleep(0.2)
-        print(f"\n{count} idle sockets opened, {closed} closed by the server")
+        print(f"\n{count} idle sockets opened in {opened_in:.1f} s, {closed} closed by the server")
         assert closed >= count - 300
         assert not _closed_by_peer(sockets[-1]), "the newest connections are kept"
     finally:
@@ -350,18 +358,23 @@ def test_slowloris_headers_and_bodies_are_cut_off(strict_server, photo) -> None:
     assert sent < len(head)
     assert reply.startswith(b"HTTP/1.1 408")
 
-    # a body byte by byte: the head arrives at once, the body deadline is 2 s
-    body_len = 400
+    # a body byte by byte: the head and the multipart preamble arrive at once, the photo
+    # dribbles; the body deadline is 2 s
+    ctype, body = _multipart(photo)
+    preamble = body.index(photo)
     start = (
-        b"POST /v1/search HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        b"Content-Type: multipart/form-data; boundary=lk\r\n"
-        + f"Content-Length: {body_len}\r\n\r\n".encode()
+        b"POST /v1/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+        + ctype
+        + b"\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body[:preamble]
     )
+    rest = body[preamble:]
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(start)
-        sent, reply = _dribble(sock, b"x" * body_len, 0.05)
-    print(f"slow body: cut off after {sent} of {body_len} bytes: {reply[:40]!r}")
-    assert sent < body_len
+        sent, reply = _dribble(sock, rest[:400], 0.05)
+    print(f"slow body: cut off after {sent} of {len(rest)} bytes: {reply[:40]!r}")
+    assert sent < 400
     assert reply.startswith(b"HTTP/1.1 408")
 
     # a socket that connects and sends nothing is closed too
@@ -372,3 +385,111 @@ def test_slowloris_headers_and_bodies_are_cut_off(strict_server, photo) -> None:
     # and the server still serves
     assert httpx.get(f"{strict_server.base}/health", timeout=10).status_code == 200
     assert _search(strict_server.base, photo)[0] == 200
+
+
+LOCUSTFILE = Path(__file__).resolve().parents[2] / "benchmarks" / "locustfile.py"
+
+
+def _locust(host: str, *args: str, records: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LOOKALIKE_LOCUST_RATE": "2"}
+    if records is not None:
+        env["LOOKALIKE_LOCUST_RECORDS"] = str(records)
+    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--host", host, *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_the_locust_mix_runs_short_headless_and_only_bounded(strict_server, tmp_path) -> None:
+    """The short version of the load run (CI); the long ones are benchmarks/bench_load.py and
+    benchmarks/soak.py."""
+    # never imported here: locust monkey-patches the process (gevent) when imported
+    if importlib.util.find_spec("locust") is None:
+        pytest.skip("locust is not installed: the `bench` extra installs it")
+    records = tmp_path / "records.csv"
+    done = _locust(
+        strict_server.base,
+        *("--headless", "-u", "6", "-r", "6", "-t", "8s", "--only-summary"),
+        records=records,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line.split(",") for line in records.read_text().splitlines()[1:]]
+    seen = {name for _, name, _, _ in rows}
+    assert {"/v1/search", "/v1/items/{id}/image", "/health"} <= seen, seen
+    statuses = {int(status) for _, _, status, _ in rows}
+    assert statuses <= {200, 304, 503}, statuses
+    assert 200 in statuses
+    # bounded: another host, no run time or no --headless are refused before any request
+    for args, host in (
+        (("--headless", "-u", "1", "-t", "2s"), "http://example.com"),
+        (("--headless", "-u", "1"), strict_server.base),
+        (("-u", "1", "-t", "2s"), strict_server.base),
+    ):
+        refused = _locust(host, *args)
+        assert refused.returncode != 0, (args, host)
+
+
+# -- Admission in process: a tiny real ASGI app behind the real middleware --------------------
+def _gated_app(release: asyncio.Event, started: list[str]) -> Admission:
+    async def app(scope, receive, send) -> None:  # noqa: ANN001 - ASGI signature
+        started.append(scope["path"])
+        if scope["path"] == "/v1/search":
+            await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    return Admission(app, max_in_flight=1, queue_size=1, queue_budget_ms=5000, threads=7)
+
+
+def test_admission_queues_a_few_refuses_the_rest_and_never_gates_cheap_routes() -> None:
+    async def scenario() -> None:
+        release = asyncio.Event()
+        started: list[str] = []
+        gate = _gated_app(release, started)
+        transport = httpx.ASGITransport(app=gate)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            first = asyncio.create_task(client.post("/v1/search"))
+            while gate.in_flight < 1:
+                await asyncio.sleep(0.001)
+            second = asyncio.create_task(client.post("/v1/search"))
+            while gate.waiting < 1:
+                await asyncio.sleep(0.001)
+            third = await client.post("/v1/search")  # slot taken, queue full: refused now
+            assert third.status_code == 503
+            assert third.headers["retry-after"] == "1"
+            assert third.json()["error"]["code"] == "saturated"
+            similar = await client.get("/v1/items/LK-1/similar")  # the same class of route
+            assert similar.status_code == 503
+            health = await client.get("/health")  # cheap: never waits behind searches
+            assert health.status_code == 200
+            assert started == ["/v1/search", "/health"]  # refused ones never reached the app
+            release.set()
+            assert (await first).status_code == 200
+            assert (await second).status_code == 200  # it got the slot handed over
+            assert gate.in_flight == 0 and gate.waiting == 0
+            assert anyio.to_thread.current_default_thread_limiter().total_tokens == 7
+
+    asyncio.run(scenario())
+
+
+def test_admission_refuses_a_queued_request_when_its_budget_runs_out() -> None:
+    async def scenario() -> None:
+        release = asyncio.Event()
+        started: list[str] = []
+        rejected: list[str] = []
+        gate = _gated_app(release, started)
+        gate.budget_s = 0.05
+        gate.on_reject = rejected.append
+        transport = httpx.ASGITransport(app=gate)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            first = asyncio.create_task(client.post("/v1/search"))
+            while gate.in_flight < 1:
+                await asyncio.sleep(0.001)
+            queued = await client.post("/v1/search")
+            assert queued.status_code == 503 and queued.json()["error"]["code"] == "saturated"
+            assert gate.waiting == 0, "a refused waiter leaves the queue"
+            release.set()
+            assert (await first).status_code == 200
+            assert gate.in_flight == 0
+            assert (await client.post("/v1/search")).status_code == 200
+        assert rejected == ["/v1/search"]
+
+    asyncio.run(scenario())

@@ -11,29 +11,17 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from bad_models import copy_model, register_onnx_model
+from live import live_server, run_cli
 from PIL import Image
 
 from lookalike.registry import Ref, Registry
-
-LOOKALIKE = [sys.executable, "-m", "lookalike.cli"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _corrupt(models: Registry) -> str:
@@ -87,13 +75,7 @@ def test_restart_in_the_middle_of_a_model_deploy_keeps_search_answering(
     home = fresh_demo_home
     models = Registry(home / "models", "model")
     v2 = copy_model(models)
-    out = subprocess.run(
-        [*LOOKALIKE, "models", "promote", str(v2)],
-        env={**os.environ, "LOOKALIKE_HOME": str(home)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    out = run_cli(home, "models", "promote", str(v2))
     assert out.returncode == 0, out.stdout + out.stderr
     assert "lookalike index build" in out.stdout  # it says what must follow
     assert models.aliases("effnet_lite0")["production"] == "2"
@@ -130,37 +112,5 @@ def _assert_search_serves(base: str, demo_images: list[Path], model: str) -> Non
 
 @contextlib.contextmanager
 def _server(home: Path) -> Iterator[str]:
-    port = _free_port()
-    env = {**os.environ, "LOOKALIKE_HOME": str(home)}
-    log_path = home.parent / "server.log"  # a file, not a pipe: nobody drains a pipe here
-    log_file = open(log_path, "w")  # noqa: SIM115 - closed in the finally below
-    server = subprocess.Popen(
-        [*LOOKALIKE, "serve", "--port", str(port)],
-        env=env,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if server.poll() is not None:
-                raise AssertionError(f"server exited:\n{log_path.read_text()}")
-            try:
-                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
-        else:
-            raise AssertionError(f"server not ready:\n{log_path.read_text()}")
-        yield base
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
-        log_file.close()
+    with live_server(home) as server:
+        yield server.base

@@ -3,32 +3,17 @@
 from __future__ import annotations
 
 import io
-import os
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+from live import live_server, run_cli
 from PIL import Image
-
-LOOKALIKE = [sys.executable, "-m", "lookalike.cli"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _run(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "LOOKALIKE_HOME": str(home), "COLUMNS": "200"}
-    proc = subprocess.run([*LOOKALIKE, *args], env=env, capture_output=True, text=True, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"lookalike {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
+    return run_cli(home, *args, check=check)
 
 
 def test_cli_import_build_and_serve_over_real_uvicorn(tmp_path, built_models, demo_catalog):
@@ -54,26 +39,8 @@ def test_cli_import_build_and_serve_over_real_uvicorn(tmp_path, built_models, de
     listing = _run(home, "index", "list").stdout
     assert "production" in listing and "effnet_lite0" in listing
 
-    port = _free_port()
-    env = {**os.environ, "LOOKALIKE_HOME": str(home)}
-    server = subprocess.Popen(
-        [*LOOKALIKE, "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        else:
-            raise AssertionError("server did not become ready")
+    with live_server(home) as server:
+        base = server.base
         with Image.open(images[5]) as im:
             buf = io.BytesIO()
             im.convert("RGB").resize((1000, 1500)).save(buf, "JPEG", quality=90)
@@ -85,9 +52,6 @@ def test_cli_import_build_and_serve_over_real_uvicorn(tmp_path, built_models, de
         r = httpx.post(f"{base}/v1/search", files={"image": ("x.jpg", b"nope")}, timeout=30)
         assert r.status_code == 415
         assert httpx.get(f"{base}/health", timeout=5).json()["status"] == "ok"
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
 
 
 @pytest.mark.shared_data

@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,54 +14,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from live import LiveServer, live_server
 from PIL import Image
 
 from lookalike.registry import Ref, Registry
 
-LOOKALIKE = [sys.executable, "-m", "lookalike.cli"]
 # Polling deadline, not a speed claim: reload_seconds (2 s) + loading the index, with a wide
 # margin for a busy 2-core CI box. The measured figure is printed.
 AGREE_WITHIN_S = 60.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    def __init__(self, home: Path, log: Path, workers: int, **env: str) -> None:
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        self._out = open(log, "w")  # noqa: SIM115 - closed in stop(); a pipe could fill and block
-        self.proc = subprocess.Popen(
-            [*LOOKALIKE, "serve", "--port", str(self.port), "--workers", str(workers)],
-            env={**os.environ, "LOOKALIKE_HOME": str(home), **env},
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-        )
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(f"{self.base}/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError("server did not become ready:\n" + self.log.read_text())
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self._out.close()
 
 
 @pytest.fixture()
@@ -76,23 +32,19 @@ def home(tmp_path: Path, demo_home: Path) -> Path:
 
 
 @pytest.fixture()
-def two_workers(home: Path, tmp_path: Path) -> Iterator[Server]:
-    server = Server(home, tmp_path / "server.log", workers=2)
-    try:
-        server.wait_ready()
+def two_workers(home: Path, tmp_path: Path) -> Iterator[LiveServer]:
+    with live_server(home, workers=2) as server:
         yield server
-    finally:
-        server.stop()
 
 
-def _similar(server: Server) -> tuple[int, str]:
+def _similar(server: LiveServer) -> tuple[int, str]:
     """(worker pid, index version) of one answer, on a new connection each time."""
     r = httpx.get(f"{server.base}/v1/items/LK-0001/similar", params={"k": 3}, timeout=30)
     assert r.status_code == 200, r.text
     return int(r.headers["x-served-by-pid"]), r.json()["index_version"]
 
 
-def _wait_for_agreement(server: Server, version: str) -> tuple[float, set[int]]:
+def _wait_for_agreement(server: LiveServer, version: str) -> tuple[float, set[int]]:
     """Poll until both workers answered with ``version`` and then 30 answers in a row did.
 
     Returns (seconds until the last worker switched, pids seen). Once a worker answered with the
@@ -116,7 +68,7 @@ def _wait_for_agreement(server: Server, version: str) -> tuple[float, set[int]]:
     raise AssertionError(f"workers did not agree on {version} within {AGREE_WITHIN_S} s: {seen}")
 
 
-def test_two_workers_agree_after_promote_and_rollback(two_workers: Server, home: Path) -> None:
+def test_two_workers_agree_after_promote_and_rollback(two_workers: LiveServer, home: Path) -> None:
     pids = {int(httpx.get(f"{two_workers.base}/health", timeout=5).json()["pid"])}
     for _ in range(200):
         pids.add(_similar(two_workers)[0])
@@ -167,9 +119,7 @@ def _big_jpeg(path: Path) -> bytes:
 
 def test_a_burst_past_the_limit_gets_503_with_retry_after(home, tmp_path, demo_images) -> None:
     # one slot; each search decodes a 50 MP photo (about a second here), so a burst overlaps
-    server = Server(home, tmp_path / "burst.log", workers=1, LOOKALIKE_SERVING__MAX_IN_FLIGHT="1")
-    try:
-        server.wait_ready()
+    with live_server(home, LOOKALIKE_SERVING__MAX_IN_FLIGHT="1") as server:
         data = _big_jpeg(demo_images[3])
         answers: list[httpx.Response] = []
         lock = threading.Lock()
@@ -195,5 +145,3 @@ def test_a_burst_past_the_limit_gets_503_with_retry_after(home, tmp_path, demo_i
         metrics = httpx.get(f"{server.base}/metrics", timeout=5).text
         rejected = [x for x in metrics.splitlines() if x.startswith("lookalike_rejected_total{")]
         assert rejected and float(rejected[0].rsplit(" ", 1)[1]) == codes.count(503)
-    finally:
-        server.stop()

@@ -400,3 +400,21 @@ def test_bad_csv_record_is_one_rejection(tmp_path: Path, photo: Path) -> None:
     assert [r.item_id for r in parsed.rows] == ["B-1"]
     [rejection] = parsed.rejected
     assert rejection.line == 2 and rejection.reason.startswith("bad CSV: field larger")
+
+
+def test_symlink_swapped_in_after_the_check_is_not_opened(tmp_path: Path, photo: Path) -> None:
+    from lookalike.catalog.ingest import MediaBatch
+
+    root = tmp_path / "catalog"
+    root.mkdir()
+    shutil.copy(photo, root / "ok.jpg")
+    path = root / "items.csv"
+    path.write_text(HEADER + "A-1,Dress,Dress,1,true,ok.jpg\n")
+    [row] = read_rows(path).rows
+    (root / "ok.jpg").unlink()
+    (root / "ok.jpg").symlink_to(photo)  # now points outside the checked folder
+    batch = MediaBatch(tmp_path / "media", max_bytes=10**8, max_pixels=10**8)
+    (tmp_path / "media").mkdir()
+    batch.run([row], workers=1)
+    assert "symlink" in str(batch.results[row.images[0].path])
+    assert list((tmp_path / "media").iterdir()) == []

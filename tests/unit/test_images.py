@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lookalike.core.errors import BadImage, TooLarge, UnsupportedImage
+from lookalike.core.errors import BadImage, TooLarge, Unavailable, UnsupportedImage
 from lookalike.core.images import (
     DEFAULT_MAX_BYTES,
+    DecodeBudget,
+    decode_cost,
     decode_image,
     detect_type,
     image_sha256,
@@ -350,3 +352,111 @@ def test_error_dict_is_what_the_api_returns() -> None:
     body = info.value.to_dict()
     assert body["error"]["code"] == "unsupported_media_type"
     assert "not an image" in body["error"]["message"]
+
+
+# --- bounded work: decoded-pixel cap, memory price, process budget -----------------------------
+
+
+def test_upload_cap_counts_decoded_pixels_so_big_phone_jpegs_pass(photo: Image.Image) -> None:
+    big = encode(photo.resize((8660, 5773), Image.Resampling.BILINEAR), "JPEG", quality=80)
+    img = decode_image(big, max_decoded_pixels=24_000_000)
+    assert img.size == (1083, 722)
+    # The same pixel count as a PNG would decode in full: refused from the header, naming the cap.
+    message = expect(TooLarge, 413, png_bomb(8660, 5773), max_decoded_pixels=24_000_000)
+    assert "24 megapixels" in message and "8660×5773" in message
+    # At full size (draft_size=None) the JPEG too is over the upload cap.
+    expect(TooLarge, 413, big, max_decoded_pixels=24_000_000, draft_size=None)
+
+
+def test_decode_memory_is_priced_from_the_header_and_capped() -> None:
+    assert decode_cost("L", (1000, 1000)) < decode_cost("I;16", (1000, 1000))
+    assert decode_cost("I;16", (1000, 1000)) < decode_cost("RGBA", (1000, 1000))
+    data = encode(Image.new("RGBA", (1000, 1000), (1, 2, 3, 4)), "PNG")
+    message = expect(TooLarge, 413, data, max_decoded_bytes=decode_cost("RGBA", (1000, 1000)) - 1)
+    assert "MiB" in message and "RGBA" in message
+    assert decode_image(data, max_decoded_bytes=decode_cost("RGBA", (1000, 1000))).size == (
+        1000,
+        1000,
+    )
+
+
+def test_budget_makes_a_second_large_image_wait_then_answers_busy() -> None:
+    data = encode(Image.new("RGB", (800, 600), "gray"), "PNG")
+    cost = decode_cost("RGB", (800, 600))
+    budget = DecodeBudget(cost + cost // 2, wait_s=0.05)
+    with budget.reserve(cost):  # another request is decoding a large image
+        with pytest.raises(Unavailable) as info:
+            decode_image(data, budget=budget)
+        assert info.value.status == 503 and info.value.code == "busy"
+        assert "retry" in info.value.message
+    assert budget.in_flight == 0
+    assert decode_image(data, budget=budget).size == (800, 600)  # room again
+    assert budget.in_flight == 0 and budget.peak == cost  # never both at once
+    expect(TooLarge, 413, data, budget=DecodeBudget(cost // 2))  # can never fit
+
+
+def test_a_waiting_image_proceeds_when_room_is_freed() -> None:
+    import threading
+
+    data = encode(Image.new("RGB", (400, 300), "gray"), "PNG")
+    cost = decode_cost("RGB", (400, 300))
+    budget = DecodeBudget(cost, wait_s=10)
+    results: list[tuple[int, int]] = []
+    holder = budget.reserve(cost)
+    holder.__enter__()
+    worker = threading.Thread(target=lambda: results.append(decode_image(data, budget=budget).size))
+    worker.start()
+    worker.join(0.2)
+    assert worker.is_alive() and not results  # waiting for room, not failing
+    holder.__exit__(None, None, None)
+    worker.join(10)
+    assert results == [(400, 300)]
+
+
+def test_pillows_own_bomb_error_becomes_our_413(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow raises above 2000 pixels
+    message = expect(TooLarge, 413, encode(Image.new("RGB", (100, 100)), "PNG"))
+    assert "megapixels" in message
+
+
+def test_alpha_composite_in_place_matches_pillows_composite() -> None:
+    rng = np.random.default_rng(5)
+    rgba = Image.fromarray(rng.integers(0, 256, (40, 50, 4), dtype=np.uint8), "RGBA")
+    want = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    got = decode_image(encode(rgba, "PNG"))
+    diff = np.abs(np.asarray(got, int) - np.asarray(want.convert("RGB"), int))
+    assert diff.max() <= 1
+    la = rgba.convert("LA")
+    white = Image.new("RGBA", la.size, (255, 255, 255, 255))
+    want_la = Image.alpha_composite(white, la.convert("RGBA")).convert("L")
+    got_la = decode_image(encode(la, "PNG")).convert("L")
+    assert np.abs(np.asarray(got_la, int) - np.asarray(want_la, int)).max() <= 1
+
+
+def test_hostile_exif_neither_crashes_nor_floods_warnings() -> None:
+    import warnings
+
+    entries = b"".join(
+        struct.pack("<HHII", 0x100 + i, 4, 0x10000000, 0xFFFFFFF0) for i in range(3000)
+    )
+    exif = b"Exif\x00\x00II*\x00" + struct.pack("<IH", 8, 3000) + entries + bytes(4)
+    data = encode(Image.new("RGB", (60, 40), "blue"), "JPEG", exif=exif)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        img = decode_image(data)
+    assert img.size == (60, 40)
+    assert [w for w in caught if "PIL" in w.filename] == []
+    for orientation in (0, 9, 65535):
+        ifd = struct.pack("<IH", 8, 1) + struct.pack("<HHII", 0x0112, 3, 1, orientation) + bytes(4)
+        data = encode(Image.new("RGB", (60, 40)), "JPEG", exif=b"Exif\x00\x00II*\x00" + ifd)
+        assert decode_image(data).size == (60, 40)
+
+
+def test_sixteen_bit_conversion_works_in_row_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lookalike.core.images as images
+
+    monkeypatch.setattr(images, "_CHUNK_PIXELS", 100)  # many chunks for a small image
+    ramp = np.tile(np.linspace(0, 65535, 256).astype(np.uint16), (64, 1))
+    values = np.asarray(decode_image(encode(Image.fromarray(ramp), "PNG")))[:, :, 0]
+    assert (values == values[0]).all()  # every chunk scaled alike
+    assert values[0, 0] == 0 and values[0, -1] == 255 and abs(int(values[0, 128]) - 128) <= 1

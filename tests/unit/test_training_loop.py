@@ -92,3 +92,27 @@ def test_keep_best_restores_the_best_epochs_weights() -> None:
 def test_keep_best_needs_an_evaluation() -> None:
     with pytest.raises(InvalidInput, match="keep_best needs an evaluate"):
         _train(0, keep_best="score")
+
+
+def test_the_head_trainer_keeps_its_best_epoch_on_held_out_pairs() -> None:
+    from lookalike.core.metrics import rank_metrics
+    from lookalike.training.head import TrainConfig, train_head
+
+    rng = np.random.default_rng(3)
+    items = rng.normal(size=(120, 24)).astype(np.float32)
+    shopper = items + 0.8 * rng.normal(size=items.shape).astype(np.float32)
+    fit, held = slice(0, 96), slice(96, 120)
+
+    def monitor(head):  # type: ignore[no-untyped-def]
+        q = head.apply(shopper[held], "query")
+        g = head.apply(items[held], "catalog")
+        recall, mean_ap, _ = rank_metrics(q, g, np.arange(24))
+        return {"r1": recall["@1"], "map": mean_ap}
+
+    cfg = TrainConfig(dim=8, epochs=6, batch_size=32)
+    result = train_head([shopper[fit]], items[fit], cfg, monitor=monitor, keep_best="map")
+    maps = [h["map"] for h in result.history]
+    assert len(maps) == 6 and result.best_epoch == 1 + int(np.argmax(maps))
+    assert monitor(result.head)["map"] == max(maps)  # the returned head is the best epoch's
+    with pytest.raises(InvalidInput, match="'r5' is not a figure"):
+        train_head([shopper[fit]], items[fit], cfg, monitor=monitor, keep_best="r5")

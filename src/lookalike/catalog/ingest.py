@@ -1,4 +1,8 @@
-"""Normalising the images of an import batch in parallel, with cleanup on failure."""
+"""Normalising the images of an import batch in parallel, with cleanup on failure.
+
+Only paths ``rows.read_rows`` resolved and confined to the images folder reach this module;
+each is re-resolved just before it is opened, so a symlink swapped in since is refused too.
+"""
 
 from __future__ import annotations
 
@@ -40,6 +44,10 @@ class MediaBatch:
         self._lock = threading.Lock()
 
     def _one(self, path: Path) -> StoredMedia | str:
+        # Rows hold resolved paths checked to lie inside the images folder; a path that no
+        # longer resolves to itself had a symlink swapped in since, so it is not opened.
+        if Path(os.path.realpath(path)) != path:
+            return "image path changed since it was checked (a symlink appeared); not opened"
         try:
             stored = store_media(
                 path, self.media_dir, max_bytes=self.max_bytes, max_pixels=self.max_pixels

@@ -28,7 +28,7 @@ from sqlalchemy import (
 from lookalike.core.db import get_engine, migrate, translate_errors
 from lookalike.core.errors import NotFound
 from lookalike.core.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
-from lookalike.core.settings import DatabaseSettings
+from lookalike.core.settings import DatabaseSettings, Settings
 
 from .ingest import MediaBatch
 from .media import StoredMedia
@@ -95,6 +95,11 @@ class CatalogStore:
         self.media_dir = Path(media_dir)
         self._db = db
         self._engine = get_engine(url, db)
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> CatalogStore:
+        """The store of ``settings``' database and media folder, with its timeouts."""
+        return cls(settings.db_url, settings.media_dir, db=settings.db)
 
     def __repr__(self) -> str:
         return f"CatalogStore({self._engine.url.render_as_string(hide_password=True)!r})"

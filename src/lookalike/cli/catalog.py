@@ -24,7 +24,7 @@ MAX_REJECTIONS_SHOWN = 50
 def open_store(settings: Settings) -> CatalogStore:
     """The catalog store of these settings, its folders and tables created if missing."""
     settings.var_dir.mkdir(parents=True, exist_ok=True)
-    store = CatalogStore(settings.db_url, settings.media_dir)
+    store = CatalogStore.for_settings(settings)
     store.create_schema()
     return store
 

@@ -19,7 +19,7 @@ console = Console()
 
 
 def _open(settings: Settings) -> tuple[CatalogStore, Registry, Registry]:
-    catalog = CatalogStore(settings.db_url, settings.media_dir)
+    catalog = CatalogStore.for_settings(settings)
     catalog.create_schema()
     return catalog, Registry(settings.models_dir, "model"), Registry(settings.index_dir, "index")
 

@@ -118,7 +118,7 @@ def demo(
         console.print(f"model {models.resolve(settings.search.model_name + ':production')} ready")
     console.rule("2/3 importing the catalog")
     settings.var_dir.mkdir(parents=True, exist_ok=True)
-    store = CatalogStore(settings.db_url, settings.media_dir)
+    store = CatalogStore.for_settings(settings)
     store.create_schema()
     catalog_cli.import_catalog(catalog_file, images=None, strict=False)
     model_ref = str(models.resolve(Ref(settings.search.model_name, "production")))

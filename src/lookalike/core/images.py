@@ -31,7 +31,9 @@ extra attack surface.
 
 Global Pillow state (``Image.MAX_IMAGE_PIXELS``, ``ImageFile.LOAD_TRUNCATED_IMAGES``) is read
 by Pillow but never changed here, and our own pixel limit does not depend on it; when Pillow's
-own bomb guard fires first, it becomes the same 413.
+own bomb guard fires first, it becomes the same 413. The one global change: the first decode
+adds two narrow warning filters (Pillow's EXIF-tag and bomb warnings), because a hostile EXIF
+block otherwise writes thousands of warning lines per request.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import stat
 import struct
 import threading
 import time
+import warnings
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -190,6 +193,31 @@ class DecodeBudget:
 
 
 _PROCESS_BUDGET = DecodeBudget(DEFAULT_BUDGET_BYTES)
+_QUIET_LOCK = threading.Lock()
+# (category, module pattern) of the warnings decode_image keeps quiet; see below.
+_QUIET_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
+    (UserWarning, r"PIL\.TiffImagePlugin"),
+    (Image.DecompressionBombWarning, ""),
+)
+
+
+def _quiet_pillow_warnings() -> None:
+    """Silence Pillow's per-tag EXIF warnings and its bomb warning (filters added if missing).
+
+    One hostile EXIF block makes Pillow warn once per odd tag (thousands of distinct lines, each
+    also remembered by the warnings registry): small input must not amplify into logs or memory.
+    Our own caps, not Pillow's warning, decide what is too large.
+    """
+    present = {
+        (category, module.pattern if module is not None else "")
+        for action, _, category, module, _ in warnings.filters
+        if action == "ignore"
+    }
+    missing = [entry for entry in _QUIET_WARNINGS if entry not in present]
+    if missing:
+        with _QUIET_LOCK:
+            for category, module in missing:
+                warnings.filterwarnings("ignore", category=category, module=module)
 
 
 def process_budget() -> DecodeBudget:
@@ -306,6 +334,7 @@ def decode_image(
         )
     data = bytes(data)
     kind = detect_type(data)
+    _quiet_pillow_warnings()
     caps = _Caps(
         max_pixels=max_pixels,
         max_decoded_pixels=max_pixels if max_decoded_pixels is None else max_decoded_pixels,

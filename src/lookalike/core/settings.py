@@ -87,9 +87,9 @@ class ExtensionSettings(BaseModel):
     # Searches and similar-item lookups a minute, per API key and (anonymous) per client
     # network (IPv4 address or IPv6 /64), counted across every worker in the access ledger.
     rate_per_minute: int = Field(120, ge=1)
-    anonymous_per_minute: int = Field(60, ge=1)
+    anonymous_per_minute: int = Field(120, ge=1)
     # POST /v1/events: requests a minute per client, body bytes, and how long events are kept.
-    events_per_minute: int = Field(60, ge=1)
+    events_per_minute: int = Field(120, ge=1)
     events_max_body_bytes: int = Field(64 * 1024, ge=1024)
     events_retention_days: float = Field(180.0, gt=0)
     # Events are accepted for a search/similar answer this long after it was given.

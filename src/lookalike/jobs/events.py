@@ -35,6 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from lookalike.core.db import get_engine, migrate
 from lookalike.core.errors import ConfigError, InvalidInput, Unavailable
+from lookalike.core.settings import DatabaseSettings
 
 __all__ = [
     "CtrFigures",
@@ -144,16 +145,16 @@ def _aware(value: datetime | None) -> datetime | None:
 class EventStore:
     """Feedback events in the project database (``Settings.db_url``)."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self._engine = get_engine(url)  # the process's engine; does not connect
+    def __init__(self, url: str, *, db: DatabaseSettings | None = None) -> None:
+        self.url, self._db = url, db
+        self._engine = get_engine(url, db)  # the process's engine; does not connect
 
     def close(self) -> None:
         self._engine.dispose()
 
     def create_schema(self) -> None:
         """Migrate the database to the newest schema, events table included (idempotent)."""
-        migrate(self.url)
+        migrate(self.url, self._db)
 
     def add_batch(self, events: Sequence[Event]) -> int:
         """Store up to 100 events in one transaction, unchecked; returns how many were stored.

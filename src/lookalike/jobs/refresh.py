@@ -225,7 +225,7 @@ def _run(
         log.info("refresh %s: %s (report %s)", status, summary, path)
         return RefreshOutcome(status, code, report, path)
 
-    catalog = CatalogStore(settings.db_url, settings.media_dir)
+    catalog = CatalogStore.for_settings(settings)
     try:
         catalog.create_schema()
         models = Registry(settings.models_dir, "model")

@@ -169,7 +169,7 @@ def lonely_items(settings: Settings, k: int = TOP_K) -> list[dict[str, Any]]:
     """
     indexes = Registry(settings.index_dir, "index")
     loaded = load_registry_index(indexes, Ref(settings.search.index_name, "production"))
-    catalog = CatalogStore(settings.db_url, settings.media_dir)
+    catalog = CatalogStore.for_settings(settings)
     try:
         imgs = list(catalog.iter_images())
         owner = {img.image_id: img.item_id for img in imgs}
@@ -237,7 +237,7 @@ def collect_report(settings: Settings, *, artifacts: list[Path] | None = None) -
     )
     data.latency += _benchmarks(roots)
     data.refreshes = _refreshes(settings.var_dir / "refresh")
-    catalog = CatalogStore(settings.db_url, settings.media_dir)
+    catalog = CatalogStore.for_settings(settings)
     try:
         catalog.create_schema()
         data.categories = catalog.categories()

@@ -5,7 +5,9 @@ A :class:`Chain` is an ordered list of :class:`Step` for one stage of a product'
 raises or exceeds ``budget_s`` hands over to the next one; a late result is discarded. A step
 whose engine could not be loaded is skipped with its reason. When every step fails the chain
 raises :class:`~lookalike.core.errors.Unavailable` (503) naming each reason and the command that
-fixes it — never a 500 because a model failed.
+fixes it — never a 500 because a model failed. A step that raises ``Unavailable`` itself (a
+shared dependency such as the database is down) ends the chain with that answer: every other
+step would fail the same way.
 
 Each step runs in its own small thread pool (:class:`StepPools`) so that a hung primary cannot
 starve its fallback. Fallback engines are loaded when the product's generation loads, never
@@ -111,6 +113,10 @@ class Chain(Generic[E]):
             future.cancel()  # if it already started it runs on; its result is discarded
             ms = self.budget_s * 1000
             raise StepFailed(step, "timeout", f"timed out after {ms:.0f} ms") from None
+        except Unavailable:
+            # A dependency every step shares (the database) is down: the next step would fail
+            # the same way, so the answer is that 503, not a fallback.
+            raise
         except Exception as exc:  # noqa: BLE001 - a failed step hands over to the next
             raise StepFailed(step, "error", f"failed: {short_reason(exc, 200)}") from exc
 

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Protocol
 from lookalike.core.errors import ConfigError, NotFound
 from lookalike.core.settings import Settings
 from lookalike.lifecycle.checks import MetricGate
-from lookalike.lifecycle.fallback import FallbackHook, StepPools
+from lookalike.lifecycle.fallback import Chain, FallbackHook, StepPools
 from lookalike.registry import Ref, Registry
 from lookalike.registry.checks import CheckReport
 
@@ -88,6 +88,10 @@ class Generation(Protocol):
 
     def health(self) -> dict[str, Any]:
         """What /health shows for this product."""
+        ...
+
+    def fallback_chains(self) -> dict[str, Chain[Any]]:
+        """Each stage's chain of steps (the contract test runs them with a failing primary)."""
         ...
 
     def set_fallback_hook(self, hook: FallbackHook | None) -> None: ...

@@ -342,6 +342,8 @@ def _retrieval_check(
         ]
         rate = float(np.mean(hits))
         figures = {
+            "metric": "recall@10",
+            "direction": "higher",
             "method": "golden",
             "queries": len(usable),
             "recall@10": round(rate, 4),
@@ -359,6 +361,8 @@ def _retrieval_check(
     hits = _self_hits(loaded, sample, vectors, {im.image_id: im.media for im in images})
     rate = float(np.mean(hits)) if hits else 0.0
     figures = {
+        "metric": "self-retrieval top-1",
+        "direction": "higher",
         "method": "self",
         "queries": take,
         "top1": round(rate, 4),
@@ -444,7 +448,7 @@ def check_index(
             f"built with {model_ref}, the model it will serve with",
         )
     )
-    catalog = CatalogStore(settings.db_url, settings.media_dir)
+    catalog = CatalogStore.for_settings(settings)
     try:
         report.add(_count_check(loaded, catalog))
         try:

@@ -210,6 +210,9 @@ class SearchGeneration:
     def index_version(self) -> str:
         return str(self.service.index.ref)
 
+    def fallback_chains(self) -> dict[str, Chain[SearchService]]:
+        return {"embed": self.embed_chain, "index": self.index_chain}
+
     def set_fallback_hook(self, hook: FallbackHook | None) -> None:
         self.embed_chain.on_fallback = hook
         self.index_chain.on_fallback = hook

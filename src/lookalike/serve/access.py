@@ -61,6 +61,7 @@ from lookalike.jobs.events import IssuedAnswer
 from .ledger import AccessLedger
 
 __all__ = [
+    "ADMITS",
     "ROLES",
     "ROUTE_ACCESS",
     "AccessControl",
@@ -139,6 +140,8 @@ ROUTE_ACCESS: dict[str, RouteAccess] = {
     "/metrics": RouteAccess(RouteClass.ADMIN),
 }
 _UNCLASSIFIED = RouteAccess(RouteClass.ADMIN)
+# (status, code, message[, Retry-After]) of a refused request, or None to let it in.
+_Refusal = tuple[int, str, str] | tuple[int, str, str, int] | None
 _SIMILAR = "/v1/items/{item_id}/similar"
 
 
@@ -175,6 +178,7 @@ class _Compiled:
     template: str
     regex: re.Pattern[str]
     access: RouteAccess
+    route: BaseRoute
 
 
 def compile_routes(routes: Sequence[BaseRoute]) -> list[_Compiled]:
@@ -193,22 +197,20 @@ def compile_routes(routes: Sequence[BaseRoute]) -> list[_Compiled]:
             regex = re.compile("^" + re.escape(template) + "(?:/.*)?$")
         else:
             regex = compile_path(template)[0]
-        compiled.append(_Compiled(template, regex, access))
+        compiled.append(_Compiled(template, regex, access, route))
     return compiled
 
 
-def route_access(
-    compiled: list[_Compiled], path: str
-) -> tuple[str | None, RouteAccess, dict[str, str]]:
-    """(template, access, path parameters) of a request path; (None, public, {}) for no route.
+def route_access(compiled: list[_Compiled], path: str) -> tuple[_Compiled | None, dict[str, str]]:
+    """The route serving a request path and its path parameters; None for no route.
 
     A path that no route serves is public: the router answers it with 404.
     """
     for c in compiled:
         match = c.regex.match(path)
         if match is not None:
-            return c.template, c.access, match.groupdict()
-    return None, PUBLIC, {}
+            return c, match.groupdict()
+    return None, {}
 
 
 async def _send_error(
@@ -268,75 +270,89 @@ class AccessControl:
         if self._routes is None:
             # Built on the first request: every route has been added by then.
             self._routes = compile_routes(list(scope["app"].routes))
-        template, access, params = route_access(self._routes, scope["path"])
+        matched, params = route_access(self._routes, scope["path"])
+        access = matched.access if matched is not None else PUBLIC
         secret = _credential(scope)
+        if secret is None and access.meter is Meter.NONE:
+            refusal = self._admit(scope, matched, None)  # no I/O: stay on the event loop
+        else:
+            # One thread hop for the key check and the shared counter together.
+            refusal = await run_in_threadpool(self._admit, scope, matched, secret)
+        if refusal is not None:
+            if matched is not None:
+                # The access log and metrics name the route of a refused request too.
+                scope.setdefault("route", matched.route)
+            await _send_error(send, *refusal)
+            return
+        if access.meter is Meter.EVENTS:
+            await self._events(scope, receive, send)
+            return
+        if access.meter is Meter.SEARCH:
+            surface = "similar" if matched and matched.template == _SIMILAR else "search"
+            send = self._recording(send, surface, params.get("item_id"))
+        await self.app(scope, receive, send)
+
+    def _admit(self, scope: Scope, matched: _Compiled | None, secret: str | None) -> _Refusal:
+        """None when the request may go on (its key put on the scope's state), else the refusal.
+
+        Runs in a worker thread when it needs the database.
+        """
+        access = matched.access if matched is not None else PUBLIC
         key = None
         if secret is not None:
             if not secret.strip():
-                await _send_error(
-                    send,
+                return (
                     401,
                     "invalid_api_key",
                     "the X-API-Key header is empty: send your key, or leave the header out",
                 )
-                return
             try:
-                key = await run_in_threadpool(self.keys.verify, secret)  # type: ignore[attr-defined]
-            except LookalikeError as exc:
-                await _send_error(send, exc.status, exc.code, exc.message, retry_after=5)
-                return
+                key = self.keys.verify(secret)  # type: ignore[attr-defined]
+            except LookalikeError as exc:  # the key database is down: 503, retry shortly
+                return (
+                    (exc.status, exc.code, exc.message, 5)
+                    if exc.status == 503
+                    else (
+                        exc.status,
+                        exc.code,
+                        exc.message,
+                    )
+                )
             if key is None:
-                await _send_error(
-                    send,
+                return (
                     401,
                     "invalid_api_key",
                     "the API key is unknown or revoked — ask for a new one (`lookalike keys "
                     "create`)",
                 )
-                return
             if key.role not in ADMITS[access.route_class]:
-                await _send_error(
-                    send,
+                return (
                     403,
                     "forbidden",
                     f"this route needs a key with role {access.route_class.value}; key "
                     f"{key.key_id} has role {key.role}",
                 )
-                return
             scope.setdefault("state", {})["api_key"] = key
         else:
-            origin = _header(scope, b"origin") or b""
-            if _EXTENSION_ORIGIN.match(origin):
-                await _send_error(
-                    send,
+            if _EXTENSION_ORIGIN.match(_header(scope, b"origin") or b""):
+                return (
                     401,
                     "api_key_required",
                     "this server needs an API key: add it on the extension's options page",
                 )
-                return
+            template = matched.template if matched is not None else None
             if access.route_class is not RouteClass.PUBLIC and not self._open_metrics(
                 scope, template
             ):
-                await _send_error(
-                    send,
+                return (
                     401,
                     "api_key_required",
                     f"this route needs an API key with role {access.route_class.value}: send "
                     "it in X-API-Key",
                 )
-                return
-        if access.meter is not Meter.NONE:
-            refused = await self._meter(scope, access.meter, key)
-            if refused is not None:
-                await _send_error(send, 429, "rate_limited", refused[0], retry_after=refused[1])
-                return
-        if access.meter is Meter.EVENTS:
-            await self._events(scope, receive, send)
-            return
-        if access.meter is Meter.SEARCH:
-            surface = "similar" if template == _SIMILAR else "search"
-            send = self._recording(send, surface, params.get("item_id"))
-        await self.app(scope, receive, send)
+        if access.meter is Meter.NONE:
+            return None
+        return self._meter(scope, access.meter, key)
 
     def _open_metrics(self, scope: Scope, template: str | None) -> bool:
         client = scope.get("client")
@@ -347,25 +363,19 @@ class AccessControl:
             and client[0] in _LOOPBACK
         )
 
-    async def _meter(self, scope: Scope, meter: Meter, key: object) -> tuple[str, int] | None:
-        """None when the request may go on, else (message, Retry-After seconds)."""
+    def _meter(self, scope: Scope, meter: Meter, key: object) -> _Refusal:
+        """Count the request against its shared limit; a refusal is 429 with Retry-After."""
         s = self.settings
-        if key is not None:
-            who, what = f"key:{key.key_id}", "with this key"  # type: ignore[attr-defined]
-            limit = s.events_per_minute if meter is Meter.EVENTS else s.rate_per_minute
-        else:
-            client = scope.get("client")
-            try:
-                who = await run_in_threadpool(
-                    self.ledger.client_bucket, client[0] if client else None
-                )
-            except LookalikeError as exc:
-                log.warning("rate limit not applied: %s", exc.code)  # open, not closed
-                return None
-            what = "from your network without an API key"
-            limit = s.events_per_minute if meter is Meter.EVENTS else s.anonymous_per_minute
         try:
-            wait = await run_in_threadpool(self.ledger.hit, f"{meter.value}:{who}", limit)
+            if key is not None:
+                who, what = f"key:{key.key_id}", "with this key"  # type: ignore[attr-defined]
+                limit = s.events_per_minute if meter is Meter.EVENTS else s.rate_per_minute
+            else:
+                client = scope.get("client")
+                who = self.ledger.client_bucket(client[0] if client else None)
+                what = "from your network without an API key"
+                limit = s.events_per_minute if meter is Meter.EVENTS else s.anonymous_per_minute
+            wait = self.ledger.hit(f"{meter.value}:{who}", limit)
         except LookalikeError as exc:
             # An unreachable ledger must not take search down with it: serve unmetered.
             log.warning("rate limit not applied: %s", exc.code)
@@ -374,7 +384,12 @@ class AccessControl:
             return None
         retry = max(1, math.ceil(wait))
         noun = "feedback requests" if meter is Meter.EVENTS else "searches"
-        return f"too many {noun} {what} (limit {limit}/min); retry in {retry} s", retry
+        return (
+            429,
+            "rate_limited",
+            f"too many {noun} {what} (limit {limit}/min); retry in {retry} s",
+            retry,
+        )
 
     async def _events(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Read the (small) body under its cap, then hand it on in one piece."""

@@ -17,12 +17,14 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Res
 from starlette.concurrency import run_in_threadpool
 
 from lookalike import __version__
-from lookalike.core.errors import InvalidInput, NotFound, Unavailable
+from lookalike.core.db import database_problem
+from lookalike.core.errors import InvalidInput, LookalikeError, NotFound, Unavailable
 from lookalike.core.images import decode_image
 from lookalike.core.settings import Settings
 from lookalike.search import Hit, SearchResult
 from lookalike.search.crops import CROP_MODES
 from lookalike.search.served import SearchGeneration
+from lookalike.serve.access import ROUTE_ACCESS, RouteClass
 from lookalike.serve.auth import ApiKeyStore, install_auth
 from lookalike.serve.caching import cached_json, etag_for, matches, not_modified
 from lookalike.serve.docs import install_docs, static_files
@@ -188,6 +190,12 @@ async def _answer(
     return _cached(request, _response(request, result), etag)
 
 
+async def _db_problem(state: ServingState) -> str | None:
+    """Why the database cannot answer now (None: it can); a cheap SELECT 1 with timeouts."""
+    problem = await run_in_threadpool(database_problem, state.settings.db_url, state.settings.db)
+    return problem if problem is not None else state.schema_problem
+
+
 def _product_health(state: ServingState) -> dict[str, dict]:
     """Each product's /health part; search adds freshness (an index staler than its limit
     makes it degraded)."""
@@ -351,8 +359,12 @@ def build_router(max_k: int) -> APIRouter:
         the index was built at against the current one."""
         state = _state(request)
         products = await run_in_threadpool(_product_health, state)
+        db_problem = await _db_problem(state)
         problems = [p for body in products.values() for p in body["problems"]]
         statuses = {body["status"] for body in products.values()}
+        if db_problem is not None:
+            problems.append(f"database: {db_problem}")
+            statuses.add("degraded")
         status = next((s for s in ("unavailable", "degraded") if s in statuses), "ok")
         body: dict = {
             "status": status,
@@ -360,6 +372,7 @@ def build_router(max_k: int) -> APIRouter:
             "pid": os.getpid(),
             "problems": problems,
             "reloads": state.reloads,
+            "database": {"ok": db_problem is None, "problem": db_problem},
             "products": products,
         }
         # Search's own facts stay at the top level too (the runbook and the page read them).
@@ -398,8 +411,12 @@ def build_router(max_k: int) -> APIRouter:
     )
     async def ready(request: Request) -> JSONResponse:
         state = _state(request)
+        db_problem = await _db_problem(state)
+        ready = state.ready and db_problem is None
+        status = state.status if db_problem is None or state.status == "unavailable" else "degraded"
         return JSONResponse(
-            {"ready": state.ready, "status": state.status}, status_code=200 if state.ready else 503
+            {"ready": ready, "status": status, "database": db_problem},
+            status_code=200 if ready else 503
         )
 
     return router
@@ -452,7 +469,11 @@ def create_app(settings: Settings | None = None, *, state: ServingState | None =
     app.include_router(build_events_router())
     app.mount("/static", static_files(STATIC), name="static")
     install_docs(app, STATIC)
-    install_openapi(app)
+    # a route that needs a role answers 403 to a key without it: its docs say so
+    needs_role = (RouteClass.MODERATOR, RouteClass.ADMIN)
+    install_openapi(
+        app, forbidden_paths=[p for p, a in ROUTE_ACCESS.items() if a.route_class in needs_role]
+    )
     app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_upload_bytes + 64 * 1024)
     # Admission at the door: before the body is read, inside RequestId so a 503 carries its id.
     serving = settings.serving
@@ -465,18 +486,22 @@ def create_app(settings: Settings | None = None, *, state: ServingState | None =
         threads=serving.worker_threads or serving.max_in_flight + 16,
         on_reject=lambda route: metrics.rejected.labels(route).inc(),
     )
-    app.add_middleware(RequestId)
     settings.var_dir.mkdir(parents=True, exist_ok=True)
-    keys = ApiKeyStore(settings.db_url)
-    keys.create_schema()
-    # CORS must stay the outermost layer that answers, so that 401 and 429 carry its headers.
+    keys = ApiKeyStore(settings.db_url, db=settings.db)
+    try:
+        keys.create_schema()
+    except LookalikeError as exc:  # the database is down: start anyway (the watcher migrates)
+        log.error("API keys not ready at start: %s", exc.message)
     ledger = AccessLedger(
         ledger_url(settings),
         ttl_seconds=settings.extension.request_id_ttl_seconds,
         options=settings.db,
     )
     ledger.create_schema()
+    # CORS must stay the outermost layer that answers, so that 401 and 429 carry its headers.
     install_auth(app, keys, settings.extension, ledger=ledger)
+    # Outside the access policy, so that its 401/403/429 answers carry X-Request-ID as well.
+    app.add_middleware(RequestId)
     # CSP, nosniff and framing rules on every answer, the 401/429/413 ones included.
     app.add_middleware(SecurityHeaders)
     # Outside everything: it only observes (latency, status, one JSON log line per request).

@@ -34,7 +34,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from lookalike.core.db import get_engine, migrate
 from lookalike.core.errors import ConfigError, NotFound
-from lookalike.core.settings import ExtensionSettings
+from lookalike.core.settings import DatabaseSettings, ExtensionSettings
 from lookalike.serve.access import ROLES, AccessControl
 from lookalike.serve.ledger import AccessLedger
 
@@ -106,14 +106,14 @@ def _aware(value: datetime) -> datetime:
 class ApiKeyStore:
     """API keys in the ``api_keys`` table of the database at ``url`` (SQLite or PostgreSQL)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, db: DatabaseSettings | None = None) -> None:
         # The process's engine (core.db): raises ConfigError for a bad URL, never connects.
-        self.url = url
-        self._engine = get_engine(url)
+        self.url, self._db = url, db
+        self._engine = get_engine(url, db)
 
     def create_schema(self) -> None:
         """Migrate the database to the newest schema, ``api_keys`` included (safe to repeat)."""
-        migrate(self.url)
+        migrate(self.url, self._db)
 
     def create(self, name: str, role: str = "extension") -> tuple[str, str]:
         """Make a key for ``name`` with ``role``; return ``(key_id, secret)`` (secret not kept)."""

@@ -33,7 +33,8 @@ _DRIVER = re.compile(r"\s*\((?:psycopg\d?|sqlite3|sqlalchemy|asyncpg|pymysql)[\w
 _SQL_TAIL = re.compile(r"\s*(?:\[SQL:|\[parameters:|\(Background on this error at:).*", re.S)
 _DB_URL = re.compile(r"\b(?:postgres(?:ql)?|sqlite|mysql|mariadb)(?:\+\w+)?://\S*", re.I)
 _IPV4 = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b")
-_SERVER_AT = re.compile(r'(server at|host(?:name)?[= ])\s*"?[\w.-]+"?', re.I)
+# psycopg: 'connection to server at "db.internal"', 'could not translate host name "db"'
+_SERVER_AT = re.compile(r'\b(server at|host name|host=)\s*"?[\w.:-]+"?', re.I)
 # An absolute file path of two or more segments; the API's own paths are not files.
 _ROUTE_ROOTS = ("v1", "items", "static", "docs", "docs-assets", "health", "ready", "metrics")
 _FILE_PATH = re.compile(r"(?<![\w:/.])(?:~|[A-Za-z]:)?(/[\w.@+~-]+){2,}/?")

@@ -121,6 +121,9 @@ class AccessLedger:
         self._salt: bytes | None = None
         self._purged_at = 0.0
         self._lock = threading.Lock()
+        # Counts of closed windows, read once per bucket and window: a hit is then one statement.
+        self._closed: dict[str, int] = {}
+        self._closed_window = -1
 
     def create_schema(self) -> None:
         """Create the tables and the hashing salt if missing (safe on every start, any worker)."""
@@ -135,9 +138,9 @@ class AccessLedger:
         except sa.exc.OperationalError as exc:
             if "already exists" not in str(exc):  # two workers creating at once
                 raise Unavailable(f"the access ledger is unavailable: {exc}") from exc
+        self._load_salt()
 
-    def client_bucket(self, host: str | None) -> str:
-        """An opaque, stable name for a client network: a salted hash, never the address."""
+    def _load_salt(self) -> bytes:
         if self._salt is None:
             with self._engine.connect() as conn:
                 value = conn.scalar(
@@ -146,7 +149,14 @@ class AccessLedger:
             if value is None:
                 raise ConfigError("the access ledger has no salt: call create_schema()")
             self._salt = bytes.fromhex(value)
-        digest = hmac.new(self._salt, _network(host or "-").encode(), hashlib.sha256)
+        return self._salt
+
+    def client_bucket(self, host: str | None) -> str:
+        """An opaque, stable name for a client network: a salted hash, never the address.
+
+        No I/O after ``create_schema`` (the salt is kept in memory).
+        """
+        digest = hmac.new(self._load_salt(), _network(host or "-").encode(), hashlib.sha256)
         return "ip:" + digest.hexdigest()[:24]
 
     # --- rate limits -------------------------------------------------------------------------
@@ -158,9 +168,7 @@ class AccessLedger:
         elapsed = (now % WINDOW_SECONDS) / WINDOW_SECONDS
         t = rate_windows
         with self._engine.connect() as conn:
-            prev = conn.scalar(
-                sa.select(t.c.count).where(t.c.bucket == bucket, t.c.window == window - 1)
-            )
+            prev = self._closed_count(conn, bucket, window - 1)
             carried = (prev or 0) * (1.0 - elapsed)
             cap = math.ceil(limit - carried)  # this minute may reach cap - 1 + 1 = cap
             allowed = False
@@ -181,6 +189,22 @@ class AccessLedger:
                 sa.select(t.c.count).where(t.c.bucket == bucket, t.c.window == window)
             )
         return _wait_seconds(prev or 0, current or 0, limit, elapsed)
+
+    def _closed_count(self, conn: sa.Connection, bucket: str, window: int) -> int:
+        with self._lock:
+            if self._closed_window != window:
+                self._closed, self._closed_window = {}, window
+            cached = self._closed.get(bucket)
+        if cached is not None:
+            return cached
+        t = rate_windows
+        count = int(
+            conn.scalar(sa.select(t.c.count).where(t.c.bucket == bucket, t.c.window == window)) or 0
+        )
+        with self._lock:
+            if self._closed_window == window and len(self._closed) < 100_000:
+                self._closed[bucket] = count
+        return count
 
     # --- issued answers ----------------------------------------------------------------------
 

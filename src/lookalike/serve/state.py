@@ -18,6 +18,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from lookalike.catalog import CatalogStore
+from lookalike.core.errors import LookalikeError
 from lookalike.core.settings import Settings
 from lookalike.lifecycle import FallbackHook, KindRegistry, LoadContext, ProductSlot, StepPools
 from lookalike.search import SearchService
@@ -37,6 +38,9 @@ class ServingState:
     pools: StepPools
     products: dict[str, ProductSlot] = field(default_factory=dict)
     on_fallback: FallbackHook | None = None
+    # Why the schema could not be migrated at start (the database was down); retried by the
+    # watcher until it succeeds, so a server started without its database recovers alone.
+    schema_problem: str | None = None
 
     @property
     def search_slot(self) -> ProductSlot:
@@ -76,8 +80,22 @@ class ServingState:
             if slot.generation is not None:
                 slot.generation.set_fallback_hook(hook)
 
+    def ensure_schema(self) -> bool:
+        """Migrate the database if that has not succeeded yet; True when it is ready."""
+        if self.schema_problem is None:
+            return True
+        try:
+            self.catalog.create_schema()
+        except LookalikeError as exc:
+            self.schema_problem = exc.message
+            return False
+        log.info("database reachable again: schema migrated")
+        self.schema_problem = None
+        return True
+
     def reload_if_changed(self) -> bool:
         """Reload every product whose aliases changed; True when any swapped. Blocking."""
+        self.ensure_schema()
         swapped = False
         for slot in self.products.values():
             try:
@@ -120,9 +138,13 @@ def _empty_state(
 
 def load_state(settings: Settings, on_fallback: FallbackHook | None = None) -> ServingState:
     settings.var_dir.mkdir(parents=True, exist_ok=True)
-    catalog = CatalogStore(settings.db_url, settings.media_dir)
-    catalog.create_schema()
+    catalog = CatalogStore.for_settings(settings)
     state = _empty_state(settings, catalog, on_fallback)
+    try:
+        catalog.create_schema()
+    except LookalikeError as exc:  # start without the database; routes that need it say 503
+        state.schema_problem = exc.message
+        log.error("database not ready at start: %s", exc.message)
     for slot in state.products.values():
         slot.load()
     return state

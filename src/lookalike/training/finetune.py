@@ -37,7 +37,7 @@ from lookalike.embed.heads import ProjectionHead
 from lookalike.embed.measure import cpu_threads
 from lookalike.embed.preprocess import PreprocessConfig, preprocess_batch
 from lookalike.embed.torch_model import EfficientNetLiteEmbedder
-from lookalike.training.head import TrainConfig, check_pairs
+from lookalike.training.head import TrainConfig, TrainResult, check_pairs
 from lookalike.training.loop import Batch, run_epochs
 from lookalike.training.torch_heads import TwoTowers, check_export
 
@@ -60,14 +60,7 @@ class FinetuneConfig(TrainConfig):
     backbone_lr: float = 2e-4  # tail blocks and head convolution (the towers use ``lr``)
 
 
-@dataclass
-class FinetuneResult:
-    head: ProjectionHead
-    seconds: float
-    final_loss: float
-    temperature: float
-    history: list[dict[str, float]]
-    best_epoch: int | None = None  # with keep_best: the epoch whose weights were kept
+FinetuneResult = TrainResult  # one result type for both head trainers
 
 
 def _stem(model: EfficientNetLiteEmbedder, at: int, x: torch.Tensor) -> torch.Tensor:
@@ -168,7 +161,7 @@ def finetune(
     progress: Progress | None = None,
     monitor: Callable[[Tail, ProjectionHead], dict[str, float]] | None = None,
     keep_best: str | None = None,
-) -> FinetuneResult:
+) -> TrainResult:
     """Train the tail of ``model`` (in place) and a two-tower head on cached stem rows.
 
     ``query_views[v][i]`` (a crop of shopper photo ``i``, e.g. mirrored) and ``catalog[i]``
@@ -226,11 +219,4 @@ def finetune(
     with torch.inference_mode():
         probe = tail(torch.from_numpy(np.asarray(catalog[:8], np.float32)))
     check_export(towers.catalog, head, probe)
-    return FinetuneResult(
-        head=head,
-        seconds=round(time.perf_counter() - started, 1),
-        final_loss=loop.final_loss,
-        temperature=towers.temperature,
-        history=loop.history,
-        best_epoch=loop.best_epoch,
-    )
+    return TrainResult.of(head, towers, loop, started)

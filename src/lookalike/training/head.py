@@ -16,15 +16,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Literal
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from lookalike.core.errors import InvalidInput
 from lookalike.core.progress import Progress, logged
 from lookalike.embed.heads import ProjectionHead, Tower, random_projection
+
+if TYPE_CHECKING:
+    from lookalike.training.loop import LoopResult
+    from lookalike.training.torch_heads import TwoTowers
 
 __all__ = ["TrainConfig", "TrainResult", "check_pairs", "identity_head", "train_head"]
 
@@ -55,11 +59,29 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
+    """What a head trainer (frozen or fine-tuning) returns."""
+
     head: ProjectionHead
     seconds: float
     final_loss: float
     temperature: float
     epochs: int
+    history: list[dict[str, float]] = field(default_factory=list)  # one entry per epoch
+    best_epoch: int | None = None  # with keep_best: the epoch whose weights were kept
+
+    @classmethod
+    def of(
+        cls, head: ProjectionHead, towers: TwoTowers, loop: LoopResult, started: float
+    ) -> TrainResult:
+        return cls(
+            head=head,
+            seconds=round(time.perf_counter() - started, 2),
+            final_loss=loop.final_loss,
+            temperature=towers.temperature,
+            epochs=len(loop.history),
+            history=loop.history,
+            best_epoch=loop.best_epoch,
+        )
 
 
 def identity_head(in_dim: int, dim: int, seed: int = 0) -> ProjectionHead:
@@ -87,8 +109,15 @@ def train_head(
     cfg: TrainConfig = TrainConfig(),
     *,
     progress: Progress | None = None,
+    monitor: Callable[[ProjectionHead], dict[str, float]] | None = None,
+    keep_best: str | None = None,
 ) -> TrainResult:
-    """Fit a two-tower head: ``query_views[v][i]`` and ``catalog[i]`` show the same item."""
+    """Fit a two-tower head: ``query_views[v][i]`` and ``catalog[i]`` show the same item.
+
+    ``monitor(head)`` (optional) measures each epoch's head on held-out training pairs (never
+    on val) into ``history``; with ``keep_best`` (one of its figures, higher is better) the
+    best epoch's head is returned instead of the last one's.
+    """
     n, in_dim = check_pairs(query_views, catalog)
     import torch
 
@@ -120,16 +149,12 @@ def train_head(
         optimizer=opt,
         scheduler=sched,
         views=len(views),
+        evaluate=(lambda: monitor(towers.export())) if monitor is not None else None,
+        keep_best=keep_best,
         status=lambda: {"t": towers.temperature},
         report_every=10,
         progress=progress or logged(log, "train"),
     )
     head = towers.export()
     check_export(towers.catalog, head, cat[:8])
-    return TrainResult(
-        head=head,
-        seconds=round(time.perf_counter() - started, 2),
-        final_loss=loop.final_loss,
-        temperature=towers.temperature,
-        epochs=cfg.epochs,
-    )
+    return TrainResult.of(head, towers, loop, started)

@@ -127,6 +127,8 @@ def run_epochs(
             for m in modules:
                 m.eval()
             entry.update(evaluate())
+            if keep_best is not None and keep_best not in entry:
+                raise InvalidInput(f"keep_best {keep_best!r} is not a figure of {sorted(entry)}")
             if keep_best is not None and (best is None or entry[keep_best] > best[0]):
                 best = (entry[keep_best], epoch, [copy.deepcopy(m.state_dict()) for m in modules])
         history.append(entry)

@@ -1,0 +1,220 @@
+"""A real `lookalike serve --workers 2` on 127.0.0.1 under abuse: limits hold across workers.
+
+One server for the module, with small limits so that a test can exceed them in seconds:
+
+- the per-key limit is shared by both workers (send 2.5 N, at most N + a small slack succeed);
+- anonymous clients have their own limit, per client network;
+- an empty or garbage key is 401 on /v1/search and on /similar;
+- forged events (unknown request ids) are refused and never reach the exported pairs;
+- the events route answers 429 past its own rate.
+
+The slack: limits are sliding windows of one minute; if the burst straddles a minute boundary,
+the share of the previous minute still counted lets in about N x (seconds past the boundary /
+60) more, one or two requests for a burst of a few seconds.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from lookalike.core.settings import Settings
+from lookalike.jobs.events import EventStore
+
+LOOKALIKE = [sys.executable, "-m", "lookalike.cli"]
+KEY_LIMIT = 20
+ANON_LIMIT = 12
+EVENTS_LIMIT = 6
+SLACK = 3
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env(home: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "LOOKALIKE_HOME": str(home),
+        "LOOKALIKE_EXTENSION__RATE_PER_MINUTE": str(KEY_LIMIT),
+        "LOOKALIKE_EXTENSION__ANONYMOUS_PER_MINUTE": str(ANON_LIMIT),
+        "LOOKALIKE_EXTENSION__EVENTS_PER_MINUTE": str(EVENTS_LIMIT),
+    }
+
+
+class Server:
+    def __init__(self, home: Path, log: Path) -> None:
+        self.home = home
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self._out = open(log, "w")  # noqa: SIM115 - closed in stop(); a pipe could fill and block
+        self.proc = subprocess.Popen(
+            [*LOOKALIKE, "serve", "--port", str(self.port), "--workers", "2"],
+            env=_env(home),
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()
+            try:
+                if httpx.get(f"{self.base}/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError("server did not become ready:\n" + self.log.read_text())
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self._out.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, demo_home: Path) -> Iterator[Server]:
+    home = tmp_path_factory.mktemp("abuse") / "home"
+    shutil.copytree(demo_home, home)
+    srv = Server(home, home.parent / "server.log")
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _key(home: Path, name: str) -> str:
+    """A key made by the real CLI, as an operator would."""
+    out = subprocess.run(
+        [*LOOKALIKE, "keys", "create", name, "--json"],
+        env=_env(home),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return str(json.loads(out.stdout.strip().splitlines()[-1])["secret"])
+
+
+def _burst(server: Server, n: int, headers: dict[str, str]) -> tuple[list[int], set[int]]:
+    """n similar lookups, each on a new connection: (status codes, worker pids seen)."""
+    codes, pids = [], set()
+    for _ in range(n):
+        r = httpx.get(
+            f"{server.base}/v1/items/LK-0002/similar", params={"k": 3}, headers=headers, timeout=30
+        )
+        codes.append(r.status_code)
+        if "x-served-by-pid" in r.headers:
+            pids.add(int(r.headers["x-served-by-pid"]))
+        if r.status_code == 429:
+            assert r.json()["error"]["code"] == "rate_limited"
+            assert 1 <= int(r.headers["retry-after"]) <= 120
+    return codes, pids
+
+
+def test_per_key_limit_holds_across_workers(server: Server) -> None:
+    secret = _key(server.home, "burst")
+    codes, pids = _burst(server, int(2.5 * KEY_LIMIT), {"X-API-Key": secret})
+    ok = codes.count(200)
+    print(f"\nkey limit {KEY_LIMIT}/min, 2 workers {sorted(pids)}: {ok} of {len(codes)} allowed")
+    assert len(pids) == 2, "both workers should have answered"
+    assert set(codes) == {200, 429}, codes
+    assert KEY_LIMIT <= ok <= KEY_LIMIT + SLACK
+    # another key has its own budget
+    other = _key(server.home, "other")
+    assert _burst(server, 3, {"X-API-Key": other})[0] == [200, 200, 200]
+
+
+def test_anonymous_limit_holds_per_client(server: Server) -> None:
+    codes, pids = _burst(server, int(2.5 * ANON_LIMIT), {})
+    ok = codes.count(200)
+    print(f"\nanonymous limit {ANON_LIMIT}/min, workers {sorted(pids)}: {ok} of {len(codes)}")
+    assert ANON_LIMIT <= ok <= ANON_LIMIT + SLACK
+    # an extension origin without a key is refused, not counted as anonymous
+    r = httpx.get(
+        f"{server.base}/v1/items/LK-0002/similar",
+        headers={"Origin": "moz-extension://abc"},
+        timeout=10,
+    )
+    assert r.status_code == 401 and r.json()["error"]["code"] == "api_key_required"
+    # the client's address is never written to the shared ledger
+    ledger = (server.home / "var" / "access.db").read_bytes()
+    assert b"127.0.0.1" not in ledger
+
+
+@pytest.mark.parametrize("key", ["", "garbage", "lk_000000000000_" + "a" * 43])
+def test_an_empty_or_garbage_key_is_401_everywhere(server: Server, demo_images, key) -> None:
+    headers = {"X-API-Key": key}
+    data = demo_images[0].read_bytes()
+    r = httpx.post(
+        f"{server.base}/v1/search",
+        files={"image": ("q.jpg", io.BytesIO(data), "image/jpeg")},
+        headers=headers,
+        timeout=30,
+    )
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+    r = httpx.get(f"{server.base}/v1/items/LK-0001/similar", headers=headers, timeout=30)
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+    assert key == "" or key not in server.log.read_text()
+
+
+def test_forged_events_are_refused_and_rate_limited(server: Server, tmp_path: Path) -> None:
+    secret = _key(server.home, "events")
+    headers = {"X-API-Key": secret}
+    forged = {
+        "events": [
+            {
+                "type": "click",
+                "request_id": f"forged-{i}",
+                "item_id": "LK-0003",
+                "position": 1,
+                "query_item_id": "LK-0001",
+                "surface": "similar",
+            }
+            for i in range(50)
+        ]
+    }
+    codes = []
+    for _ in range(EVENTS_LIMIT + 4):
+        r = httpx.post(f"{server.base}/v1/events", json=forged, headers=headers, timeout=10)
+        codes.append(r.status_code)
+        if r.status_code == 422:
+            assert r.json()["error"]["code"] == "events_rejected"
+        if r.status_code == 429:
+            assert int(r.headers["retry-after"]) >= 1
+    print(f"\nforged event posts (limit {EVENTS_LIMIT}/min): {codes}")
+    assert set(codes) == {422, 429}, codes
+    assert EVENTS_LIMIT <= codes.count(422) <= EVENTS_LIMIT + SLACK
+
+    # a body over the events cap is refused before it is parsed
+    big = {"events": forged["events"] * 2, "pad": "x" * 70_000}
+    r = httpx.post(f"{server.base}/v1/events", json=big, timeout=10)
+    assert r.status_code in (413, 429)
+
+    store = EventStore(Settings(home=server.home).db_url)
+    try:
+        assert store.count() == 0
+        out = tmp_path / "pairs.csv"
+        assert store.export_pairs(out) == 0
+        assert out.read_text().strip() == "query_item_id,clicked_item_id,clicks"
+    finally:
+        store.close()

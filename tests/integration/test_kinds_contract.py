@@ -1,0 +1,171 @@
+"""The contract every model kind keeps (the way timm tests every registered model).
+
+For each kind that ``default_kinds`` registers: its production release loads into a generation
+that says what it serves; every role's checks run and record exactly the declared check names;
+metric gates have a direction; a good candidate is promoted through the one promote path and
+reaches the serving slot by reload; a bad one is refused and production does not move; rollback
+brings the old release back; and every fallback chain answers when its primary step fails.
+
+A kind needs two factories here, ``GOOD`` and ``BAD`` (real artifacts, built like any other):
+a new kind that does not add them fails ``test_every_kind_has_candidate_factories``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from bad_models import copy_model, register_onnx_model
+
+from lookalike.catalog import CatalogStore
+from lookalike.core.settings import Settings
+from lookalike.lifecycle import Kind, LoadContext, ProductSlot, StepPools, promote, rollback
+from lookalike.registry import Ref, Registry
+from lookalike.serve.products import default_kinds
+
+Factory = Callable[[Kind, str], Ref]
+
+
+def _search_good(kind: Kind, role: str) -> Ref:
+    registry = kind.registry(role)
+    if role == "model":
+        return copy_model(registry)
+    good = registry.resolve(Ref(kind.artifact_name(role), "production"))
+    with registry.create(good.name, registry.manifest(good) | {"note": "contract copy"}) as w:
+        for p in registry.path(good).iterdir():
+            if p.name != "manifest.json":
+                shutil.copy(p, w.path / p.name)
+    return w.ref
+
+
+def _search_bad(kind: Kind, role: str) -> Ref:
+    registry = kind.registry(role)
+    if role == "model":
+        return register_onnx_model(registry, "nan")
+    good = registry.resolve(Ref(kind.artifact_name(role), "production"))
+    with registry.create(good.name, registry.manifest(good) | {"note": "damaged"}) as w:
+        for p in registry.path(good).iterdir():
+            if p.name != "manifest.json":
+                shutil.copy(p, w.path / p.name)
+    victim = next(p for p in sorted(w.path.iterdir()) if p.name != "manifest.json")
+    victim.write_bytes(b"\0" * 64)  # after the checksums were taken: checksums must fail
+    return w.ref
+
+
+GOOD: dict[str, Factory] = {"search": _search_good}
+BAD: dict[str, Factory] = {"search": _search_bad}
+
+
+def _kinds(home: Path) -> list[Kind]:
+    return list(default_kinds(Settings(home=home)))
+
+
+@pytest.fixture()
+def home(fresh_demo_home: Path) -> Path:
+    return fresh_demo_home
+
+
+def _slot(kind: Kind, catalog: CatalogStore) -> ProductSlot:
+    pools = StepPools(4)
+    context = LoadContext(kind.settings, pools, shared={"catalog": catalog})
+    return ProductSlot(kind, context).load()
+
+
+def test_every_kind_has_candidate_factories(home: Path) -> None:
+    products = {kind.product for kind in _kinds(home)}
+    assert products and products <= set(GOOD) and products <= set(BAD)
+
+
+@pytest.mark.parametrize("product", sorted(GOOD))
+def test_kind_contract(home: Path, product: str) -> None:
+    settings = Settings(home=home)
+    kind = default_kinds(settings).for_product(product)
+    catalog = CatalogStore(settings.db_url, settings.media_dir)
+    try:
+        _contract(kind, catalog)
+    finally:
+        catalog.close()
+
+
+def _contract(kind: Kind, catalog: CatalogStore) -> None:
+    # -- load: production release → a generation that says what it serves
+    release = kind.release("production")
+    assert set(release.members) == set(kind.roles)
+    slot = _slot(kind, catalog)
+    assert slot.status == "ok", slot.problems
+    generation = slot.generation
+    assert generation is not None
+    assert generation.versions == {r: str(ref) for r, ref in release.members.items()}
+    health = slot.health()
+    assert health["release"]["members"] == generation.versions and health["served_by"]
+
+    for role in kind.roles:
+        # -- checks: exactly the declared names, recorded in the manifest
+        ref = release.members[role]
+        report = kind.check(role, ref)
+        assert [r.name for r in report.results] == list(kind.check_names[role])
+        assert report.passed, [(r.name, r.message) for r in report.failed]
+        recorded = kind.registry(role).manifest(ref)["checks"]
+        assert recorded["passed"] is True and set(recorded["results"]) == set(
+            kind.check_names[role]
+        )
+        for gate in kind.metric_gates(role):
+            assert gate.direction in ("higher", "lower") and gate.tolerance >= 0
+            figures = report.get(gate.check)
+            assert figures is not None and figures.figures["direction"] == gate.direction
+
+        # -- a bad candidate is refused and production does not move
+        registry = kind.registry(role)
+        name = kind.artifact_name(role)
+        before = registry.aliases(name)["production"]
+        refused = promote(kind, role, BAD[kind.product](kind, role))
+        assert refused.status == "refused" and refused.failed_checks
+        assert registry.aliases(name)["production"] == before
+
+    # -- a good candidate of the release's anchor roles goes through the one promote path
+    for role in kind.roles:  # search: model, then the index built with it (the release moves)
+        good = GOOD[kind.product](kind, role)
+        if role == "index" and kind.product == "search":
+            # the copy must name the model just promoted: an index built with it
+            registry = kind.registry(role)
+            model = kind.registry("model").resolve(Ref(kind.artifact_name("model"), "production"))
+            good = _rename_embedder(registry, good, str(model))
+        outcome = promote(kind, role, good)
+        assert outcome.status == "promoted", outcome.failed_checks
+        assert kind.registry(role).aliases(good.name)["production"] == good.version
+    # -- reload: the slot follows the registry
+    assert slot.reload_if_changed()
+    assert slot.generation is not None and slot.generation.release.describe() != release.describe()
+    assert slot.status == "ok", slot.problems
+
+    # -- rollback: the old release serves again after reload
+    rollback(kind, kind.roles[0])
+    assert slot.reload_if_changed()
+    assert slot.generation is not None
+    assert slot.generation.versions == {r: str(ref) for r, ref in release.members.items()}
+
+    # -- fallback: every chain answers with its next step when the primary fails
+    for stage, chain in slot.generation.fallback_chains().items():
+        if not any(step.engine is not None for step in chain.steps[1:]):
+            assert all(step.why for step in chain.steps[1:] if step.engine is None), stage
+            continue
+        primary = chain.primary
+
+        def run(engine: object, primary: object = primary) -> str:
+            if engine is primary:
+                raise RuntimeError("primary broken on purpose")
+            return "answered"
+
+        answer, engine, reasons = chain.run(run)
+        assert answer == "answered" and engine is not primary
+        assert reasons and "primary broken on purpose" in reasons[0]
+
+
+def _rename_embedder(registry: Registry, ref: Ref, embedder: str) -> Ref:
+    with registry.create(ref.name, registry.manifest(ref) | {"embedder": embedder}) as w:
+        for p in registry.path(ref).iterdir():
+            if p.name != "manifest.json":
+                shutil.copy(p, w.path / p.name)
+    return w.ref
