@@ -77,8 +77,10 @@ def _ledger_rows(url: str, backend: str, n: int, procs: int) -> list[dict]:
     rows.append(
         _row("ledger.issued (events)", backend, _times(lambda i: ledger.issued({f"rid-{i}"}), n))
     )
-    queue: mp.Queue = mp.Queue()
-    workers = [mp.Process(target=_hits, args=(url, n, f"p{p}", queue)) for p in range(procs)]
+    # spawn, as uvicorn starts its workers: a forked child must not share pooled connections
+    ctx = mp.get_context("spawn")
+    queue: mp.Queue = ctx.Queue()
+    workers = [ctx.Process(target=_hits, args=(url, n, f"p{p}", queue)) for p in range(procs)]
     for w in workers:
         w.start()
     contended = [x for _ in workers for x in queue.get()]

@@ -9,9 +9,11 @@ ratio to the embed-bound limit (cores / per-image decode+embed time). Target: >=
 2. The embed-bound limit, in process: a child process pinned to one core decodes and embeds the
    demo photos one at a time (the server's decode limits, the served embedder); limit =
    usable cores / mean seconds per image.
-3. A real ``lookalike serve`` on 127.0.0.1; for each offered rate (default: 25 %..110 % of the
-   limit) locust (benchmarks/locustfile.py, searches only) runs ``--step-seconds``; from its
-   per-request records: goodput (200s a second), shed (503s a second), search p50/p95/p99.
+3. A real ``lookalike serve`` on 127.0.0.1; for each offered rate (``--rates``, or from
+   ``--start-rate`` up x1.5 until a step misses the target, then ``--bisect`` steps between the
+   last good and the first bad rate) locust (benchmarks/locustfile.py, searches only, Poisson
+   arrivals) runs ``--step-seconds``; from its per-request records: goodput (200s a second),
+   shed (503s a second), search p50/p95/p99.
 4. Sustained throughput = the highest goodput of a step with search p95 <= 200 ms, shed <=
    ``--max-shed`` and no errors. Prints a table and writes JSON.
 
@@ -247,7 +249,26 @@ def _measure_embed(home: str, runs: int, out: Any) -> None:
         t0 = time.perf_counter()
         one(photos[i % len(photos)])
         times.append(time.perf_counter() - t0)
-    out.put({"mean_s": statistics.fmean(times), "median_s": statistics.median(times)})
+    # The whole query path in process (decode, locate, embed, index, catalog), for the breakdown:
+    # what HTTP and the serving layer add on top is the rest of the gap.
+    from lookalike.serve.state import load_state
+
+    state = load_state(settings, lambda *a, **k: None)
+    searches = []
+    if state.search is not None:
+        for i in range(runs // 2 + 3):
+            pil = decode_image(photos[i % len(photos)], max_bytes=settings.limits.max_upload_bytes)
+            t0 = time.perf_counter()
+            state.search.search_image(pil, k=20)
+            if i >= 3:
+                searches.append(time.perf_counter() - t0)
+    out.put(
+        {
+            "mean_s": statistics.fmean(times),
+            "median_s": statistics.median(times),
+            "search_mean_s": statistics.fmean(searches) if searches else None,
+        }
+    )
 
 
 def embed_bound(home: Path, runs: int = 60) -> dict:
@@ -258,13 +279,17 @@ def embed_bound(home: Path, runs: int = 60) -> dict:
     result = queue.get(timeout=600)
     child.join()
     n = cores()
-    return {
+    out = {
         "cores": n,
         "per_image_ms_one_core": round(result["mean_s"] * 1000, 2),
         "per_image_median_ms_one_core": round(result["median_s"] * 1000, 2),
         "limit_per_s": round(n / result["mean_s"], 2),
         "runs": runs,
     }
+    if result["search_mean_s"]:
+        out["per_search_ms_in_process_one_core"] = round(result["search_mean_s"] * 1000, 2)
+        out["search_path_limit_per_s"] = round(n / result["search_mean_s"], 2)
+    return out
 
 
 def machine() -> dict:
@@ -283,6 +308,13 @@ def main() -> None:
     ap.add_argument("--home", type=Path, default=None)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--rates", default="", help="offered searches/s, comma-separated")
+    ap.add_argument("--start-rate", type=float, default=2.0, help="first offered searches/s")
+    ap.add_argument(
+        "--bisect",
+        type=int,
+        default=2,
+        help="steps between the last good rate and the first bad one",
+    )
     ap.add_argument("--step-seconds", type=float, default=30.0)
     ap.add_argument("--skip-seconds", type=float, default=3.0, help="ramp-up left out")
     ap.add_argument("--max-shed", type=float, default=0.01)
@@ -297,17 +329,19 @@ def main() -> None:
         f"embed-bound limit: {bound['cores']} cores / {bound['per_image_ms_one_core']} ms per "
         f"image (decode+embed, one core) = {limit} searches/s"
     )
-    if args.rates:
-        rates = [float(x) for x in args.rates.split(",") if x.strip()]
-    else:
-        rates = [round(limit * f, 1) for f in (0.25, 0.4, 0.55, 0.7, 0.8, 0.9, 1.0, 1.1)]
+    if "search_path_limit_per_s" in bound:
+        print(
+            f"query-path limit: {bound['per_search_ms_in_process_one_core']} ms per search in "
+            f"process (one core) = {bound['search_path_limit_per_s']} searches/s"
+        )
+    fixed = [float(x) for x in args.rates.split(",") if x.strip()] if args.rates else []
 
     server = Server(home, args.workers)
-    steps = []
+    steps: list[dict] = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            failed_in_a_row = 0
-            for rate in rates:
+
+            def step(rate: float) -> bool:
                 users = users_for(rate)
                 rows = run_locust(
                     server.base,
@@ -318,7 +352,7 @@ def main() -> None:
                     workdir=Path(tmp),
                 )
                 s = summarize(rows, args.skip_seconds, "/v1/search")
-                s |= {"offered_per_s": rate, "users": users}
+                s |= {"offered_per_s": round(rate, 2), "users": users}
                 s["within_target"] = bool(
                     s.get("requests")
                     and s["p95_ms"] is not None
@@ -331,11 +365,28 @@ def main() -> None:
                     f"  offered {rate:6.1f}/s: goodput {s.get('goodput_per_s')}/s, "
                     f"p95 {s.get('p95_ms')} ms, shed {s.get('shed_fraction')}"
                 )
-                failed_in_a_row = 0 if s["within_target"] else failed_in_a_row + 1
-                if failed_in_a_row >= 2:
-                    break
+                return s["within_target"]
+
+            if fixed:
+                for rate in fixed:
+                    step(rate)
+            else:
+                # ramp up x1.5 from --start-rate until a step misses the target, then bisect
+                good, bad, rate = 0.0, 0.0, args.start_rate
+                while rate <= 2 * limit and step(rate):
+                    good, rate = rate, rate * 1.5
+                bad = rate
+                for _ in range(args.bisect):
+                    if bad <= good:
+                        break
+                    mid = (good + bad) / 2
+                    if step(mid):
+                        good = mid
+                    else:
+                        bad = mid
     finally:
         server.stop()
+    steps.sort(key=lambda s: s["offered_per_s"])
 
     good = [s for s in steps if s["within_target"]]
     sustained = max((s["goodput_per_s"] for s in good), default=0.0)

@@ -7,7 +7,8 @@ The mix (``LOOKALIKE_LOCUST_MIX=realistic``, the default), by weight: photo sear
 demo catalog's photos (3), similar items (2), item JSON (2), item pages (1), item images (4),
 /health (1). ``LOOKALIKE_LOCUST_MIX=search`` sends photo searches only (what
 benchmarks/bench_load.py steps). Each user runs at most ``LOOKALIKE_LOCUST_RATE`` tasks a second
-(default 1), so users x rate is the offered load while answers are faster than 1/rate.
+(default 1, Poisson arrivals), so users x rate is the offered load while answers are faster
+than 1/rate.
 
 Bounded on purpose: the host must be 127.0.0.1/localhost, the run needs ``--headless`` and a
 ``-t`` of at most ``LOOKALIKE_LOCUST_MAX_SECONDS`` (default 1200), and at most
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from locust import FastHttpUser, constant_throughput, events, task
+from locust import FastHttpUser, events, task
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "demo" / "catalog"
@@ -111,7 +112,19 @@ def _ok(response: Any) -> None:
 
 
 class Shopper(FastHttpUser):
-    wait_time = constant_throughput(RATE)
+    """One shopper; its requests form a Poisson stream of ``RATE`` a second.
+
+    Not ``constant_throughput``: users spawned together stay in phase and send their requests
+    in one burst a second, which measures the burst, not the rate.
+    """
+
+    def on_start(self) -> None:
+        self._next = time.monotonic() + random.uniform(0.0, 1.0 / RATE)
+
+    def wait_time(self) -> float:
+        # an open-loop schedule: a user that fell behind catches up instead of slowing the rate
+        self._next = max(self._next, time.monotonic() - 1.0) + random.expovariate(RATE)
+        return max(0.0, self._next - time.monotonic())
 
     def _search(self) -> None:
         with self.client.post(

@@ -34,6 +34,7 @@ import random
 import shutil
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,6 +54,7 @@ ACTIONS: dict[str, list[str]] = {
     "index-promote": ["index", "promote", f"{INDEX}:2"],
 }
 COMMAND_TIMEOUT_S = 600
+FINAL_STATUSES = ("promoted", "up_to_date", "stopped", "kept")
 
 
 @dataclass
@@ -68,6 +70,7 @@ class Trial:
     recovery_seconds: float = 0.0
     problems_after_recovery: list[str] = field(default_factory=list)
     killed_report: str | None = None  # refresh only: "marked", "none written", or a problem
+    finished_in_s: float | None = None  # when the command ended before the kill came
 
     @property
     def ok(self) -> bool:
@@ -268,6 +271,7 @@ def run_trial(base: Path, feed: Path, action: str, delay: float, work: Path, n: 
         cwd=REPO,
         start_new_session=True,  # its own process group: the kill reaches any child too
     )
+    started = time.monotonic()
     try:
         proc.wait(timeout=delay)
         killed = False
@@ -276,6 +280,8 @@ def run_trial(base: Path, feed: Path, action: str, delay: float, work: Path, n: 
         proc.wait()
         killed = True
     trial = Trial(action, round(delay, 2), killed, proc.returncode)
+    if not killed:
+        trial.finished_in_s = round(time.monotonic() - started, 2)
     trial.problems_after_kill, trial.leftovers_after_kill = check_home(home)
     trial.orphans_after_kill = _unaliased_index_versions(home, since)
     killed_reports = [
@@ -314,6 +320,8 @@ def _check_killed_report(
     if not written or not mine:
         return "none written (killed before the run started)"
     report = mine[0]
+    if report.get("status") in FINAL_STATUSES:
+        return "finished (killed while exiting, after its final report)"
     if report.get("status") != "killed":
         trial.problems_after_recovery.append(
             f"the killed run's report says {report.get('status')!r}, not 'killed'"
@@ -368,17 +376,24 @@ def run(
     durations: dict[str, float] | None = None,
 ) -> tuple[list[Trial], dict[str, float]]:
     """Calibrate each action (unless ``durations`` are given), then run ``trials`` trials
-    spread over ``actions`` in turn, each killed at a uniformly random moment."""
+    spread over ``actions`` in turn, each killed at a uniformly random moment of its duration.
+
+    The machine's load changes what a run takes, so the duration kills are drawn from is the
+    median of every full run seen so far: the calibration, each trial's rerun, and each trial
+    that ended before its kill."""
     rng = random.Random(seed)
-    durations = dict(durations or {})
+    seen: dict[str, list[float]] = {a: [d] for a, d in (durations or {}).items()}
     for action in actions:
-        if action not in durations:
-            durations[action] = calibrate(base, feed, action, work)
+        if action not in seen:
+            seen[action] = [calibrate(base, feed, action, work)]
     done: list[Trial] = []
     for n in range(trials):
         action = actions[n % len(actions)]
-        delay = rng.uniform(0.2, durations[action])
+        delay = rng.uniform(0.2, max(0.5, statistics.median(seen[action])))
         trial = run_trial(base, feed, action, delay, work, n)
+        seen[action].append(trial.recovery_seconds)
+        if trial.finished_in_s is not None:
+            seen[action].append(trial.finished_in_s)
         done.append(trial)
         mark = (
             "ok"
@@ -386,7 +401,7 @@ def run(
             else "FAIL " + "; ".join(trial.problems_after_kill + trial.problems_after_recovery)
         )
         print(f"[{n + 1}/{trials}] {action} killed at {delay:.1f}s: {mark}", flush=True)
-    return done, durations
+    return done, {a: round(statistics.median(v), 1) for a, v in seen.items()}
 
 
 def main() -> int:
@@ -415,7 +430,7 @@ def main() -> int:
         "trials": len(trials),
         "failed": len(failed),
         "seed": args.seed,
-        "calibrated_seconds": {k: round(v, 1) for k, v in durations.items()},
+        "median_run_seconds": durations,
         "summary": rows,
         "runs": [asdict(t) | {"ok": t.ok} for t in trials],
         "wall_seconds": round(time.monotonic() - started, 1),

@@ -11,13 +11,33 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
+# The stamp lists the extras installed (comma-separated). It is satisfied when those are a
+# superset of the wanted ones, so `make demo` after `make test` (or the reverse) installs
+# nothing; a new pyproject.toml reinstalls the union, so no extra is ever dropped.
 stamp=.venv/.lookalike-installed
 extras="build,postgres,report"
 [ $want_test = 1 ] && extras="$extras,test"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! grep -qx "$extras" "$stamp"; then
+have=""
+[ -f "$stamp" ] && have=$(head -n 1 "$stamp")
+missing=""
+for e in ${extras//,/ }; do
+  case ",$have," in *",$e,"*) ;; *) missing="$missing $e" ;; esac
+done
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ -n "$missing" ]; then
+  union=$(printf '%s\n' ${have//,/ } ${extras//,/ } | sort -u | paste -sd, -)
+  if [ -z "$have" ]; then
+    echo "setup: installing lookalike[$union] into .venv from PyPI. The first time takes about"
+    echo "setup: 2-5 minutes and about 6 GB: the build extra (torch, to build the default model)"
+    echo "setup: pulls torch's CUDA wheels (nvidia-*, triton) even on a CPU machine; serving"
+    echo "setup: itself needs only onnxruntime, faiss, numpy and Pillow."
+  else
+    echo "setup: updating .venv to lookalike[$union] (had: $have)"
+  fi
+  started=$SECONDS
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[$extras]"
-  echo "$extras" > "$stamp"
+  .venv/bin/python -m pip install -q -e ".[$union]"
+  echo "$union" > "$stamp"
+  echo "setup: installed in $((SECONDS - started)) s ($(du -sh .venv 2>/dev/null | cut -f1) in .venv)"
 fi
 
 if [ $want_test = 1 ]; then

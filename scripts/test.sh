@@ -6,14 +6,23 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
 . .venv/bin/activate
 
-pg_stop=""
+pg_dir=""
+# The server this run started is stopped (and its folder removed) however the run ends:
+# success, failure, Ctrl-C or kill. A server given by LOOKALIKE_TEST_POSTGRES_URL is left alone.
+cleanup() {
+  if [ -n "$pg_dir" ]; then
+    bash scripts/start_postgres.sh stop "$pg_dir" >/dev/null 2>&1 || true
+    pg_dir=""
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 if [ -z "${LOOKALIKE_TEST_POSTGRES_URL:-}" ]; then
   pg_env=$(bash scripts/start_postgres.sh)
   eval "$pg_env"
-  pg_stop="${PG_STOP_CMD:-}"
+  pg_dir="${LOOKALIKE_TEST_POSTGRES_DIR:?start_postgres.sh printed no LOOKALIKE_TEST_POSTGRES_DIR}"
 fi
-cleanup() { [ -n "$pg_stop" ] && eval "$pg_stop" >/dev/null 2>&1 || true; }
-trap cleanup EXIT
 
 ruff check src tests scripts benchmarks
 lint-imports

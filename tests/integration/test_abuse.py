@@ -81,6 +81,18 @@ class Server:
             time.sleep(0.2)
         raise AssertionError("server did not become ready:\n" + self.log.read_text())
 
+    def wait_for_both_workers(self) -> None:
+        """/ready answers once one worker is up; poll the unmetered /health until both are."""
+        deadline = time.monotonic() + 120
+        seen: set[int] = set()
+        while time.monotonic() < deadline and len(seen) < 2:
+            try:
+                r = httpx.get(f"{self.base}/health", timeout=5)
+                seen.add(int(r.json()["pid"]))
+            except httpx.TransportError:
+                pass
+        assert len(seen) == 2, f"only worker(s) {seen} answered:\n{self.log.read_text()}"
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -97,6 +109,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, demo_home: Path) -> Iterato
     srv = Server(home, home.parent / "server.log")
     try:
         srv.wait_ready()
+        srv.wait_for_both_workers()
         yield srv
     finally:
         srv.stop()
@@ -218,3 +231,23 @@ def test_forged_events_are_refused_and_rate_limited(server: Server, tmp_path: Pa
         assert out.read_text().strip() == "query_item_id,clicked_item_id,clicks"
     finally:
         store.close()
+
+
+@pytest.mark.postgres
+def test_the_ledger_works_on_postgresql(postgres_url: str) -> None:
+    """Replicas on several hosts share one PostgreSQL ledger (LOOKALIKE_EXTENSION__LEDGER_URL)."""
+    from lookalike.jobs.events import IssuedAnswer
+    from lookalike.serve.ledger import AccessLedger
+
+    first, second = AccessLedger(postgres_url), AccessLedger(postgres_url)
+    first.create_schema()
+    second.create_schema()
+    bucket = f"search:test-{time.time_ns()}"
+    allowed = [(first if i % 2 else second).hit(bucket, 7) == 0.0 for i in range(15)]
+    assert 7 <= sum(allowed) <= 7 + 1 and all(allowed[:7])
+    assert first.client_bucket("192.0.2.1") == second.client_bucket("192.0.2.1")
+    rid = f"pg-{time.time_ns()}"
+    first.issue(IssuedAnswer(rid, "similar", "LK-0001", ("LK-0002", "LK-0003"), time.time()))
+    first.issue(IssuedAnswer(rid, "similar", "LK-0001", ("LK-0004",), time.time()))  # replaces
+    got = second.issued({rid, "absent"})
+    assert list(got) == [rid] and got[rid].item_ids == ("LK-0004",)

@@ -72,6 +72,9 @@ def test_every_route_has_a_class(app_and_keys) -> None:
     paths = {p for p, _ in routes}
     missing = sorted(paths - set(ROUTE_ACCESS))
     assert not missing, f"add these routes to ROUTE_ACCESS in lookalike/serve/access.py: {missing}"
+    # ... and the table names no route that is gone
+    stale = sorted(set(ROUTE_ACCESS) - paths)
+    assert not stale, f"ROUTE_ACCESS names routes the app does not have: {stale}"
     # the ones this issue is about are all there
     for path in ("/v1/search", "/v1/items/{item_id}/similar", "/v1/events", "/metrics", "/"):
         assert path in paths

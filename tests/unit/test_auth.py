@@ -5,6 +5,7 @@ Real SQLite files throughout; the policy is the one ``create_app`` installs (ser
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -345,3 +346,37 @@ def test_check_event_rules() -> None:
     assert isinstance(filled, Event) and filled.query_item_id == "Q"
     wrong = Event("click", "s", "A", 1, query_item_id="OTHER", surface="similar")
     assert "query item" in str(check_event(wrong, similar))
+
+
+def test_an_unreachable_ledger_leaves_search_up(store: ApiKeyStore, caplog) -> None:
+    """Rate limits fail open: the search answers and a warning names what was skipped."""
+    ledger = AccessLedger("postgresql://nobody@127.0.0.1:1/none")
+    client = make_client(store, ledger)
+    with caplog.at_level("WARNING", logger="lookalike.serve.access"):
+        r = client.post("/v1/search")
+    assert r.status_code == 200 and r.json()["results"]
+    assert "rate limit not applied" in caplog.text
+    assert "could not record an issued answer" in caplog.text
+
+
+def test_keys_cli_creates_keys_with_roles(tmp_path: Path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from lookalike.cli.main import app as cli
+
+    monkeypatch.setenv("LOOKALIKE_HOME", str(tmp_path))
+    runner = CliRunner()
+    made = runner.invoke(cli, ["keys", "create", "ops", "--role", "admin", "--json"])
+    assert made.exit_code == 0, made.output
+    key = json.loads(made.output.strip().splitlines()[-1])
+    assert key["role"] == "admin" and key["secret"].startswith("lk_")
+    default = runner.invoke(cli, ["keys", "create", "laptop", "--json"])
+    assert json.loads(default.output.strip().splitlines()[-1])["role"] == "extension"
+    listed = runner.invoke(cli, ["keys", "list"])
+    assert listed.exit_code == 0 and "admin" in listed.output and "extension" in listed.output
+    assert key["secret"] not in listed.output
+    bad = runner.invoke(cli, ["keys", "create", "eve", "--role", "root"])
+    assert bad.exit_code == 2 and "root" in bad.output
+    store = ApiKeyStore(f"sqlite:///{tmp_path / 'var' / 'catalog.db'}")
+    verified = store.verify(key["secret"])
+    assert verified is not None and verified.role == "admin"

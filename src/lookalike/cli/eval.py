@@ -41,7 +41,11 @@ def retrieval(
     ),
     cache_dir: Path = typer.Option(None, help="Feature cache folder (default: var/cache/features)"),
 ) -> None:
-    """Query with shopper photos, rank catalog photos: Recall@1/5/10/20 and mAP."""
+    """Query with shopper photos, rank catalog photos: Recall@1/5/10/20 and mAP.
+
+    A second row, ``recall_dedup`` in the JSON, counts a byte-identical twin of the true product
+    (same sha256) as found; ``pairs_with_twin`` says how many pairs have one.
+    """
     settings = Settings()
     ref = model or f"{settings.search.model_name}:production"
     registry = Registry(settings.models_dir, "model")
@@ -75,15 +79,20 @@ def retrieval(
             cache=feature_cache,
         )
     table = Table(title=f"{report.model} ({report.served_by}, crop {report.extra['crop']})")
-    for col in ["queries", "gallery", *[f"R{k}" for k in report.recall], "mAP"]:
+    for col in ["recall", "queries", "gallery", *[f"R{k}" for k in report.recall], "mAP"]:
         table.add_column(col, justify="right")
+    size = [str(report.queries), str(report.gallery)]
     table.add_row(
-        str(report.queries),
-        str(report.gallery),
-        *[f"{v:.3f}" for v in report.recall.values()],
-        f"{report.map:.3f}",
+        "strict", *size, *[f"{v:.3f}" for v in report.recall.values()], f"{report.map:.3f}"
+    )
+    table.add_row(
+        "twin=found", *size, *[f"{report.recall_dedup[k]:.3f}" for k in report.recall], "-"
     )
     console.print(table)
+    console.print(
+        f"{report.pairs_with_twin} of {report.queries} pairs have a byte-identical twin of their"
+        " product in the gallery; 'twin=found' (recall_dedup) counts that twin as a hit"
+    )
     if json_out:
         doc = {**report.to_dict(), "pairs": str(pairs), "split": split}
         json_out.parent.mkdir(parents=True, exist_ok=True)

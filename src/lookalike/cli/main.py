@@ -52,6 +52,25 @@ def main(
         os.environ["LOOKALIKE_HOME"] = str(home.resolve())
 
 
+def _say_missing_model(settings: Settings) -> None:
+    """One line before serving when the home has no production model: where we looked, the fix.
+
+    The server still starts (``/health`` says "not ready"), but a server run outside the
+    checkout usually just looked in the wrong folder.
+    """
+    from lookalike.registry import Registry
+
+    name = settings.search.model_name
+    if "production" in Registry(settings.models_dir, "model").aliases(name):
+        return
+    source = "LOOKALIKE_HOME" if os.environ.get("LOOKALIKE_HOME") else "the working directory"
+    console.print(
+        f"[yellow]no production model {name!r} in {settings.models_dir}[/] (home from {source}):"
+        " set LOOKALIKE_HOME (or --home) to the folder that holds models/ and index/, or run"
+        " `lookalike demo --no-serve` there to build one"
+    )
+
+
 @app.command()
 def serve(
     host: str = typer.Option(None, help="Default 127.0.0.1"),
@@ -69,6 +88,7 @@ def serve(
     from lookalike.serve.limits import raise_open_file_limit
 
     settings = Settings()
+    _say_missing_model(settings)
     serving = settings.serving
     soft, hard = raise_open_file_limit()  # inherited by the worker processes
     console.print(f"open files: {soft} (hard limit {hard})")

@@ -6,6 +6,10 @@ rank is 1 + the number of gallery rows that score strictly higher, so a tie coun
 query's favour. With one relevant row average precision is 1/rank, so mAP is the mean
 reciprocal rank.
 
+A gallery can hold byte-identical copies of one photo under two items (about a fifth of viton
+pairs): ``groups`` (one id per gallery row, :func:`duplicate_groups` of the files' sha256) makes
+any row of the relevant row's group count as found, the duplicate-aware recall.
+
 Keys are spelled one way everywhere: ``{"@1": …, "@5": …, "@10": …, "@20": …}`` for recall,
 and :func:`figures` writes ``{"recall": {"@10": …}, "map": …}``, the shape of a
 :class:`~lookalike.search.evaluation.RetrievalReport`.
@@ -18,7 +22,7 @@ from typing import TypedDict
 
 import numpy as np
 
-__all__ = ["KS", "Figures", "figures", "rank_metrics", "recall_key"]
+__all__ = ["KS", "Figures", "duplicate_groups", "figures", "rank_metrics", "recall_key"]
 
 KS = (1, 5, 10, 20)
 
@@ -48,21 +52,41 @@ def _scores(queries: np.ndarray, gallery: np.ndarray, owner: np.ndarray | None) 
     return scores
 
 
+def duplicate_groups(keys: Sequence[str]) -> np.ndarray:
+    """One group id per gallery row: rows with equal ``keys`` (e.g. sha256 of the file) share it.
+
+    The id is the index of the group's first row, so a row without a twin is its own group.
+    """
+    first: dict[str, int] = {}
+    return np.asarray([first.setdefault(key, i) for i, key in enumerate(keys)], dtype=np.int64)
+
+
 def rank_metrics(
     queries: np.ndarray,
     gallery: np.ndarray,
     relevant: np.ndarray,
     ks: Sequence[int] = KS,
     owner: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
 ) -> tuple[dict[str, float], float, np.ndarray]:
     """Exact ranks of each query's one relevant gallery row; returns (recall, mAP, ranks).
 
     ``queries`` is ``(n, d)``, or ``(views, n, d)`` for several views of each query.
     ``owner`` (one query index per row of ``queries``, sorted) lets several rows speak for one
     query. Either way a gallery row scores the best view. ``recall`` is keyed ``"@k"``.
+    ``groups`` (one id per gallery row, see :func:`duplicate_groups`) counts the best row of the
+    relevant row's group as found: rows of that group never rank above the query's answer.
     """
     scores = _scores(np.asarray(queries), np.asarray(gallery), owner)
-    own = scores[np.arange(len(scores)), relevant]
+    relevant = np.asarray(relevant)
+    if groups is None:
+        own = scores[np.arange(len(scores)), relevant]
+    else:
+        groups = np.asarray(groups)
+        if groups.shape != (scores.shape[1],):
+            raise ValueError(f"groups has shape {groups.shape}, expected ({scores.shape[1]},)")
+        same = groups[None, :] == groups[relevant][:, None]
+        own = np.where(same, scores, -np.inf).max(axis=1)
     ranks = 1 + (scores > own[:, None]).sum(axis=1)
     recall = {recall_key(k): round(float((ranks <= k).mean()), 4) for k in ks}
     return recall, round(float((1.0 / ranks).mean()), 4), ranks

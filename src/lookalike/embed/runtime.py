@@ -11,8 +11,10 @@ A trained model's manifest names a projection head (``head: {"file": "head.npz",
 tower chosen by ``embed(images, role=...)``. Without a head ``role`` changes nothing.
 
 Every skipped or failed step is logged on the ``lookalike.embed`` logger and the reasons end up
-in ``Embedder.info.reason``. A step is served only after a load check (one synthetic image must
-give a finite unit vector of the right width), so a model that outputs NaN is never served.
+in ``Embedder.info.reason``. A GPU step skipped on a machine without an NVIDIA GPU is expected,
+so it is logged once per process at DEBUG; any other skip or failure is a WARNING. A step is
+served only after a load check (one synthetic image must give a finite unit vector of the right
+width), so a model that outputs NaN is never served.
 ``runtime`` pins one step (``LOOKALIKE_SEARCH__RUNTIME``). torch is imported only inside the
 torch steps, so serving works where torch is not installed.
 """
@@ -60,6 +62,11 @@ _INPUT = "pixels"
 def _nvidia_gpu_present() -> bool:
     """A cheap test for an NVIDIA driver, so torch is imported only where CUDA can exist."""
     return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidia0").exists()
+
+
+# Expected skips already said at DEBUG in this process: a CPU-only machine loads embedders for
+# every command and every refresh, and the same "no GPU" line each time is noise.
+_said: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -252,14 +259,25 @@ class _Ladder:
         if variant is not None and variant not in self.variants:
             raise ConfigError(f"model {ref} has no {variant!r} variant ({sorted(self.variants)})")
         self.reasons: list[str] = []
+        # load_embedder clears it on "auto" without an NVIDIA GPU: GPU skips are then expected.
+        self.gpu_wanted = True
+        self.expected: list[str] = []  # reasons of expected GPU skips, kept out of INFO lines
         if manifest.get("reason"):
             self.reasons.append(
                 f"default variant {manifest.get('default_variant')}: {manifest['reason']}"
             )
 
-    def note(self, step: str, why: str) -> None:
-        log.warning("embedder %s: %s skipped: %s", self.ref, step, why)
+    def note(self, step: str, why: str, *, gpu: bool = False) -> None:
+        """Record why ``step`` was skipped; ``gpu`` marks a GPU step (see the module docstring)."""
         self.reasons.append(f"{step} skipped: {why}")
+        if gpu and not self.gpu_wanted:
+            self.expected.append(self.reasons[-1])
+            key = f"{step}: {why}"
+            if key not in _said:
+                _said.add(key)
+                log.debug("embedder %s: %s skipped: %s (no NVIDIA GPU here)", self.ref, step, why)
+            return
+        log.warning("embedder %s: %s skipped: %s", self.ref, step, why)
 
     def accept(
         self,
@@ -283,7 +301,10 @@ class _Ladder:
             run_maps=run_maps,
         )
         _load_check(emb)
-        log.info("embedder %s served by %s (%s)", self.ref, served_by, reason)
+        said = "; ".join(
+            r for r in [*self.reasons, f"serving with {served_by}"] if r not in self.expected
+        )
+        log.info("embedder %s served by %s (%s)", self.ref, served_by, said)
         return emb
 
     # -- steps: each returns an embedder or raises with the reason --------------------------
@@ -346,9 +367,9 @@ class _Ladder:
             try:  # int8 QDQ graphs run poorly on CUDA; a GPU serves fp32
                 return self.onnx("fp32", "CUDAExecutionProvider", "onnxruntime-cuda")
             except Exception as exc:  # noqa: BLE001 - any failure means: try the next engine
-                self.note("onnxruntime-cuda", short_reason(exc))
+                self.note("onnxruntime-cuda", short_reason(exc), gpu=True)
         else:
-            self.note("onnxruntime-cuda", "onnxruntime has no CUDAExecutionProvider")
+            self.note("onnxruntime-cuda", "onnxruntime has no CUDAExecutionProvider", gpu=True)
         return self.torch("cuda")
 
     def step_onnx_cpu(self) -> LoadedEmbedder:
@@ -401,9 +422,11 @@ def load_embedder(
     order = list(steps) if runtime == "auto" else [runtime]
     if runtime != "auto":
         ladder.reasons.append(f"runtime pinned to {runtime}")
+    # A pinned "cuda" that fails is worth a warning even without a GPU: someone asked for it.
+    ladder.gpu_wanted = runtime != "auto" or _nvidia_gpu_present()
     for name in order:
         try:
             return steps[name]()
         except Exception as exc:  # noqa: BLE001 - each failure is recorded, then we step down
-            ladder.note(name, short_reason(exc))
+            ladder.note(name, short_reason(exc), gpu=name == "cuda")
     raise Unavailable(f"no runtime could serve model {resolved}: " + "; ".join(ladder.reasons))

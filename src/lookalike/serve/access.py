@@ -35,8 +35,10 @@ The rules, on every route:
   only ground on which ``POST /v1/events`` accepts events.
 
 The client's address is used only in memory, to name its counter by a salted hash; it is never
-logged or stored. Behind a reverse proxy, run uvicorn with ``--proxy-headers`` and
-``--forwarded-allow-ips`` so that the address is the client's, not the proxy's.
+logged or stored. Behind a reverse proxy the address must be the client's, not the proxy's:
+uvicorn takes it from ``X-Forwarded-For`` when the proxy is in ``--forwarded-allow-ips``
+(default 127.0.0.1, a proxy on the same host); otherwise every client shares one counter.
+Extension origins get 401 without a key on every route, ``/v1/categories`` included.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute, Mount, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -120,11 +123,9 @@ ROUTE_ACCESS: dict[str, RouteAccess] = {
     "/": PUBLIC,
     "/items/{item_id}": PUBLIC,
     "/static": PUBLIC,
-    # API documentation (FastAPI's routes)
+    # API documentation (the schema and the self-hosted docs page)
     "/openapi.json": PUBLIC,
     "/docs": PUBLIC,
-    "/docs/oauth2-redirect": PUBLIC,
-    "/redoc": PUBLIC,
     # probes: a load balancer or orchestrator calls them without credentials
     "/health": PUBLIC,
     "/ready": PUBLIC,
@@ -376,9 +377,9 @@ class AccessControl:
                 what = "from your network without an API key"
                 limit = s.events_per_minute if meter is Meter.EVENTS else s.anonymous_per_minute
             wait = self.ledger.hit(f"{meter.value}:{who}", limit)
-        except LookalikeError as exc:
+        except (LookalikeError, SQLAlchemyError) as exc:
             # An unreachable ledger must not take search down with it: serve unmetered.
-            log.warning("rate limit not applied: %s", exc.code)
+            log.warning("rate limit not applied: %s", getattr(exc, "code", type(exc).__name__))
             return None
         if wait <= 0:
             return None
@@ -461,6 +462,7 @@ class AccessControl:
             return
         try:
             await run_in_threadpool(self.ledger.issue, answer)
-        except LookalikeError as exc:
+        except (LookalikeError, SQLAlchemyError) as exc:
             # The answer still goes out; only its feedback events will be refused.
-            log.warning("could not record an issued answer: %s", exc.code)
+            code = getattr(exc, "code", type(exc).__name__)
+            log.warning("could not record an issued answer: %s", code)

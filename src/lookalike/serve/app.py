@@ -15,11 +15,13 @@ from typing import Annotated
 from fastapi import APIRouter, FastAPI, File, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 
 from lookalike import __version__
 from lookalike.core.db import database_problem
 from lookalike.core.errors import InvalidInput, LookalikeError, NotFound, Unavailable
-from lookalike.core.images import decode_image
+from lookalike.core.images import UPLOAD_BUDGET_WAIT_SECONDS, decode_image
 from lookalike.core.settings import Settings
 from lookalike.search import Hit, SearchResult
 from lookalike.search.crops import CROP_MODES
@@ -28,7 +30,7 @@ from lookalike.serve.access import ROUTE_ACCESS, RouteClass
 from lookalike.serve.auth import ApiKeyStore, install_auth
 from lookalike.serve.caching import cached_json, etag_for, matches, not_modified
 from lookalike.serve.docs import install_docs, static_files
-from lookalike.serve.errors import install_error_handlers
+from lookalike.serve.errors import install_error_handlers, public_message
 from lookalike.serve.events import build_events_router
 from lookalike.serve.headers import SecurityHeaders
 from lookalike.serve.ledger import AccessLedger, ledger_url
@@ -257,10 +259,15 @@ def build_router(max_k: int) -> APIRouter:
         digest = hashlib.sha256(data).hexdigest()
 
         def run() -> SearchResult:
+            # Bounded work per upload: the header cap, then pixels after the JPEG draft and the
+            # decoded bytes (from the header, before decoding), under the process-wide budget.
             pil = decode_image(
                 data,
                 max_bytes=settings.limits.max_upload_bytes,
                 max_pixels=settings.limits.max_pixels,
+                max_decoded_pixels=settings.limits.max_upload_pixels,
+                max_decoded_bytes=settings.limits.max_upload_decode_bytes,
+                budget_wait_s=UPLOAD_BUDGET_WAIT_SECONDS,
             )
             return search.search_image(
                 pil,
@@ -366,13 +373,19 @@ def build_router(max_k: int) -> APIRouter:
             problems.append(f"database: {db_problem}")
             statuses.add("degraded")
         status = next((s for s in ("unavailable", "degraded") if s in statuses), "ok")
+        # /health is public: reasons name versions and checks, never paths, hosts or SQL
+        for part in products.values():
+            part["problems"] = [public_message(p) for p in part["problems"]]
         body: dict = {
             "status": status,
             "version": __version__,
             "pid": os.getpid(),
-            "problems": problems,
+            "problems": [public_message(p) for p in problems],
             "reloads": state.reloads,
-            "database": {"ok": db_problem is None, "problem": db_problem},
+            "database": {
+                "ok": db_problem is None,
+                "problem": None if db_problem is None else public_message(db_problem),
+            },
             "products": products,
         }
         # Search's own facts stay at the top level too (the runbook and the page read them).
@@ -475,17 +488,6 @@ def create_app(settings: Settings | None = None, *, state: ServingState | None =
         app, forbidden_paths=[p for p, a in ROUTE_ACCESS.items() if a.route_class in needs_role]
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_upload_bytes + 64 * 1024)
-    # Admission at the door: before the body is read, inside RequestId so a 503 carries its id.
-    serving = settings.serving
-    app.add_middleware(
-        Admission,
-        max_in_flight=serving.max_in_flight,
-        queue_size=serving.queue_size,
-        queue_budget_ms=serving.queue_budget_ms,
-        retry_after=serving.retry_after_seconds,
-        threads=serving.worker_threads or serving.max_in_flight + 16,
-        on_reject=lambda route: metrics.rejected.labels(route).inc(),
-    )
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     keys = ApiKeyStore(settings.db_url, db=settings.db)
     try:
@@ -497,9 +499,29 @@ def create_app(settings: Settings | None = None, *, state: ServingState | None =
         ttl_seconds=settings.extension.request_id_ttl_seconds,
         options=settings.db,
     )
-    ledger.create_schema()
+    try:
+        ledger.create_schema()
+    except LookalikeError as exc:  # its database is down: start anyway (retried on use)
+        log.error("access ledger not ready at start: %s", exc.message)
     # CORS must stay the outermost layer that answers, so that 401 and 429 carry its headers.
     install_auth(app, keys, settings.extension, ledger=ledger)
+    # Admission at the door: right inside CORS (a 503 carries CORS headers and Retry-After) and
+    # outside the access policy, whose ledger write per request would otherwise queue refusals
+    # in the thread pool; before the body is read.
+    serving = settings.serving
+    cors = next(i for i, m in enumerate(app.user_middleware) if m.cls is CORSMiddleware)
+    app.user_middleware.insert(
+        cors + 1,
+        Middleware(
+            Admission,
+            max_in_flight=serving.max_in_flight,
+            queue_size=serving.queue_size,
+            queue_budget_ms=serving.queue_budget_ms,
+            retry_after=serving.retry_after_seconds,
+            threads=serving.worker_threads or serving.max_in_flight + 16,
+            on_reject=lambda route: metrics.rejected.labels(route).inc(),
+        ),
+    )
     # Outside the access policy, so that its 401/403/429 answers carry X-Request-ID as well.
     app.add_middleware(RequestId)
     # CSP, nosniff and framing rules on every answer, the 401/429/413 ones included.

@@ -124,21 +124,46 @@ class AccessLedger:
         # Counts of closed windows, read once per bucket and window: a hit is then one statement.
         self._closed: dict[str, int] = {}
         self._closed_window = -1
+        self._ready = False
+        self._tried_at = -math.inf
 
     def create_schema(self) -> None:
         """Create the tables and the hashing salt if missing (safe on every start, any worker)."""
-        try:
-            _metadata.create_all(self._engine, checkfirst=True)
-            with self._engine.begin() as conn:
-                conn.execute(
-                    self._insert(ledger_meta)
-                    .values(name="client_salt", value=secrets.token_hex(32))
-                    .on_conflict_do_nothing(index_elements=["name"])
-                )
-        except sa.exc.OperationalError as exc:
-            if "already exists" not in str(exc):  # two workers creating at once
-                raise Unavailable(f"the access ledger is unavailable: {exc}") from exc
+        for attempt in range(2):
+            try:
+                _metadata.create_all(self._engine, checkfirst=True)
+                with self._engine.begin() as conn:
+                    conn.execute(
+                        self._insert(ledger_meta)
+                        .values(name="client_salt", value=secrets.token_hex(32))
+                        .on_conflict_do_nothing(index_elements=["name"])
+                    )
+                break
+            except (sa.exc.SQLAlchemyError, Unavailable) as exc:
+                # Two workers creating the tables at once: the loser finds them made.
+                if attempt == 1:
+                    if isinstance(exc, Unavailable):
+                        raise
+                    raise Unavailable(
+                        f"the access ledger is unavailable: {type(exc).__name__}"
+                    ) from exc
+                time.sleep(0.2)
         self._load_salt()
+        self._ready = True
+
+    def _ensure_schema(self) -> None:
+        """Before a use: create the tables if a start-up without the database could not.
+
+        Retried at most every 5 s; in between the caller gets ``Unavailable`` at once.
+        """
+        if self._ready:
+            return
+        now = time.monotonic()
+        with self._lock:
+            if now - self._tried_at < 5.0:
+                raise Unavailable("the access ledger is not ready yet; retrying")
+            self._tried_at = now
+        self.create_schema()
 
     def _load_salt(self) -> bytes:
         if self._salt is None:
@@ -156,6 +181,7 @@ class AccessLedger:
 
         No I/O after ``create_schema`` (the salt is kept in memory).
         """
+        self._ensure_schema()
         digest = hmac.new(self._load_salt(), _network(host or "-").encode(), hashlib.sha256)
         return "ip:" + digest.hexdigest()[:24]
 
@@ -163,6 +189,7 @@ class AccessLedger:
 
     def hit(self, bucket: str, limit: int) -> float:
         """Count one request of ``bucket``: 0.0 if allowed, else seconds until one would be."""
+        self._ensure_schema()
         now = self._clock()
         window = int(now // WINDOW_SECONDS)
         elapsed = (now % WINDOW_SECONDS) / WINDOW_SECONDS
@@ -210,6 +237,7 @@ class AccessLedger:
 
     def issue(self, answer: IssuedAnswer) -> None:
         """Remember an answer the server gave (replaces one with the same request id)."""
+        self._ensure_schema()
         values = {
             "request_id": answer.request_id,
             "surface": answer.surface,
@@ -229,6 +257,7 @@ class AccessLedger:
         """The answers among ``request_ids`` issued within the last ``ttl_seconds``."""
         if not request_ids:
             return {}
+        self._ensure_schema()
         oldest = self._clock() - self.ttl_seconds
         t = issued_answers
         query = sa.select(t).where(t.c.request_id.in_(set(request_ids)), t.c.issued_at >= oldest)

@@ -480,6 +480,12 @@ class GuardedH11Protocol(H11Protocol):
             _IDLE[self] = None  # idle again, and now the newest; keep-alive bounds its idle time
             self._head_started = False
 
+    def handle_websocket_upgrade(self, event: Any) -> None:
+        # the connection belongs to the WebSocket protocol from here on: no deadlines of ours
+        _IDLE.pop(self, None)
+        self._cancel_timers()
+        super().handle_websocket_upgrade(event)
+
     # -- state
     def _awaiting_head(self) -> bool:
         return self.cycle is None or self.cycle.response_complete
