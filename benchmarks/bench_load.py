@@ -322,6 +322,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=REPO / "artifacts" / "bench_load.json")
     args = ap.parse_args()
 
+    host = machine()  # before our own load: the load average says what else was running
     home = prepare_home(args.models, args.home)
     bound = embed_bound(home, args.embed_runs)
     limit = bound["limit_per_s"]
@@ -410,7 +411,7 @@ def main() -> None:
     )
     report = {
         "benchmark": "bench_load",
-        "machine": machine(),
+        "machine": host,
         "workers": args.workers,
         "step_seconds": args.step_seconds,
         "p95_target_ms": P95_TARGET_MS,

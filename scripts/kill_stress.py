@@ -7,10 +7,10 @@ at random points, then check that nothing half-written is visible and that the n
 Builds a demo home once (the default model from LOOKALIKE_TEST_MODELS or /tmp/lk-home/models,
 the demo catalog imported and indexed with the real CLI, a second model version and a candidate
 index to promote, and a changed catalog feed for ``refresh``). Each action is first run to the
-end once to measure how long it takes; every trial then copies the home (artifact files as hard
-links: the registry never writes a file in place), starts the command as a real subprocess in
-its own session, SIGKILLs the whole session at a uniformly random moment of that duration, and
-checks:
+end once to measure how long it takes; every trial then copies the home (large artifact files
+as hard links: nothing writes them in place), starts the command as a real subprocess in its
+own session, SIGKILLs the whole session at a uniformly random moment of a full run (the median
+of the runs seen so far, as load changes it), and checks:
 
 - the registry lists only complete versions, each matching its manifest's checksums, and no
   ``.tmp-*`` folder is ever listed as one; every alias file is sound and points at complete
@@ -181,12 +181,15 @@ def build_base(work: Path) -> tuple[Path, Path]:
 
 
 def copy_home(base: Path, dest: Path) -> Path:
-    """Copy a home; files the registry only ever replaces by rename are hard-linked."""
+    """Copy a home. Large artifact files (weights, vectors, media) are hard-linked: nothing
+    writes them in place. Small files (aliases, manifests, locks, the database) are copied,
+    so a stray in-place write in one trial cannot reach the base or another trial."""
     linkable = ("models", "index", os.path.join("var", "media"))
 
     def copy(src: str, dst: str) -> None:
         rel = os.path.relpath(src, base)
-        if rel.startswith(linkable) and not src.endswith(".lock"):
+        large = os.path.getsize(src) >= 256 * 1024
+        if rel.startswith(linkable) and large and not src.endswith((".json", ".lock")):
             os.link(src, dst)
         else:
             shutil.copy2(src, dst)

@@ -16,7 +16,8 @@ fi
 # nothing; a new pyproject.toml reinstalls the union, so no extra is ever dropped.
 stamp=.venv/.lookalike-installed
 extras="build,postgres,report"
-[ $want_test = 1 ] && extras="$extras,test"
+# the test suite also runs a short locust benchmark (the bench extra)
+[ $want_test = 1 ] && extras="$extras,test,bench"
 have=""
 [ -f "$stamp" ] && have=$(head -n 1 "$stamp")
 missing=""
@@ -26,10 +27,10 @@ done
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ -n "$missing" ]; then
   union=$(printf '%s\n' ${have//,/ } ${extras//,/ } | sort -u | paste -sd, -)
   if [ -z "$have" ]; then
-    echo "setup: installing lookalike[$union] into .venv from PyPI. The first time takes about"
-    echo "setup: 2-5 minutes and about 6 GB: the build extra (torch, to build the default model)"
-    echo "setup: pulls torch's CUDA wheels (nvidia-*, triton) even on a CPU machine; serving"
-    echo "setup: itself needs only onnxruntime, faiss, numpy and Pillow."
+    echo "setup: installing lookalike[$union] into .venv from PyPI: about 2 minutes on a fast"
+    echo "setup: link, about 6 GB. Most of it is the build extra: torch (to build the default"
+    echo "setup: model), whose PyPI wheel pulls CUDA libraries (nvidia-*, triton: ~4 GB) even on"
+    echo "setup: a CPU machine. Serving needs only onnxruntime, faiss, numpy and Pillow."
   else
     echo "setup: updating .venv to lookalike[$union] (had: $have)"
   fi

@@ -15,6 +15,14 @@ DEMO = REPO / "demo" / "catalog"
 SHARED_DATA = Path(os.environ.get("LOOKALIKE_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Every server a test starts (in process or as a subprocess) comes from one address, so
+    the per-client limits are lifted for the session; the tests of the limits set their own."""
+    os.environ.setdefault("LOOKALIKE_EXTENSION__ANONYMOUS_PER_MINUTE", "1000000")
+    os.environ.setdefault("LOOKALIKE_EXTENSION__RATE_PER_MINUTE", "1000000")
+    os.environ.setdefault("LOOKALIKE_EXTENSION__EVENTS_PER_MINUTE", "1000000")
+
+
 @pytest.fixture(scope="session")
 def demo_catalog() -> Path:
     """The bundled demo catalog: ``items.csv`` and ``images/``."""

@@ -116,7 +116,9 @@ def test_auto_walks_the_ladder_and_says_why(
         assert emb.info.served_by == "onnxruntime-cuda:fp32"
     else:
         assert "cuda skipped" in emb.info.reason
-        assert any("skipped" in r.getMessage() for r in caplog.records)
+        gpu = Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidia0").exists()
+        # no GPU: the skip is expected and said once at DEBUG (tests/unit/test_runtime_logging.py)
+        assert any("skipped" in r.getMessage() for r in caplog.records) == gpu
         if emb.info.served_by.startswith("onnxruntime-cpu"):
             assert emb.info.variant == m["default_variant"]
     assert emb.info.reason.endswith(f"serving with {emb.info.served_by}")

@@ -134,3 +134,30 @@ def test_refresh_clears_the_alarm_health_raises(fresh_demo_home: Path, demo_cata
 def _health_after_view_ttl(base: str) -> dict:
     time.sleep(1.2)  # the catalog view re-reads the revision at most once a second
     return httpx.get(f"{base}/health", timeout=10).json()
+
+
+def test_a_damaged_alias_file_serves_what_is_valid_and_repair_fixes_it(
+    fresh_demo_home: Path,
+) -> None:
+    """A model alias file of random bytes: the server still starts on the index's release
+    and says degraded, naming the repair; `lookalike registry repair` clears it live."""
+    home = fresh_demo_home
+    aliases = home / "models" / "effnet_lite0" / "aliases.json"
+    aliases.write_bytes(b"\x89\x00not json at all\xff")
+    env = {"LOOKALIKE_SERVING__RELOAD_SECONDS": "1"}
+    with _server(home, **env) as base:
+        health = httpx.get(f"{base}/health", timeout=10).json()
+        assert health["status"] == "degraded", health
+        assert health["release"]["members"] == {"model": "effnet_lite0:1", "index": "catalog:1"}
+        assert any("lookalike registry repair" in p for p in health["problems"]), health
+        out = _cli(home, "models", "list")
+        assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+        out = _cli(home, "registry", "repair", "--kind", "models")
+        assert out.returncode == 0, out.stdout + out.stderr
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            health = httpx.get(f"{base}/health", timeout=10).json()
+            if health["status"] == "ok":
+                break
+            time.sleep(0.5)
+        assert health["status"] == "ok", health["problems"]

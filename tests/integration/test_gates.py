@@ -20,9 +20,9 @@ from bad_models import copy_model, register_onnx_model
 from lookalike.catalog import CatalogStore
 from lookalike.core.settings import Gates, Settings
 from lookalike.embed import load_embedder
-from lookalike.search.gates import check_index, check_model
 from lookalike.registry import Ref, Registry
 from lookalike.search import build_index, update_index
+from lookalike.search.gates import check_index, check_model
 
 LOOKALIKE = [sys.executable, "-m", "lookalike.cli"]
 NO_TIMING = {

@@ -71,7 +71,7 @@ def test_refresh_updates_only_changes_and_promotes(fresh_demo_home, demo_catalog
     settings = Settings(home=fresh_demo_home)
     before = _production(fresh_demo_home)
 
-    outcome = run_refresh(settings, catalog_file=catalog_file)
+    outcome = run_refresh(settings, catalog_file=catalog_file, images_root=Path("/"))
 
     assert outcome.status == "promoted", outcome.summary
     assert outcome.exit_code == 0
@@ -86,13 +86,13 @@ def test_refresh_updates_only_changes_and_promotes(fresh_demo_home, demo_catalog
     assert saved["status"] == "promoted" and saved["import"]["items_removed"] == 10
     assert outcome.report_path.with_suffix(".txt").read_text().startswith("refresh ")
 
-    again = run_refresh(settings, catalog_file=catalog_file)
+    again = run_refresh(settings, catalog_file=catalog_file, images_root=Path("/"))
     assert again.status == "up_to_date" and _production(fresh_demo_home) == after
 
 
 def _stopped(home: Path, catalog_file: Path, expect: str) -> None:
     before, items = _production(home), _items(home)
-    outcome = run_refresh(Settings(home=home), catalog_file=catalog_file)
+    outcome = run_refresh(Settings(home=home), catalog_file=catalog_file, images_root=Path("/"))
     assert outcome.status == "stopped" and outcome.exit_code == 1
     assert expect in outcome.summary, outcome.summary
     assert _production(home) == before  # production stays

@@ -15,9 +15,9 @@ from lookalike.catalog import CatalogStore
 from lookalike.catalog.schema import items as items_table
 from lookalike.core.settings import Settings
 from lookalike.jobs.events import Event, EventStore
-from lookalike.search.gates import check_index
 from lookalike.jobs.refresh import run_refresh
 from lookalike.jobs.report import collect_report, write_report
+from lookalike.search.gates import check_index
 from lookalike.serve.app import create_app
 
 

@@ -167,6 +167,10 @@ def _metric(client: TestClient, name: str, **labels: str) -> float:
     return 0.0
 
 
+# /metrics is an admin route that a scrape from loopback may read without a key.
+LOOPBACK = ("127.0.0.1", 50000)
+
+
 def _app_with(home: Path, embedder: LoadedEmbedder, **serving: float) -> Iterator[TestClient]:
     settings = Settings(home=home)
     for key, value in serving.items():
@@ -174,7 +178,7 @@ def _app_with(home: Path, embedder: LoadedEmbedder, **serving: float) -> Iterato
     catalog = CatalogStore(settings.db_url, settings.media_dir)
     loaded = load_registry_index(Registry(settings.index_dir, "index"), "catalog:production")
     state = ServingState.for_service(settings, SearchService(catalog, embedder, loaded))
-    with TestClient(create_app(settings, state=state)) as client:
+    with TestClient(create_app(settings, state=state), client=LOOPBACK) as client:
         yield client
 
 
@@ -275,7 +279,7 @@ def _app_with_production(home: Path, **serving: float) -> Iterator[TestClient]:
     settings = Settings(home=home)
     for key, value in serving.items():
         setattr(settings.serving, key, value)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), client=LOOPBACK) as client:
         yield client
 
 

@@ -38,6 +38,7 @@ from lookalike.core.progress import Progress, relabelled
 from lookalike.core.settings import Settings
 from lookalike.embed import load_embedder
 from lookalike.jobs.datachecks import DataCheck, check_input, embedding_drift, scan_input
+from lookalike.jobs.events import EventStore
 from lookalike.lifecycle import promote
 from lookalike.registry import Ref, Registry
 from lookalike.registry.store import atomic_write_text
@@ -228,6 +229,11 @@ def _run(
     catalog = CatalogStore.for_settings(settings)
     try:
         catalog.create_schema()
+        # Retention of the feedback events (the same database): old events go each run.
+        days = settings.extension.events_retention_days
+        report["events_deleted"] = EventStore(settings.db_url, db=settings.db).delete_older_than(
+            days
+        )
         models = Registry(settings.models_dir, "model")
         indexes = Registry(settings.index_dir, "index")
         name = settings.search.index_name

@@ -85,8 +85,22 @@ class ProductSlot:
             health = generation.health()
             fell_back = alias != "production" or bool(health.get("fell_back"))
             problems += list(health.get("problems", []))
-            return generation, problems, fell_back
+            # A damaged aliases.json serves what is still valid, and says so.
+            broken = self._alias_problems()
+            problems += broken
+            return generation, problems, fell_back or bool(broken)
         return None, problems, True
+
+    def _alias_problems(self) -> list[str]:
+        out = []
+        for role in self.kind.roles:
+            registry = self.kind.registry(role)
+            name = self.kind.artifact_name(role)
+            for problem in registry.alias_problems(name):
+                out.append(
+                    f"{registry.kind} {name}: {problem} — run `lookalike registry repair {name}`"
+                )
+        return out
 
     def install(self, generation: Generation) -> None:
         """Swap in a generation: one reference assignment; old requests finish on theirs."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from lookalike.registry.store import (
     ALIASES,
     ArtifactWriter,
+    BrokenAliases,
     Ref,
     Registry,
     atomic_write_text,
@@ -14,6 +15,7 @@ from lookalike.registry.store import (
 __all__ = [
     "ALIASES",
     "ArtifactWriter",
+    "BrokenAliases",
     "Ref",
     "Registry",
     "atomic_write_text",
