@@ -226,6 +226,11 @@ class _BoundedQueuePool(QueuePool):
             ) from exc
 
 
+# SQLAlchemy names a pool's logger after its class: this one sits under ``lookalike``, whose
+# INFO lines the CLI shows, and pool housekeeping ("Pool disposed") is not news for a user.
+logging.getLogger(f"{__name__}.{_BoundedQueuePool.__name__}").setLevel(logging.WARNING)
+
+
 @functools.cache
 def _bounded_psycopg_class() -> type:
     """A psycopg connection whose every wait on the server has a deadline.
