@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -47,14 +47,17 @@ def run_cli(
 class LiveServer:
     """A started ``lookalike serve`` (see :func:`live_server`)."""
 
-    def __init__(self, home: Path, log: Path, workers: int = 1, **env: str) -> None:
+    def __init__(
+        self, home: Path, log: Path, workers: int = 1, prefix: Sequence[str] = (), **env: str
+    ) -> None:
+        """``prefix`` runs the server under another command (e.g. ``prlimit --as=N --``)."""
         self.home = home
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = log
         self._out = open(log, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [*LOOKALIKE, "serve", "--port", str(self.port), "--workers", str(workers)],
+            [*prefix, *LOOKALIKE, "serve", "--port", str(self.port), "--workers", str(workers)],
             env={**os.environ, "LOOKALIKE_HOME": str(home), **env},
             stdout=self._out,
             stderr=subprocess.STDOUT,
@@ -84,8 +87,10 @@ class LiveServer:
 
 
 @contextmanager
-def live_server(home: Path, workers: int = 1, **env: str) -> Iterator[LiveServer]:
-    server = LiveServer(home, home.parent / f"server-{free_port()}.log", workers, **env)
+def live_server(
+    home: Path, workers: int = 1, prefix: Sequence[str] = (), **env: str
+) -> Iterator[LiveServer]:
+    server = LiveServer(home, home.parent / f"server-{free_port()}.log", workers, prefix, **env)
     try:
         yield server.wait_ready()
     finally:

@@ -17,69 +17,37 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from live import LiveServer, run_cli
 
 from lookalike.core.settings import Settings
 from lookalike.jobs.events import EventStore
 
-LOOKALIKE = [sys.executable, "-m", "lookalike.cli"]
 KEY_LIMIT = 20
 ANON_LIMIT = 12
 EVENTS_LIMIT = 6
 SLACK = 3
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _env(home: Path) -> dict[str, str]:
+def _env() -> dict[str, str]:
     return {
-        **os.environ,
-        "LOOKALIKE_HOME": str(home),
         "LOOKALIKE_EXTENSION__RATE_PER_MINUTE": str(KEY_LIMIT),
         "LOOKALIKE_EXTENSION__ANONYMOUS_PER_MINUTE": str(ANON_LIMIT),
         "LOOKALIKE_EXTENSION__EVENTS_PER_MINUTE": str(EVENTS_LIMIT),
     }
 
 
-class Server:
-    def __init__(self, home: Path, log: Path) -> None:
-        self.home = home
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        self._out = open(log, "w")  # noqa: SIM115 - closed in stop(); a pipe could fill and block
-        self.proc = subprocess.Popen(
-            [*LOOKALIKE, "serve", "--port", str(self.port), "--workers", "2"],
-            env=_env(home),
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-        )
+class Server(LiveServer):
+    """Two workers with this module's limits."""
 
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(f"{self.base}/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError("server did not become ready:\n" + self.log.read_text())
+    def __init__(self, home: Path, log: Path) -> None:
+        super().__init__(home, log, 2, **_env())
 
     def wait_for_both_workers(self) -> None:
         """/ready answers once one worker is up; poll the unmetered /health until both are."""
@@ -92,14 +60,6 @@ class Server:
             except httpx.TransportError:
                 pass
         assert len(seen) == 2, f"only worker(s) {seen} answered:\n{self.log.read_text()}"
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self._out.close()
 
 
 @pytest.fixture(scope="module")
@@ -117,14 +77,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, demo_home: Path) -> Iterato
 
 def _key(home: Path, name: str) -> str:
     """A key made by the real CLI, as an operator would."""
-    out = subprocess.run(
-        [*LOOKALIKE, "keys", "create", name, "--json"],
-        env=_env(home),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    out = run_cli(home, "keys", "create", name, "--json", check=True, **_env())
     return str(json.loads(out.stdout.strip().splitlines()[-1])["secret"])
 
 

@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -28,6 +25,7 @@ import pytest
 schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is in the test extra")
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis.errors import Unsatisfiable  # noqa: E402
+from live import LiveServer, live_server, run_cli  # noqa: E402
 from schemathesis import GenerationMode  # noqa: E402
 from schemathesis.specs.openapi import checks as oa_checks  # noqa: E402
 
@@ -35,84 +33,33 @@ EXAMPLES = int(os.environ.get("LOOKALIKE_FUZZ_EXAMPLES", "12"))
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _cli(home: Path, *args: str) -> str:
-    env = {**os.environ, "LOOKALIKE_HOME": str(home)}
-    done = subprocess.run(
-        [sys.executable, "-m", "lookalike.cli", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, f"lookalike {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
+class Fuzzed:
+    """The live server under fuzzing and its two keys."""
 
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class LiveServer:
-    def __init__(self, url: str, key: str, extension_key: str, log: Path) -> None:
-        self.url, self.key, self.extension_key, self.log = url, key, extension_key, log
+    def __init__(self, server: LiveServer, key: str, extension_key: str) -> None:
+        self.url, self.log = server.base, server.log
+        self.key, self.extension_key = key, extension_key
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory, demo_home: Path) -> Iterator[LiveServer]:
-    """``lookalike serve`` over a private copy of the demo home, with one API key."""
+def live(tmp_path_factory: pytest.TempPathFactory, demo_home: Path) -> Iterator[Fuzzed]:
+    """``lookalike serve`` over a private copy of the demo home, with one API key per role."""
     import shutil
 
     home = tmp_path_factory.mktemp("fuzz") / "home"
     shutil.copytree(demo_home, home)
     keys = {}
     for role in ("admin", "extension"):
-        out = _cli(home, "keys", "create", f"fuzz-{role}", "--role", role, "--json")
-        keys[role] = str(json.loads(out.strip().splitlines()[-1])["secret"])
-    port = _free_port()
-    log = home / "serve.log"
-    env = {
-        **os.environ,
-        "LOOKALIKE_HOME": str(home),
-        # the fuzzer is one client sending hundreds of requests: rate limits are not under test
+        out = run_cli(home, "keys", "create", f"fuzz-{role}", "--role", role, "--json", check=True)
+        keys[role] = str(json.loads(out.stdout.strip().splitlines()[-1])["secret"])
+    # the fuzzer is one client sending hundreds of requests: rate limits are not under test
+    limits = {
         "LOOKALIKE_EXTENSION__RATE_PER_MINUTE": "1000000",
         "LOOKALIKE_EXTENSION__ANONYMOUS_PER_MINUTE": "1000000",
         "LOOKALIKE_EXTENSION__EVENTS_PER_MINUTE": "1000000",
     }
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "lookalike.cli", "serve", "--host", "127.0.0.1"]
-            + ["--port", str(port)],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, f"lookalike serve exited:\n{log.read_text()}"
-            try:
-                with urllib.request.urlopen(f"{url}/ready", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
-            assert time.monotonic() < deadline, f"server not ready:\n{log.read_text()}"
-            time.sleep(0.3)
-        yield LiveServer(url, keys["admin"], keys["extension"], log)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with live_server(home, **limits) as server:
+        yield Fuzzed(server, keys["admin"], keys["extension"])
 
 
 def _documented_503(ctx: Any, response: Any, case: Any) -> bool | None:
@@ -157,7 +104,7 @@ def _fuzz(operation: Any, mode: Any, keys: tuple[str, ...]) -> None:
     run()
 
 
-def test_every_operation_holds_its_documented_contract(live: LiveServer) -> None:
+def test_every_operation_holds_its_documented_contract(live: Fuzzed) -> None:
     # Hypothesis is driven here, not through schemathesis' pytest plugin: its lazy-fixture
     # path does not run under pytest 9. Every operation, positive and negative data.
     schema = schemathesis.openapi.from_url(f"{live.url}/openapi.json")
@@ -178,7 +125,7 @@ def test_every_operation_holds_its_documented_contract(live: LiveServer) -> None
     assert not failures, "\n\n".join(failures)
 
 
-def test_the_fuzzed_server_stayed_up_and_logged_nothing_private(live: LiveServer) -> None:
+def test_the_fuzzed_server_stayed_up_and_logged_nothing_private(live: Fuzzed) -> None:
     """Runs after the fuzz cases: the server survived them, and its log names no client.
 
     The access log has one JSON line per request with the route template; hundreds of them

@@ -17,16 +17,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
+from live import LiveServer, live_server
 
 from hostile.corpus import Case, build_corpus
 from lookalike.catalog import CatalogStore
@@ -49,12 +48,6 @@ BURST_PLATEAU_BOUND = 150 * MIB
 PEAK_GROWTH_BOUND = 1536 * MIB
 # Peak resident memory of the whole import: interpreter + the decode budget (1 GiB) + outputs.
 IMPORT_PEAK_BOUND = 1800 * MIB
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _status_kib(pid: int, field: str) -> int:
@@ -80,45 +73,16 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> list[Case]:
 
 
 @pytest.fixture()
-def server(fresh_demo_home: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def server(fresh_demo_home: Path) -> Iterator[LiveServer]:
     if shutil.which("prlimit") is None:
         pytest.skip("prlimit (util-linux) is needed to cap the server's memory")
-    port = _free_port()
-    proc = subprocess.Popen(
-        ["prlimit", f"--as={SERVER_AS_BYTES}", "--", *LOOKALIKE, "serve", "--port", str(port)],
-        env=_env(fresh_demo_home),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise AssertionError(f"server exited under --as={SERVER_AS_BYTES}:\n" + _out(proc))
-            try:
-                if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.3)
-        else:
-            raise AssertionError("server did not become ready:\n" + _out(proc))
-        yield base, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=20)
+    limit = ["prlimit", f"--as={SERVER_AS_BYTES}", "--"]
+    with live_server(fresh_demo_home, prefix=limit, **_env(fresh_demo_home)) as live:
+        yield live
 
 
-def _out(proc: subprocess.Popen[str]) -> str:
-    if proc.poll() is None:
-        proc.terminate()
-        proc.wait(timeout=20)
-    return proc.stdout.read()[-4000:] if proc.stdout else ""
+def _out(server: LiveServer) -> str:
+    return server.log.read_text()[-4000:]
 
 
 def _post(base: str, case: Case) -> httpx.Response:
@@ -142,7 +106,7 @@ def _check_answer(case: Case, response: httpx.Response) -> None:
 def test_every_corpus_file_gets_its_answer_and_memory_stays_bounded(
     server: tuple[str, subprocess.Popen[str]], corpus: list[Case]
 ) -> None:
-    base, proc = server
+    base, proc = server.base, server.proc
     good = [c for c in corpus if c.expect == "ok"]
     for case in good[:5]:  # warm up: model sessions, arenas, caches
         _check_answer(case, _post(base, case))
@@ -154,7 +118,7 @@ def test_every_corpus_file_gets_its_answer_and_memory_stays_bounded(
             _check_answer(case, response)
         except AssertionError as exc:
             failures.append(str(exc))
-        assert proc.poll() is None, f"the server died on {case.name}:\n" + _out(proc)
+        assert proc.poll() is None, f"the server died on {case.name}:\n" + _out(server)
     rss_after = _status_kib(proc.pid, "VmRSS") * 1024
     # Several large-but-valid images at once (16 MP, 16-bit): each decodes, or is shed with
     # 503 "busy"; twice, so that the second burst shows a plateau rather than a leak.
@@ -167,7 +131,8 @@ def test_every_corpus_file_gets_its_answer_and_memory_stays_bounded(
             assert response.status_code in (200, 503), response.text[:300]
             if response.status_code == 503:
                 assert response.json()["error"]["code"]
-        assert proc.poll() is None, "the server died under concurrent large images:\n" + _out(proc)
+        died = "the server died under concurrent large images:\n"
+        assert proc.poll() is None, died + _out(server)
         rss_bursts.append(_status_kib(proc.pid, "VmRSS") * 1024)
     assert httpx.get(f"{base}/health", timeout=10).status_code == 200
     peak = _status_kib(proc.pid, "VmHWM") * 1024

@@ -29,58 +29,23 @@ from pathlib import Path
 import anyio.to_thread
 import httpx
 import pytest
+from live import LiveServer
 
 from lookalike.serve.limits import Admission
 
-LOOKALIKE = [sys.executable, "-m", "lookalike.cli"]
 BURST = 64
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """One `lookalike serve` subprocess on 127.0.0.1 with ``env`` on top of ours."""
+class Server(LiveServer):
+    """One `lookalike serve` worker with ``env`` on top of ours."""
 
     def __init__(self, home: Path, log: Path, **env: str) -> None:
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        self._out = open(log, "w")  # noqa: SIM115 - closed in stop(); a pipe could fill and block
         # 64 searches from one address is the point here, not the per-client rate limit
         limits = {
             "LOOKALIKE_EXTENSION__ANONYMOUS_PER_MINUTE": "1000000",
             "LOOKALIKE_EXTENSION__RATE_PER_MINUTE": "1000000",
         }
-        self.proc = subprocess.Popen(
-            [*LOOKALIKE, "serve", "--port", str(self.port), "--workers", "1"],
-            env={**os.environ, "LOOKALIKE_HOME": str(home), **limits, **env},
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-        )
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(f"{self.base}/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError("server did not become ready:\n" + self.log.read_text())
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self._out.close()
+        super().__init__(home, log, 1, **{**limits, **env})
 
 
 @pytest.fixture(scope="module")

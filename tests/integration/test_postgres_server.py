@@ -11,10 +11,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
+from live import live_server
 from sqlalchemy.engine import make_url
 
 pytestmark = pytest.mark.postgres
@@ -29,12 +28,6 @@ pytestmark = pytest.mark.postgres
 REPO = Path(__file__).resolve().parents[2]
 DEMO_CSV = REPO / "demo" / "catalog" / "items.csv"
 LOOKALIKE = [sys.executable, "-m", "lookalike.cli"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture()
@@ -87,26 +80,8 @@ def test_whole_server_on_postgres(tmp_path: Path, built_models: Path, plain_url:
     key = json.loads(cli("keys", "create", "pg-test", "--json"))
     assert _count(plain_url, "api_keys") == 1
 
-    port = _free_port()
-    log = tmp_path / "server.log"
-    with open(log, "w") as out:
-        server = subprocess.Popen(
-            [*LOOKALIKE, "serve", "--port", str(port)], env=env, stdout=out, stderr=out
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert server.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
-        else:
-            raise AssertionError(f"server did not become ready:\n{log.read_text()}")
-
+    with live_server(home, LOOKALIKE_DATABASE_URL=plain_url) as server:
+        base = server.base
         photo = sorted((DEMO_CSV.parent / "images").glob("*.jpg"))[0]
         upload = {"image": (photo.name, photo.read_bytes(), "image/jpeg")}
         r = httpx.post(f"{base}/v1/search", files=upload, timeout=60)
@@ -142,9 +117,6 @@ def test_whole_server_on_postgres(tmp_path: Path, built_models: Path, plain_url:
         assert r.json()["accepted"] == 1
         assert _count(plain_url, "search_events") == 1
         assert httpx.get(f"{base}/health", timeout=10).status_code == 200
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
     report = tmp_path / "report.html"
     cli("report", "--out", str(report))
