@@ -85,8 +85,10 @@ def register_onnx_model(
     return w.ref
 
 
-def copy_model(registry: Registry, source: str = "effnet_lite0:1") -> Ref:
-    """Register a byte-for-byte copy of ``source`` as a new version (same files, new number)."""
+def copy_model(registry: Registry, source: str = "effnet_lite0:1", **changes: object) -> Ref:
+    """Register a byte-for-byte copy of ``source`` as a new version (same files, new number);
+    ``changes`` replace manifest fields (e.g. an index copy's ``embedder``). Works for any
+    artifact: a model, or an index (``copy_model(indexes, "catalog:production")``)."""
     import shutil
 
     src = registry.resolve(source)
@@ -94,7 +96,7 @@ def copy_model(registry: Registry, source: str = "effnet_lite0:1") -> Ref:
         k: v
         for k, v in registry.manifest(src).items()
         if k not in {"files", "name", "version", "kind", "created_at", "checks"}
-    }
+    } | changes
     with registry.create(src.name, manifest) as w:
         for rel in registry.manifest(src)["files"]:
             Path(w.path / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -32,12 +32,8 @@ def _search_good(kind: Kind, role: str) -> Ref:
     registry = kind.registry(role)
     if role == "model":
         return copy_model(registry)
-    good = registry.resolve(Ref(kind.artifact_name(role), "production"))
-    with registry.create(good.name, registry.manifest(good) | {"note": "contract copy"}) as w:
-        for p in registry.path(good).iterdir():
-            if p.name != "manifest.json":
-                shutil.copy(p, w.path / p.name)
-    return w.ref
+    production = f"{kind.artifact_name(role)}:production"
+    return copy_model(registry, production, note="contract copy")
 
 
 def _search_bad(kind: Kind, role: str) -> Ref:
@@ -164,8 +160,4 @@ def _contract(kind: Kind, catalog: CatalogStore) -> None:
 
 
 def _rename_embedder(registry: Registry, ref: Ref, embedder: str) -> Ref:
-    with registry.create(ref.name, registry.manifest(ref) | {"embedder": embedder}) as w:
-        for p in registry.path(ref).iterdir():
-            if p.name != "manifest.json":
-                shutil.copy(p, w.path / p.name)
-    return w.ref
+    return copy_model(registry, str(ref), embedder=embedder)

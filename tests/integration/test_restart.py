@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,13 +91,7 @@ def test_restart_in_the_middle_of_a_model_deploy_keeps_search_answering(
 def _index_built_with(home: Path, model: str) -> Ref:
     """A copy of the production index whose manifest names ``model`` (v2 is a copy of v1, so
     the vectors are the ones it would build)."""
-    reg = Registry(home / "index", "index")
-    good = reg.resolve("catalog:production")
-    with reg.create("catalog", reg.manifest(good) | {"embedder": model}) as w:
-        for p in reg.path(good).iterdir():
-            if p.name != "manifest.json":
-                shutil.copy(p, w.path / p.name)
-    return w.ref
+    return copy_model(Registry(home / "index", "index"), "catalog:production", embedder=model)
 
 
 def _assert_search_serves(base: str, demo_images: list[Path], model: str) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import math
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from bad_models import copy_model
 from fastapi.testclient import TestClient
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
@@ -183,13 +183,7 @@ def _app_with(home: Path, embedder: LoadedEmbedder, **serving: float) -> Iterato
 
 
 def _copy_index(home: Path, note: str) -> Ref:
-    reg = Registry(home / "index", "index")
-    good = reg.resolve("catalog:production")
-    with reg.create("catalog", reg.manifest(good) | {"note": note}) as w:
-        for p in reg.path(good).iterdir():
-            if p.name != "manifest.json":
-                shutil.copy(p, w.path / p.name)
-    return w.ref
+    return copy_model(Registry(home / "index", "index"), "catalog:production", note=note)
 
 
 def _wrong_width_index(home: Path) -> Ref:
