@@ -23,8 +23,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio.to_thread
 import httpx
@@ -415,6 +416,25 @@ def _gated_app(release: asyncio.Event, started: list[str]) -> Admission:
     return Admission(app, max_in_flight=1, queue_size=1, queue_budget_ms=5000, threads=7)
 
 
+def _run_in_own_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """``asyncio.run(main())`` in a thread of its own: whatever loop another test left behind
+    in the main thread, this scenario gets a fresh one (and its own anyio thread limiter)."""
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(120)
+    assert not thread.is_alive(), "the scenario did not finish in 120 s"
+    if errors:
+        raise errors[0]
+
+
 def test_admission_queues_a_few_refuses_the_rest_and_never_gates_cheap_routes() -> None:
     async def scenario() -> None:
         release = asyncio.Event()
@@ -443,7 +463,7 @@ def test_admission_queues_a_few_refuses_the_rest_and_never_gates_cheap_routes() 
             assert gate.in_flight == 0 and gate.waiting == 0
             assert anyio.to_thread.current_default_thread_limiter().total_tokens == 7
 
-    asyncio.run(scenario())
+    _run_in_own_loop(scenario)
 
 
 def test_admission_refuses_a_queued_request_when_its_budget_runs_out() -> None:
@@ -468,4 +488,4 @@ def test_admission_refuses_a_queued_request_when_its_budget_runs_out() -> None:
             assert (await client.post("/v1/search")).status_code == 200
         assert rejected == ["/v1/search"]
 
-    asyncio.run(scenario())
+    _run_in_own_loop(scenario)
