@@ -442,6 +442,9 @@ def migrate(url: str | URL, options: DatabaseSettings | None = None) -> str:
     database made by the old ``create_all`` calls (any subset of the tables) is adopted: the
     first revision creates only the tables that are missing, then records itself.
     """
+    # Alembic's INFO lines (plugins, "Context impl") are noise under the CLI's INFO logging;
+    # the one line that matters ("database schema at N") is ours.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     from alembic import command
 
     engine = get_engine(url, options)

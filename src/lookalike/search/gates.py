@@ -51,7 +51,7 @@ from lookalike.search.indexing import LoadedIndex, check_pair, load_registry_ind
 
 __all__ = ["MODEL_CHECKS", "INDEX_CHECKS", "check_index", "check_model", "pairs_recall"]
 
-log = logging.getLogger("lookalike.jobs")
+log = logging.getLogger("lookalike.search")
 
 MODEL_CHECKS = ("checksums", "load", "output", "golden", "metric", "latency")
 INDEX_CHECKS = ("checksums", "load", "embedder", "count", "retrieval", "latency")
