@@ -14,14 +14,11 @@ so a reader never sees half a JPEG.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import os
 import stat
 import tempfile
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,11 +33,6 @@ MEDIA_MAX_SIDE = 512
 # Enough for the 224-pixel embedder input and for result thumbnails.
 MEDIA_MIN_SIDE = 320
 MEDIA_JPEG_QUALITY = 90
-# A source this large (header pixels) is normalised alone: its decode and the full-size RGB
-# copy the thumbnail is made from cost hundreds of MiB (an 8900² 16-bit PNG: ~0.5 GiB), and two
-# import threads each holding one peaked at 2-3 GiB. Small photos still go in parallel.
-LARGE_SOURCE_PIXELS = 16_000_000
-_LARGE_SOURCE = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,21 +77,6 @@ def _write_atomically(dest: Path, payload: bytes) -> None:
         raise
 
 
-@contextlib.contextmanager
-def _alone_if_large(data: bytes) -> Iterator[None]:
-    """Hold the large-source lock while a source of ``LARGE_SOURCE_PIXELS`` or more decodes."""
-    try:
-        with Image.open(io.BytesIO(data)) as probe:  # the header only
-            width, height = probe.size
-    except Exception:  # noqa: BLE001 - decode_image gives the real, clear error
-        width = height = 0
-    if width * height < LARGE_SOURCE_PIXELS:
-        yield
-        return
-    with _LARGE_SOURCE:
-        yield
-
-
 def store_media(
     source: Path,
     media_dir: Path,
@@ -126,19 +103,16 @@ def store_media(
             return StoredMedia(digest, name, width, height, created=False)
         except OSError:
             pass  # an unreadable copy is rewritten below
-    with _alone_if_large(data):
-        image = decode_image(
-            data,
-            max_bytes=max_bytes,
-            max_pixels=max_pixels,
-            draft_size=(MEDIA_MIN_SIDE, MEDIA_MIN_SIDE),
-        )
-        if max(image.size) > MEDIA_MAX_SIDE:
-            image.thumbnail((MEDIA_MAX_SIDE, MEDIA_MAX_SIDE), Image.Resampling.BICUBIC)
-        buffer = io.BytesIO()
-        image.save(buffer, "JPEG", quality=MEDIA_JPEG_QUALITY)
-        width, height = image.size
-        del image  # the decoded copy goes before the next large source may start
+    image = decode_image(
+        data,
+        max_bytes=max_bytes,
+        max_pixels=max_pixels,
+        draft_size=(MEDIA_MIN_SIDE, MEDIA_MIN_SIDE),
+    )
+    if max(image.size) > MEDIA_MAX_SIDE:
+        image.thumbnail((MEDIA_MAX_SIDE, MEDIA_MAX_SIDE), Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=MEDIA_JPEG_QUALITY)
     try:
         _write_atomically(dest, buffer.getvalue())
     except OSError as exc:
@@ -146,4 +120,4 @@ def store_media(
             f"cannot write catalog media into {media_dir}: {exc.strerror or exc}; "
             "check that the folder exists and is writable (LOOKALIKE_HOME)"
         ) from exc
-    return StoredMedia(digest, name, width, height, created=True)
+    return StoredMedia(digest, name, image.width, image.height, created=True)
