@@ -210,6 +210,11 @@ def test_result_links_open_the_item_page(client, demo_images) -> None:
     assert link == f"/items/{body['results'][0]['item_id']}"
     page = client.get(link)
     assert page.status_code == 200 and "/static/item.js" in page.text
+    # an unknown item is a page that says so, with a 404 and a way back, not an empty item
+    missing = client.get("/items/NO-SUCH-ITEM")
+    assert missing.status_code == 404 and missing.headers["content-type"].startswith("text/html")
+    assert "not in the catalog" in missing.text and 'href="/"' in missing.text
+    assert "default-src 'self'" in missing.headers["content-security-policy"]
 
 
 def test_per_garment_results_name_their_region_and_box(client, demo_images, items) -> None:

@@ -534,7 +534,12 @@ def create_app(settings: Settings | None = None, *, state: ServingState | None =
         return FileResponse(STATIC / "index.html")
 
     @app.get("/items/{item_id}", include_in_schema=False)
-    async def item_page(item_id: str) -> FileResponse:
+    async def item_page(request: Request, item_id: str) -> FileResponse:
+        # An unknown item is a 404 page a shopper can read, not an empty item page.
+        try:
+            await run_in_threadpool(_state(request).catalog.get_item, item_id)
+        except NotFound:
+            return FileResponse(STATIC / "missing.html", status_code=404)
         return FileResponse(STATIC / "item.html")
 
     return app
