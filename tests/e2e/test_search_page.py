@@ -37,6 +37,9 @@ def test_upload_a_photo_filter_and_open_an_item(
         cards = page.locator("[data-testid=result-card]")
         assert cards.count() == 20
         assert cards.first.get_attribute("data-item-id") == row["item_id"]
+        # versions and timings sit behind a toggle, not in the shopper's way
+        assert not page.is_visible("[data-testid=footer]")
+        page.click("[data-testid=details] summary")
         footer = page.inner_text("[data-testid=footer]")
         assert "model effnet_lite0:" in footer and "index catalog:" in footer
         page.screenshot(path=str(artifacts_dir / "search-page.png"))
