@@ -12,15 +12,14 @@ release is again one that was promoted together.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from lookalike.core.errors import LookalikeError, NotFound
 from lookalike.lifecycle.kinds import Kind, Release
-from lookalike.registry import Ref, Registry
+from lookalike.registry import Ref
 from lookalike.registry.checks import CheckReport
 
 __all__ = ["PromoteOutcome", "RollbackOutcome", "promote", "rollback"]
@@ -53,16 +52,6 @@ class RollbackOutcome:
     moved: dict[str, tuple[str, str]]  # role -> (from name:version, to name:version)
     release: Release | None
     notes: list[str] = field(default_factory=list)
-
-
-@contextlib.contextmanager
-def _alias_lock(registry: Registry, name: str) -> Iterator[None]:
-    lock = getattr(registry, "alias_lock", None)  # a per-name flock, where the registry has one
-    if lock is None:
-        yield
-        return
-    with lock(name):
-        yield
 
 
 def promote(
@@ -104,8 +93,7 @@ def promote(
         registry.update_manifest(
             resolved, forced_promotion={"failed": failed, "at": report.checked_at}
         )
-    with _alias_lock(registry, resolved.name):
-        aliases = registry.promote(resolved)
+    aliases = registry.promote(resolved)  # under the registry's lock on the alias file
     log.info("%s %s is production (was %s)", kind.product, resolved, before_text)
     notes = kind.after_promote(role, resolved)
     return PromoteOutcome(status, resolved, report, aliases, before_text, notes)
@@ -124,9 +112,8 @@ def rollback(kind: Kind, role: str, name: str | None = None) -> RollbackOutcome:
     for r in [role, *followers]:
         reg = kind.registry(r)
         art = name if r == role else kind.artifact_name(r)
-        with _alias_lock(reg, art):
-            before = reg.aliases(art).get("production", "none")
-            after = reg.rollback(art)
+        before = reg.aliases(art).get("production", "none")
+        after = reg.rollback(art)  # under the registry's lock on the alias file
         moved[r] = (f"{art}:{before}", f"{art}:{after['production']}")
         log.info("rolled back %s %s -> %s", r, moved[r][0], moved[r][1])
     try:

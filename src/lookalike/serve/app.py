@@ -37,9 +37,7 @@ from lookalike.serve.ledger import AccessLedger, ledger_url
 from lookalike.serve.limits import (
     Admission,
     BodySizeLimit,
-    ConcurrencyLimit,
     RequestId,
-    Saturated,
 )
 from lookalike.serve.logs import access_logger
 from lookalike.serve.metrics import CONTENT_TYPE_LATEST, ObserveRequests, ServingMetrics
@@ -89,15 +87,6 @@ def _search(request: Request) -> SearchGeneration:
             + " — run `lookalike demo` or build a model and an index"
         )
     return search
-
-
-def _limiter(request: Request) -> ConcurrencyLimit:
-    limiter: ConcurrencyLimit = request.app.state.limiter
-    return limiter
-
-
-def _route(request: Request) -> str:
-    return str(getattr(request.scope.get("route"), "path", request.url.path))
 
 
 def _metrics(request: Request) -> ServingMetrics:
@@ -175,18 +164,13 @@ async def _answer(
     expected = etag_for(search.model_version, search.index_version, revision, *key)
     if matches(request, expected):
         return not_modified(expected, max_age)
+    # Admission (serve/limits.py) already bounded how many of these run: no second limit here.
     metrics = _metrics(request)
-    limiter = _limiter(request)
+    metrics.searches_in_flight.inc()
     try:
-        with limiter.slot():
-            metrics.searches_in_flight.inc()
-            try:
-                result = await run_in_threadpool(run)
-            finally:
-                metrics.searches_in_flight.dec()
-    except Saturated:
-        metrics.rejected.labels(_route(request)).inc()
-        raise
+        result = await run_in_threadpool(run)
+    finally:
+        metrics.searches_in_flight.dec()
     # A fallback index answers with its own version: the tag names what really answered.
     etag = etag_for(result.model_version, result.index_version, revision, *key)
     return _cached(request, _response(request, result), etag)
@@ -474,9 +458,6 @@ def create_app(settings: Settings | None = None, *, state: ServingState | None =
     )
     app.state.serving = state
     app.state.metrics = metrics
-    app.state.limiter = ConcurrencyLimit(
-        settings.serving.max_in_flight, settings.serving.retry_after_seconds
-    )
     install_error_handlers(app)
     app.include_router(build_router(settings.limits.max_k))
     app.include_router(build_events_router())

@@ -20,26 +20,21 @@ import json
 import logging
 import re
 import resource
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import anyio.to_thread
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from lookalike.core.errors import Unavailable
-
 __all__ = [
     "EXPENSIVE_PATHS",
     "Admission",
     "BodySizeLimit",
-    "ConcurrencyLimit",
     "GuardedH11Protocol",
     "RequestId",
-    "Saturated",
     "raise_open_file_limit",
 ]
 
@@ -154,56 +149,6 @@ class RequestId:
             await send(message)
 
         await self.app(scope, receive, with_id)
-
-
-class Saturated(Unavailable):
-    """503 with ``Retry-After``: the worker is at its concurrency limit; nothing was queued."""
-
-    code = "saturated"
-
-    def __init__(self, message: str, retry_after: int = 1) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class ConcurrencyLimit:
-    """At most ``limit`` concurrent holders; a request beyond it is refused at once.
-
-    Refusing beats queueing: a queue in front of a 2-core embedder turns a burst into seconds of
-    latency for everyone, while a 503 + Retry-After lets the client (or the load balancer) try
-    another replica or come back a second later.
-    """
-
-    def __init__(self, limit: int, retry_after: int = 1) -> None:
-        self.limit = max(1, limit)
-        self.retry_after = retry_after
-        self._held = 0
-        self._lock = threading.Lock()
-
-    def try_acquire(self) -> bool:
-        with self._lock:
-            if self._held >= self.limit:
-                return False
-            self._held += 1
-            return True
-
-    def release(self) -> None:
-        with self._lock:
-            self._held = max(0, self._held - 1)
-
-    @contextlib.contextmanager
-    def slot(self) -> Iterator[None]:
-        """Hold one slot for the block; raise :class:`Saturated` when none is free."""
-        if not self.try_acquire():
-            raise Saturated(
-                f"the server is busy ({self.limit} searches in progress); retry in "
-                f"{self.retry_after} s",
-                retry_after=self.retry_after,
-            )
-        try:
-            yield
-        finally:
-            self.release()
 
 
 # -- admission at the door --------------------------------------------------------------------
