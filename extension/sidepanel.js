@@ -49,8 +49,11 @@ function absolute(url, base = server) {
   }
 }
 
-function formatPrice(price) {
-  const value = Number(price);
+// The server's `price_text` is the one price format (the search page shows the same); this
+// is only for an older server that does not send it.
+function formatPrice(item) {
+  if (typeof item.price_text === "string" && item.price_text) return item.price_text;
+  const value = Number(item.price);
   return Number.isFinite(value) ? `$${value.toFixed(2)}` : "";
 }
 
@@ -68,7 +71,7 @@ function card(item, rank, base) {
       el(
         "span",
         { class: "meta" },
-        el("span", { class: "price" }, formatPrice(item.price)),
+        el("span", { class: "price" }, formatPrice(item)),
         el("span", { class: "similarity", title: "Similarity" }, `${similarity}% match`),
       ),
       el(

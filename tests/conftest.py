@@ -57,12 +57,18 @@ def built_models(tmp_path_factory: pytest.TempPathFactory, demo_images: list[Pat
     if reuse and Path(reuse, "effnet_lite0", "aliases.json").is_file():
         return Path(reuse)
     from lookalike.embed.build import build_default
+    from lookalike.embed.garment_default import read_labelled
     from lookalike.lifecycle import promote
     from lookalike.search.kind import SearchKind
 
     home = tmp_path_factory.mktemp("models_home")
     root = home / "models"
-    ref = build_default(Registry(root, "model"), calibration_images=demo_images)
+    # The shipped default: garment-aware, its head fitted on the demo catalog's categories.
+    ref = build_default(
+        Registry(root, "model"),
+        calibration_images=demo_images,
+        labelled=read_labelled(DEMO / "items.csv"),
+    )
     outcome = promote(SearchKind(Settings(home=home)), "model", ref)  # the one promote path
     assert outcome.promoted, outcome.failed_checks
     return root

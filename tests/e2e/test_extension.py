@@ -20,6 +20,8 @@ import extension_harness as harness
 import pytest
 from extension_harness import ApiServer, TestSite
 
+from lookalike.serve.schemas import price_text
+
 pytestmark = pytest.mark.e2e
 
 
@@ -60,7 +62,7 @@ def test_right_click_image_shows_its_catalog_item_first(
     assert len(ids) == len(set(ids)) >= 5
     first = panel.locator("#results .card").first
     assert first.locator(".title").inner_text() == test_pages.image_item["title"]
-    assert first.locator(".price").inner_text() == f"${float(test_pages.image_item['price']):.2f}"
+    assert first.locator(".price").inner_text() == price_text(float(test_pages.image_item["price"]))
     expected_badge = "Available now" if test_pages.image_item["available"] == "true" else "Rented"
     assert expected_badge in first.locator(".badge").inner_text()
     assert first.locator(".similarity").inner_text().endswith("% match")

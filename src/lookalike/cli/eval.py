@@ -9,13 +9,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from lookalike.cli.price import eval_price
 from lookalike.cli.progress import progress_bar
 from lookalike.core.settings import Settings
 from lookalike.embed import load_embedder
 from lookalike.registry import Registry
 from lookalike.search import evaluate_retrieval, read_pairs
 
-app = typer.Typer(help="Measure search quality offline.", no_args_is_help=True)
+app = typer.Typer(help="Measure search (and price) quality offline.", no_args_is_help=True)
 console = Console()
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 
@@ -93,8 +94,19 @@ def retrieval(
         f"{report.pairs_with_twin} of {report.queries} pairs have a byte-identical twin of their"
         " product in the gallery; 'twin=found' (recall_dedup) counts that twin as a hit"
     )
+    hub = report.extra.get("hubness") or {}
+    if hub:
+        share = next(v for k, v in hub.items() if k.startswith("share_"))
+        console.print(
+            f"hubness: {share:.1%} of queries have one of the 5 most frequent gallery photos in "
+            f"their top 5 (those photos appear {', '.join(map(str, hub['hub_counts']))} times)"
+        )
     if json_out:
         doc = {**report.to_dict(), "pairs": str(pairs), "split": split}
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(doc, indent=2))
         console.print(f"wrote {json_out}")
+
+
+# `lookalike eval price`: the price models' evaluation table (cli/price.py).
+app.command("price")(eval_price)

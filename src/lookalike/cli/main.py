@@ -15,6 +15,7 @@ from lookalike.cli import extension as extension_cli
 from lookalike.cli import index as index_cli
 from lookalike.cli import keys as keys_cli
 from lookalike.cli import models as models_cli
+from lookalike.cli import price as price_cli
 from lookalike.cli import refresh as refresh_cli
 from lookalike.cli import registry as registry_cli
 from lookalike.core.errors import LookalikeError
@@ -30,6 +31,7 @@ app.add_typer(eval_cli.app, name="eval")
 app.add_typer(keys_cli.app, name="keys")
 app.add_typer(extension_cli.app, name="extension")
 app.add_typer(registry_cli.app, name="registry")
+app.add_typer(price_cli.app, name="price")
 app.add_typer(refresh_cli.events_app, name="events")
 app.command("refresh")(refresh_cli.refresh_cmd)
 app.command("report")(refresh_cli.report_cmd)

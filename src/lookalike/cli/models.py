@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Annotated, Any
@@ -42,8 +43,19 @@ def build_default_cmd(
         typer.Option(help="folder of real photos: int8 calibration and fidelity figures"),
     ] = Path("demo/catalog/images"),
     name: Annotated[str, typer.Option(help="registry name of the model")] = "effnet_lite0",
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            help="catalog CSV (columns image, category) whose photos fit the garment-aware "
+            "head; default: items.csv beside the calibration folder, if there is one"
+        ),
+    ] = None,
+    plain: Annotated[
+        bool, typer.Option("--plain", help="the ImageNet backbone alone (no detector, no head)")
+    ] = False,
 ) -> None:
-    """Build EfficientNet-Lite0 (ImageNet) as ONNX fp32 + int8, measure, register, promote."""
+    """Build the default embedder: EfficientNet-Lite0 (ImageNet) as ONNX fp32 + int8, plus the
+    garment detector and a head fitted on the demo photos; measure, register, promote."""
     settings = Settings()
     images = sorted(
         p for p in calibration.glob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".webp"}
@@ -51,6 +63,12 @@ def build_default_cmd(
     if not images:
         console.print(f"[red]error:[/red] no images in {calibration}")
         raise typer.Exit(code=1)
+    labels = labels or (calibration.parent / "items.csv")
+    labelled: list[tuple[Path, str]] = []
+    if not plain and labels.is_file():
+        from lookalike.embed.garment_default import read_labelled
+
+        labelled = read_labelled(labels)
     try:
         from lookalike.embed.build import build_default
     except ImportError as exc:
@@ -67,11 +85,13 @@ def build_default_cmd(
                 console.log(msg)
                 status.update(msg)
 
-            ref = build_default(registry, images, name=name, progress=progress)
+            ref = build_default(
+                registry, images, name=name, progress=progress, labelled=labelled
+            )
     except LookalikeError as exc:
         raise _fail(exc) from exc
     m = registry.manifest(ref)
-    console.print(_summary_table([(ref, m)], registry))
+    _print_summary([(ref, m)], registry)
     console.print(f"built {ref}, serving [bold]{m['default_variant']}[/bold]: {m['reason']}")
     # The default passes the same checks as any model before it becomes production.
     run_promote(settings, "model", str(ref), force=False)
@@ -87,7 +107,54 @@ def _fmt_latency(m: dict[str, Any]) -> str:
     return ", ".join(parts) if parts else "-"
 
 
-def _summary_table(rows: list[tuple[Ref, dict[str, Any]]], registry: Registry) -> Table:
+# The default table fits an 80-column terminal: one column per figure a reader acts on, the
+# served variant's p95 only, the date of creation only. `--wide` and `--json` keep the rest.
+NARROW_WIDTH = 80
+
+
+def _served_p95(m: dict[str, Any]) -> str:
+    lat = m.get("latency_batch1", {}).get(str(m.get("default_variant")))
+    return f"{lat['p95_ms']:.1f}" if lat else "-"
+
+
+def _summary_row(ref: Ref, m: dict[str, Any], registry: Registry) -> dict[str, Any]:
+    """The figures of one model, as --json prints them (the tables show a selection)."""
+    return {
+        "ref": str(ref),
+        "aliases": sorted(a for a, v in registry.aliases(ref.name).items() if v == ref.version),
+        "variant": m.get("default_variant"),
+        "embedding_dim": m.get("embedding_dim"),
+        "created_at": m.get("created_at"),
+        "latency_batch1": m.get("latency_batch1", {}),
+        "int8_fidelity": m.get("int8_fidelity", {}),
+        "onnx_vs_torch_max_abs_diff": m.get("onnx_vs_torch_max_abs_diff"),
+    }
+
+
+def _summary_table(
+    rows: list[tuple[Ref, dict[str, Any]]], registry: Registry, wide: bool = False
+) -> Table:
+    if wide:
+        return _wide_table(rows, registry)
+    table = Table(title=f"models in {registry.root}", caption="--wide or --json: every figure")
+    for col in ("model", "aliases", "variant", "dim", "created", "p95 ms", "int8 R@10"):
+        table.add_column(col, overflow="fold")
+    for ref, m in rows:
+        row = _summary_row(ref, m, registry)
+        fid = row["int8_fidelity"]
+        table.add_row(
+            row["ref"],
+            ", ".join(row["aliases"]) or "-",
+            str(row["variant"] or "-"),
+            str(row["embedding_dim"] or "-"),
+            str(row["created_at"] or "-")[:10],
+            _served_p95(m),
+            f"{fid['recall_at_10']:.3f}" if fid else "-",
+        )
+    return table
+
+
+def _wide_table(rows: list[tuple[Ref, dict[str, Any]]], registry: Registry) -> Table:
     table = Table(title=f"models in {registry.root}")
     for col in ("name", "version", "aliases", "variant", "dim", "created"):
         table.add_column(col)
@@ -112,8 +179,19 @@ def _summary_table(rows: list[tuple[Ref, dict[str, Any]]], registry: Registry) -
     return table
 
 
+def _print_summary(
+    rows: list[tuple[Ref, dict[str, Any]]], registry: Registry, wide: bool = False
+) -> None:
+    table = _summary_table(rows, registry, wide=wide)
+    # Rich sizes to the terminal; the narrow table is capped so it never passes 80 columns.
+    console.print(table, width=None if wide else min(console.width, NARROW_WIDTH))
+
+
 @app.command("list")
-def list_cmd() -> None:
+def list_cmd(
+    wide: Annotated[bool, typer.Option("--wide", help="every figure, in wider columns")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="every figure, as JSON")] = False,
+) -> None:
     """Every model version with its aliases, served variant and key figures."""
     registry = _registry(Settings())
     rows: list[tuple[Ref, dict[str, Any]]] = []
@@ -124,10 +202,13 @@ def list_cmd() -> None:
                 rows.append((ref, registry.manifest(ref)))
             except LookalikeError as exc:
                 console.print(f"[yellow]{ref}: {exc.message}[/yellow]")
+    if as_json:
+        typer.echo(json.dumps([_summary_row(ref, m, registry) for ref, m in rows], indent=2))
+        return
     if not rows:
         console.print(f"no models in {registry.root} — run `lookalike models build-default`")
         return
-    console.print(_summary_table(rows, registry))
+    _print_summary(rows, registry, wide=wide)
 
 
 def check_table(report: CheckReport, title: str | None = None) -> Table:

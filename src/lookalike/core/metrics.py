@@ -22,7 +22,15 @@ from typing import TypedDict
 
 import numpy as np
 
-__all__ = ["KS", "Figures", "duplicate_groups", "figures", "rank_metrics", "recall_key"]
+__all__ = [
+    "KS",
+    "Figures",
+    "duplicate_groups",
+    "figures",
+    "hub_share",
+    "rank_metrics",
+    "recall_key",
+]
 
 KS = (1, 5, 10, 20)
 
@@ -90,6 +98,31 @@ def rank_metrics(
     ranks = 1 + (scores > own[:, None]).sum(axis=1)
     recall = {recall_key(k): round(float((ranks <= k).mean()), 4) for k in ks}
     return recall, round(float((1.0 / ranks).mean()), 4), ranks
+
+
+def hub_share(
+    queries: np.ndarray,
+    gallery: np.ndarray,
+    owner: np.ndarray | None = None,
+    *,
+    k: int = 5,
+    hubs: int = 5,
+) -> dict[str, object]:
+    """How much a few gallery rows dominate: the share of queries whose top ``k`` hold any of
+    the ``hubs`` rows that appear most often in all top-``k`` lists (hubness; a healthy
+    embedding spreads its answers, so this share stays low), and those rows' counts."""
+    scores = _scores(np.asarray(queries), np.asarray(gallery), owner)
+    k = min(k, scores.shape[1])
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    rows, counts = np.unique(top, return_counts=True)
+    order = np.argsort(-counts, kind="stable")[:hubs]
+    frequent = rows[order]
+    share = float(np.isin(top, frequent).any(axis=1).mean()) if len(top) else 0.0
+    return {
+        f"share_top{k}_with_top{hubs}_hubs": round(share, 4),
+        "hub_rows": [int(r) for r in frequent],
+        "hub_counts": [int(c) for c in counts[order]],
+    }
 
 
 def figures(queries: np.ndarray, gallery: np.ndarray, relevant: np.ndarray) -> Figures:

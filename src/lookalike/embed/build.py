@@ -9,7 +9,10 @@ does not. Steps, each measured and written into the manifest:
 3. quantise statically to int8 (QDQ, per channel), calibrated on real images;
 4. measure batch-1 latency of both variants and how closely int8 keeps fp32's neighbours, then
    pick the production variant by those figures;
-5. write everything (plus ``weights.pt`` for the torch fallback) as one atomic registry version.
+5. with labelled photos (the demo catalog's categories), make it garment-aware: copy the
+   body-part detector shipped in the ``nudenet`` wheel into the artifact and fit the head of
+   :mod:`lookalike.embed.garment_default` (garment crop, centring, colour, kind) on them;
+6. write everything (plus ``weights.pt`` for the torch fallback) as one atomic registry version.
 
 It does not promote: ``lookalike models build-default`` promotes through the one promote path
 (``lookalike.lifecycle.promote``), so the default passes the same checks as any model.
@@ -270,6 +273,49 @@ def export_variants(
     )
 
 
+def _garment_aware(
+    work: Path,
+    fp32: Path,
+    cfg: PreprocessConfig,
+    labelled: Sequence[tuple[Path, str]],
+    say: Progress,
+) -> tuple[dict[str, Path], dict[str, Any]]:
+    """Copy the detector into ``work`` and fit the garment-aware head; files + manifest keys."""
+    from lookalike.embed.bodyparts import DETECTOR_PACKAGE, BodyPartDetector, packaged_detector
+    from lookalike.embed.garment_default import fit_garment_head
+
+    source = packaged_detector()
+    shutil.copy2(source, work / "detector.onnx")
+    detector = BodyPartDetector(work / "detector.onnx")
+    sess = onnx_session(fp32, ["CPUExecutionProvider"])
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return np.asarray(sess.run([_OUTPUT], {_INPUT: x})[0], dtype=np.float32)
+
+    images = _load_images([p for p, _ in labelled])
+    fit = fit_garment_head(
+        run, cfg, detector, list(zip(images, [c for _, c in labelled], strict=True)), say
+    )
+    fit.head.save(work / "head.npz")
+    manifest = {
+        "head": {"file": "head.npz", "kind": fit.head.kind, **fit.figures},
+        "backbone_dim": fit.head.in_dim,
+        "embedding_dim": fit.head.out_dim,
+        "categories": list(fit.head.categories),
+        "detector": {
+            "file": "detector.onnx",
+            "package": DETECTOR_PACKAGE,
+            "version": metadata.version(DETECTOR_PACKAGE),
+            "licence": "MIT",
+            "input": detector.size,
+        },
+        "query_crop": "garment",
+        "catalog_crop": "garment",
+        "score_labels": fit.score_labels,
+    }
+    return {"detector.onnx": work / "detector.onnx", "head.npz": work / "head.npz"}, manifest
+
+
 def build_default(
     registry: Registry,
     calibration_images: Sequence[Path],
@@ -277,11 +323,14 @@ def build_default(
     name: str = "effnet_lite0",
     progress: Progress | None = None,
     latency_runs: int = 100,
+    labelled: Sequence[tuple[Path, str]] = (),
 ) -> Ref:
     """Build, measure and register the default embedder (not promoted); return its ``Ref``.
 
     ``calibration_images`` (real photos, at least 11) calibrate int8 (up to 100 of them, evenly
-    spaced) and, all of them, measure int8 fidelity. ``progress`` receives one line per step.
+    spaced) and, all of them, measure int8 fidelity. ``labelled`` (photo, category) pairs make
+    it garment-aware (step 5 above); without them the model is the plain ImageNet backbone.
+    ``progress`` receives one line per step.
     """
     say = progress or (lambda msg: log.info("build %s: %s", name, msg))
     paths = [Path(p) for p in calibration_images]
@@ -303,6 +352,13 @@ def build_default(
 
     with tempfile.TemporaryDirectory(prefix="lookalike-build-") as tmp:
         exported = export_variants(model, pixels, Path(tmp), say, latency_runs=latency_runs)
+        files = dict(exported.files)
+        garment: dict[str, Any] = {}
+        if labelled:
+            more, garment = _garment_aware(
+                Path(tmp), exported.files["model_fp32.onnx"], cfg, labelled, say
+            )
+            files.update(more)
         manifest: dict[str, Any] = {
             "arch": ARCH,
             "task": "image-embedding",
@@ -316,9 +372,10 @@ def build_default(
                 "weights": "ImageNet",
                 "torch": torch.__version__,
             },
+            **garment,
         }
         with registry.create(name, manifest) as writer:
-            for rel, path in exported.files.items():
+            for rel, path in files.items():
                 shutil.copy2(path, writer.path / rel)
             writer.manifest["build_seconds"] = round(time.perf_counter() - t_start, 1)
     ref = writer.ref

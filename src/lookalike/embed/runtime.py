@@ -37,10 +37,12 @@ from lookalike.core.errors import (
     Unavailable,
     short_reason,
 )
+from lookalike.embed.bodyparts import BodyPartDetector, garment_boxes
 from lookalike.embed.heads import ROLES, ProjectionHead, Role
 from lookalike.embed.localize import FMAP_OUTPUT, Garment, LocalizerHead
 from lookalike.embed.measure import cpu_threads
 from lookalike.embed.preprocess import PreprocessConfig, preprocess_batch
+from lookalike.embed.regions import Box, crop_box
 from lookalike.registry import Ref, Registry
 
 __all__ = [
@@ -78,6 +80,8 @@ class EmbedderInfo:
     variant: str
     served_by: str
     reason: str
+    # the manifest's calibrated ``score_labels`` ({label: min cosine}) as pairs; () when none
+    score_labels: tuple[tuple[str, float], ...] = ()
 
 
 @runtime_checkable
@@ -114,8 +118,14 @@ class LoadedEmbedder:
         query_crop: str = "whole",
         localizer: LocalizerHead | None = None,
         run_maps: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
+        detector: BodyPartDetector | None = None,
+        catalog_crop: str = "whole",
     ) -> None:
         self._run = run
+        self.detector = detector
+        # "garment": catalog photos of a person are cut to the worn garment (the detector's first
+        # box) before embedding, like the queries; "whole": catalog photos are embedded as given.
+        self.catalog_crop = catalog_crop if detector is not None else "whole"
         self.localizer = localizer if run_maps is not None else None
         self._run_maps = run_maps
         self.preprocess = preprocess
@@ -162,18 +172,109 @@ class LoadedEmbedder:
         colour = self.head.colours(images) if images is not None else None
         return self.head.apply(features, role, colour)
 
+    def locate(self, images: Sequence[Image.Image]) -> list[list[Garment]]:
+        """The worn garments the body-part detector finds per photo, the primary one first
+        (empty lists without a detector, or for photos with no person)."""
+        if self.detector is None:
+            return [[] for _ in images]
+        return [garment_boxes(parts) for parts in self.detector.detect(images)]
+
+    def embed_regions(
+        self, image: Image.Image, boxes: Sequence[Box], role: Role = "query"
+    ) -> np.ndarray:
+        """Embed regions of one photo of a person, each corrected for the photo's context.
+
+        With a garment-aware head (``context_weight`` > 0 in its meta), a region's backbone row
+        ``f`` becomes ``f - w * (f_whole - centre)`` before the head: the features the region
+        shares with the whole photo (skin, hair, the street behind) are taken out, so a worn
+        garment meets a catalog photo of it on the garment alone. The category classifier still
+        reads the region's own row. Without such a head this is :meth:`embed` of the crops.
+        """
+        crops = [crop_box(image, b) for b in boxes]
+        if not crops:
+            return np.empty((0, self.info.dim), np.float32)
+        head = self.head
+        weight = float(head.extra.get("context_weight", 0.0)) if head is not None else 0.0
+        if head is None or weight <= 0:
+            return self.embed(crops, role)
+        feats = self.embed_backbone([image, *crops])
+        whole, own = feats[:1], feats[1:]
+        tower = head.query if role == "query" else head.catalog
+        centre = tower.centre if tower.centre is not None else 0.0
+        corrected = own - weight * (whole - centre)
+        return self.project_rows(corrected, role, crops, kind_features=own)
+
+    def project_rows(
+        self,
+        features: np.ndarray,
+        role: Role,
+        images: Sequence[Image.Image],
+        *,
+        kind_features: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """:meth:`project` with the rows the category classifier reads given apart."""
+        if self.head is None:
+            return features
+        colour = self.head.colours(images)
+        return self.head.apply(features, role, colour, kind_features)
+
+    def primary_garment(self, image: Image.Image, found: Sequence[Garment]) -> list[Garment]:
+        """The garments to search for in a photo of a person, the main one first.
+
+        The full-length box (shoulders to feet) is a dress, a jumpsuit — when the category
+        classifier reads it as one of the head's ``full_body`` kinds; otherwise the person wears
+        separates and the top (``upper``) comes first, then the ``lower`` garment.
+        """
+        by = {g.label: g for g in found}
+        if "full" not in by:
+            return list(found)
+        head = self.head
+        full_body = set(head.extra.get("full_body", ())) if head is not None else set()
+        if head is None or head.category is None or not full_body:
+            return list(found)
+        feats = self.embed_backbone([crop_box(image, by["full"].box)])
+        probs = head.category_probabilities(feats)[0]
+        p_full = sum(
+            float(p) for c, p in zip(head.categories, probs, strict=True) if c in full_body
+        )
+        if p_full >= 0.5:
+            return [by["full"]]
+        return [by[k] for k in ("upper", "lower") if k in by] or [by["full"]]
+
     def embed(self, images: Sequence[Image.Image], role: Role = "catalog") -> np.ndarray:
         """Embed PIL images (any mode, any size); returns ``(n, dim)`` float32, unit rows.
 
         ``role="query"`` uses the shopper-photo tower of a trained head; the default
-        (``"catalog"``) is what index builds use. Models without a head ignore ``role``.
+        (``"catalog"``) is what index builds use. Models without a head ignore ``role``. With
+        ``catalog_crop="garment"`` a catalog photo of a person is cut to its primary garment
+        first (see :meth:`locate`); queries are cut by the caller (``search/crops.py``).
         """
         if role not in ROLES:
             raise InvalidInput(f"role must be 'query' or 'catalog', got {role!r}")
+        if role == "catalog" and self.catalog_crop == "garment" and images:
+            return self._embed_garments(images, role)
         feats = self.embed_backbone(images)
         if self.head is None or not len(images):
             return feats if self.head is None else np.empty((0, self.info.dim), np.float32)
         return self.project(feats, role, images)
+
+    def _embed_garments(self, images: Sequence[Image.Image], role: Role) -> np.ndarray:
+        """Each photo by its main worn garment (:meth:`primary_garment`), else whole."""
+        out = np.empty((len(images), self.info.dim), np.float32)
+        plain = []
+        for i, (img, found) in enumerate(zip(images, self.locate(images), strict=True)):
+            main = self.primary_garment(img, found)[:1]
+            if main:
+                out[i] = self.embed_regions(img, [main[0].box], role)[0]
+            else:
+                plain.append(i)
+        if plain:
+            out[plain] = self._embed_whole([images[i] for i in plain], role)
+        return out
+
+    def _embed_whole(self, images: Sequence[Image.Image], role: Role) -> np.ndarray:
+        feats = self.embed_backbone(images)
+        return feats if self.head is None else self.project(feats, role, images)
 
     def embed_and_locate(
         self, images: Sequence[Image.Image], role: Role = "query"
@@ -240,6 +341,11 @@ class _Ladder:
         self.head: ProjectionHead | None = None
         self.backbone_dim = int(manifest.get("backbone_dim", self.dim))
         self.query_crop = str(manifest.get("query_crop", "whole"))
+        self.detector: BodyPartDetector | None = None
+        det = manifest.get("detector")
+        if det:
+            self.detector = BodyPartDetector(self.dir / det["file"], threads=cpu_threads())
+        self.catalog_crop = str(manifest.get("catalog_crop", "whole"))
         self.localizer: LocalizerHead | None = None
         loc = manifest.get("localizer")
         if loc:
@@ -289,7 +395,10 @@ class _Ladder:
         if self.localizer is not None and run_maps is None:
             self.reasons.append(f"{served_by} has no feature map: localiser off")
         reason = "; ".join([*self.reasons, f"serving with {served_by}"])
-        info = EmbedderInfo(str(self.ref), self.dim, variant, served_by, reason)
+        labels = tuple(
+            (str(k), float(v)) for k, v in (self.manifest.get("score_labels") or {}).items()
+        )
+        info = EmbedderInfo(str(self.ref), self.dim, variant, served_by, reason, labels)
         emb = LoadedEmbedder(
             run,
             self.preprocess,
@@ -299,6 +408,8 @@ class _Ladder:
             query_crop=self.query_crop,
             localizer=self.localizer,
             run_maps=run_maps,
+            detector=self.detector,
+            catalog_crop=self.catalog_crop,
         )
         _load_check(emb)
         said = "; ".join(

@@ -47,6 +47,10 @@ def _has_localizer(embedder: Embedder) -> bool:
     return getattr(embedder, "localizer", None) is not None
 
 
+def _has_detector(embedder: Embedder) -> bool:
+    return getattr(embedder, "detector", None) is not None
+
+
 def resolve_mode(embedder: Embedder, mode: str) -> str:
     """The concrete mode ``mode`` means for this embedder (``auto`` and ``model`` resolved)."""
     if mode not in CROP_MODES:
@@ -55,7 +59,7 @@ def resolve_mode(embedder: Embedder, mode: str) -> str:
         mode = "model"
     if mode == "model":
         mode = str(getattr(embedder, "query_crop", "whole"))
-        if mode not in FIXED_REGIONS:
+        if mode not in FIXED_REGIONS and mode != "garment":
             mode = "whole"
     return mode
 
@@ -73,14 +77,18 @@ def embed_query_crops(
         vectors = embedder.embed([crop_box(image, box)], role="query")
         return [QueryCrop(mode, box)], vectors
     whole_vec: np.ndarray | None = None
+    if _has_detector(embedder):
+        return _detected_crops(embedder, image, mode)
     if _has_localizer(embedder):
         whole_vec, found = embedder.embed_and_locate([image], role="query")  # type: ignore[attr-defined]
         garments = [QueryCrop(g.label, g.box, g.score) for g in found[0]]
     else:
         garments = [QueryCrop(r, FIXED_REGIONS[r]) for r in ("upper", "lower")]
     if mode == "garment":
-        if not garments or not _has_localizer(embedder):
-            return embed_query_crops(embedder, image, "model")
+        if not garments or not (_has_localizer(embedder) or _has_detector(embedder)):
+            fallback = resolve_mode(embedder, "model")
+            alone = "whole" if fallback == "garment" else fallback  # a garment alone: as it is
+            return embed_query_crops(embedder, image, alone)
         garments = garments[:1]
         crops: list[QueryCrop] = []
     else:
@@ -94,6 +102,28 @@ def embed_query_crops(
     for c in crops:
         rows.append(whole_vec[0] if c.region == "whole" and whole_vec is not None else next(it))
     return crops, np.stack(rows).astype(np.float32)
+
+
+def _detected_crops(
+    embedder: Embedder, image: Image.Image, mode: str
+) -> tuple[list[QueryCrop], np.ndarray]:
+    """``garment`` / ``multi`` with the body-part detector: the worn garments, each embedded
+    with the photo's context taken out (``LoadedEmbedder.embed_regions``); a photo with no
+    person is embedded whole."""
+    found = embedder.locate([image])[0]  # type: ignore[attr-defined]
+    garments = [
+        QueryCrop(g.label, g.box, g.score)
+        for g in embedder.primary_garment(image, found)  # type: ignore[attr-defined]
+    ]
+    if mode == "garment":
+        garments = garments[:1]
+    crops = garments if mode == "garment" else [QueryCrop("whole", WHOLE), *garments]
+    if not garments:
+        return [QueryCrop("whole", WHOLE)], embedder.embed([image], role="query")
+    rows = embedder.embed_regions(image, [c.box for c in garments], role="query")  # type: ignore[attr-defined]
+    if mode != "garment":
+        rows = np.concatenate([embedder.embed([image], role="query"), rows])
+    return crops, rows.astype(np.float32)
 
 
 def merge_best(

@@ -30,7 +30,7 @@ import numpy as np
 
 from lookalike.core.errors import InvalidInput
 from lookalike.core.images import load_image_file
-from lookalike.core.metrics import duplicate_groups, rank_metrics
+from lookalike.core.metrics import duplicate_groups, hub_share, rank_metrics
 from lookalike.core.progress import Progress, relabelled
 from lookalike.embed import Embedder
 from lookalike.embed.cache import CropSpec, FeatureCache
@@ -189,7 +189,9 @@ def evaluate_retrieval(
 
     owner = None
     regions = {mode: len(query_paths)}
-    if cache is not None:
+    # A model that cuts catalog photos to the garment embeds each one itself (the cache holds
+    # whole-photo features only).
+    if cache is not None and getattr(embedder, "catalog_crop", "whole") == "whole":
         gallery = _cached_rows(embedder, cache, gallery_paths, CropSpec("whole"), "catalog")
     else:
         gallery = embed_paths(embedder, gallery_paths, progress=step(0))
@@ -213,5 +215,10 @@ def evaluate_retrieval(
         seconds=round(time.perf_counter() - started, 1),
         recall_dedup=recall_dedup,
         pairs_with_twin=int((group_size[groups[relevant]] > 1).sum()),
-        extra={"crop": mode, "regions": regions, "cached": cache is not None},
+        extra={
+            "crop": mode,
+            "regions": regions,
+            "cached": cache is not None,
+            "hubness": hub_share(queries, gallery, owner),
+        },
     )

@@ -3,7 +3,8 @@
 A shopper's photo is searched with the crops chosen by ``crops`` (see
 :mod:`lookalike.search.crops`): one region, or several (whole photo, garment boxes) whose
 results merge by the best score per item; each hit says which region matched and its box.
-``per_garment=True`` also returns each garment's own results.
+``per_garment=True`` also returns each garment's own results. A ``box`` drawn by the shopper
+replaces the crops: that area alone is embedded, as it is.
 
 The path is written once, as two phases: **embed** (crops → query vectors) and **lookup**
 (vectors → index → catalog rows). :meth:`SearchService.search_image` and
@@ -14,8 +15,10 @@ this service directly; in the server on the search generation's fallback chains
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
@@ -24,9 +27,10 @@ import numpy as np
 from PIL import Image
 
 from lookalike.catalog import CatalogStore, Item
-from lookalike.core.errors import NotFound
+from lookalike.core.errors import LookalikeError, NotFound
 from lookalike.core.images import load_image_file
 from lookalike.embed import Embedder
+from lookalike.embed.regions import crop_box
 from lookalike.search.crops import QueryCrop, embed_query_crops, merge_best, resolve_mode
 from lookalike.search.indexing import LoadedIndex
 
@@ -34,6 +38,7 @@ __all__ = ["GarmentGroup", "Hit", "Phases", "SearchResult", "SearchService"]
 
 Box = tuple[float, float, float, float]
 T = TypeVar("T")
+log = logging.getLogger("lookalike.search")
 
 
 @dataclass(frozen=True)
@@ -101,11 +106,27 @@ def _finite(vector: np.ndarray) -> np.ndarray:
     return vector
 
 
+@dataclass(frozen=True)
+class _Snapshot:
+    """The catalog as of one revision: swapped whole, so a reader never sees half of two."""
+
+    revision: int
+    image_item: dict[int, str]
+    ids: frozenset[int]
+    items: dict[str, Item]  # every item that has an image (only those can be found)
+
+
+_EMPTY = _Snapshot(-1, {}, frozenset(), {})
+
+
 class _CatalogView:
-    """image id → item id and filter id-sets, rebuilt when the catalog's revision changes.
+    """The catalog rows search answers with, in memory: image id → item id, every item with an
+    image, and filter id-sets; rebuilt when the catalog's revision changes.
 
     The revision is read at most every ``ttl`` seconds, so a catalog change (an item rented
-    out, a new item) is visible to search within that time without a query per request.
+    out, a new item, an import) is visible to search within that time, and a search reads no
+    database row. One view per catalog store (:func:`_view_of`): the services of a generation
+    (primary, fallbacks) and the next generation share it.
     """
 
     def __init__(self, catalog: CatalogStore, ttl: float = 1.0) -> None:
@@ -113,37 +134,50 @@ class _CatalogView:
         self.ttl = ttl
         self._lock = threading.Lock()
         self._checked = 0.0
-        self._revision = -1
-        self._image_item: dict[int, str] = {}
-        self._ids: frozenset[int] = frozenset()
+        self._snap = _EMPTY
         self._filters: dict[tuple[str | None, bool | None], np.ndarray] = {}
 
-    def _refresh(self) -> None:
+    def _refresh(self) -> _Snapshot:
         now = time.monotonic()
         if now - self._checked < self.ttl:
-            return
+            return self._snap
         with self._lock:
-            self._checked = now
+            if now - self._checked < self.ttl:  # another thread refreshed while this one waited
+                return self._snap
             revision = self.catalog.revision()
-            if revision != self._revision:
-                self._image_item = {img.image_id: img.item_id for img in self.catalog.iter_images()}
-                self._ids = frozenset(self._image_item)
+            if revision != self._snap.revision:
+                image_item = {img.image_id: img.item_id for img in self.catalog.iter_images()}
+                rows = self.catalog.get_items(list(dict.fromkeys(image_item.values())))
                 self._filters = {}
-                self._revision = revision
+                self._snap = _Snapshot(revision, image_item, frozenset(image_item), rows)
+            self._checked = now
+            return self._snap
+
+    def load(self) -> None:
+        """Read the catalog now (with a generation's load), so no request pays for it."""
+        self._checked = 0.0
+        self._refresh()
 
     def revision(self) -> int:
         """The catalog revision this view reflects (read from the store at most every ``ttl``)."""
-        self._refresh()
-        return self._revision
+        return self._refresh().revision
+
+    def items(self, ids: Sequence[str]) -> dict[str, Item]:
+        """Items by id from memory; ids unknown to the view (no image, or gone) are absent."""
+        rows = self._refresh().items
+        return {i: rows[i] for i in ids if i in rows}
+
+    def item(self, item_id: str) -> Item | None:
+        """One item from memory, or None (no image, gone, or not seen yet)."""
+        return self._refresh().items.get(item_id)
 
     def image_ids(self) -> frozenset[int]:
         """The catalog's image ids as of :meth:`revision` (what an index should hold)."""
-        self._refresh()
-        return self._ids
+        return self._refresh().ids
 
-    def item_of(self, image_id: int) -> str | None:
-        self._refresh()
-        return self._image_item.get(image_id)
+    def image_items(self) -> dict[int, str]:
+        """image id → item id, as of :meth:`revision` (read it once per lookup)."""
+        return self._refresh().image_item
 
     def allowed(self, category: str | None, available: bool | None) -> np.ndarray | None:
         if category is None and available is None:
@@ -155,6 +189,19 @@ class _CatalogView:
             found = self.catalog.image_ids_matching(category=category, available=available)
             self._filters[key] = found
         return found
+
+
+_VIEWS: weakref.WeakKeyDictionary[CatalogStore, _CatalogView] = weakref.WeakKeyDictionary()
+_VIEWS_LOCK = threading.Lock()
+
+
+def _view_of(catalog: CatalogStore) -> _CatalogView:
+    """The one in-memory view of ``catalog`` (made on first use, freed with the store)."""
+    with _VIEWS_LOCK:
+        view = _VIEWS.get(catalog)
+        if view is None:
+            view = _VIEWS[catalog] = _CatalogView(catalog)
+        return view
 
 
 class SearchService:
@@ -175,9 +222,13 @@ class SearchService:
         self.catalog = catalog
         self.embedder = embedder
         self.index = index
-        self.view = _CatalogView(catalog)
+        self.view = _view_of(catalog)
         resolve_mode(embedder, crops)  # refuse an unknown mode now, not on the first search
         self.crops = crops
+        try:
+            self.view.load()  # with the generation, not on its first request
+        except LookalikeError as exc:  # database down: the first search that needs it says so
+            log.warning("catalog rows not loaded yet: %s", exc.message)
 
     @property
     def versions(self) -> dict[str, str]:
@@ -196,14 +247,16 @@ class SearchService:
         available: bool | None = None,
         per_garment: bool = False,
         crops: str | None = None,
+        box: Box | None = None,
         phases: Phases | None = None,
     ) -> SearchResult:
         """Items that look like the garment(s) in a shopper's ``image``.
 
         ``crops`` overrides the service's crop mode for this call. With ``per_garment`` the
         result's ``groups`` hold each region's own top ``k`` (garments first, best first), and
-        mode ``auto`` becomes ``multi``. ``phases`` runs the embed and lookup phases (default:
-        on this service).
+        mode ``auto`` becomes ``multi``. ``box`` (normalised x0, y0, x1, y1, drawn by the
+        shopper) replaces the crops: that area is embedded as it is, region ``"box"``.
+        ``phases`` runs the embed and lookup phases (default: on this service).
         """
         started = time.perf_counter()
         run = phases or _Direct(self)
@@ -212,6 +265,9 @@ class SearchService:
         mode = resolve_mode(self.embedder, "multi" if per_garment and wanted == "auto" else wanted)
 
         def embed(s: SearchService) -> tuple[list[QueryCrop], np.ndarray]:
+            if box is not None:
+                vectors = s.embedder.embed([crop_box(image, box)], role="query")
+                return [QueryCrop("box", box)], _finite(vectors)
             regions, vectors = s.query_vectors(image, mode)
             return regions, _finite(vectors)
 
@@ -251,7 +307,7 @@ class SearchService:
         """
         ranked = [self._ranked(v, k=k, category=category, available=available) for v in vectors]
         merged = merge_best(ranked, k)
-        items = self.catalog.get_items([item_id for item_id, *_ in merged])
+        items = self.view.items([item_id for item_id, *_ in merged])
         hits = [
             self._hit(items[item_id], score, image_id, regions[ci])
             for item_id, score, image_id, ci in merged
@@ -261,7 +317,7 @@ class SearchService:
         if per_garment:
             garments = [i for i, r in enumerate(regions) if r.region != "whole"] or [0]
             for i in garments:
-                own = self.catalog.get_items([item_id for item_id, *_ in ranked[i]])
+                own = self.view.items([item_id for item_id, *_ in ranked[i]])
                 group_hits = [
                     self._hit(own[item_id], score, image_id, regions[i])
                     for item_id, score, image_id in ranked[i]
@@ -279,7 +335,9 @@ class SearchService:
 
     def item_image(self, item_id: str) -> Image.Image:
         """The photo that stands for ``item_id`` in similar-item searches (its first image)."""
-        item = self.catalog.get_item(item_id)
+        item = self.view.item(item_id)
+        if item is None:  # not in memory: the store says NotFound, or gives an imageless item
+            item = self.catalog.get_item(item_id)
         if not item.images:
             raise NotFound(f"item {item_id!r} has no images to compare")
         return load_image_file(self.catalog.media_path(item.images[0]))
@@ -317,7 +375,7 @@ class SearchService:
     ) -> list[Hit]:
         """Top ``k`` items: an item's score is the best score among its images."""
         top = self._ranked(vector, k=k, category=category, available=available, exclude=exclude)
-        items = self.catalog.get_items([item_id for item_id, _, _ in top])
+        items = self.view.items([item_id for item_id, _, _ in top])
         return [
             Hit(items[item_id], score, image_id)
             for item_id, score, image_id in top
@@ -341,13 +399,14 @@ class SearchService:
         total = index.ntotal if allowed is None else min(index.ntotal, len(allowed))
         fetch = min(total, max(3 * k, k + 10))
         query = vector.reshape(1, -1).astype(np.float32)
+        image_item = self.view.image_items()  # one snapshot for the whole lookup
         while True:
             scores, ids = index.search(query, max(fetch, 1), allowed=allowed)
             best: dict[str, tuple[float, int]] = {}
             for score, image_id in zip(scores[0], ids[0], strict=True):
                 if image_id < 0:
                     continue
-                item_id = self.view.item_of(int(image_id))
+                item_id = image_item.get(int(image_id))
                 if item_id is None or item_id in exclude or item_id in best:
                     continue  # results are sorted: the first image seen is the item's best
                 best[item_id] = (float(score), int(image_id))

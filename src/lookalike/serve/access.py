@@ -137,6 +137,9 @@ ROUTE_ACCESS: dict[str, RouteAccess] = {
     "/v1/categories": PUBLIC,
     "/v1/events": RouteAccess(RouteClass.PUBLIC, Meter.EVENTS),
     "/v1/auth/check": RouteAccess(RouteClass.EXTENSION),
+    # a merchandising tool, not a shopper feature: any valid key; ~1 ms of numpy, bounded by
+    # admission (EXPENSIVE_PATHS), not metered per minute (serve/price_routes.py)
+    "/v1/price": RouteAccess(RouteClass.EXTENSION),
     # operations
     "/metrics": RouteAccess(RouteClass.ADMIN),
 }

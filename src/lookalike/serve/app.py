@@ -6,13 +6,16 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, FastAPI, File, Query, Request, UploadFile
+import faiss
+from fastapi import APIRouter, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
@@ -28,7 +31,7 @@ from lookalike.search.crops import CROP_MODES
 from lookalike.search.served import SearchGeneration
 from lookalike.serve.access import ROUTE_ACCESS, RouteClass
 from lookalike.serve.auth import ApiKeyStore, install_auth
-from lookalike.serve.caching import cached_json, etag_for, matches, not_modified
+from lookalike.serve.caching import etag_for, matches, not_modified
 from lookalike.serve.docs import install_docs, static_files
 from lookalike.serve.errors import install_error_handlers, public_message
 from lookalike.serve.events import build_events_router
@@ -41,6 +44,7 @@ from lookalike.serve.limits import (
 )
 from lookalike.serve.logs import access_logger
 from lookalike.serve.metrics import CONTENT_TYPE_LATEST, ObserveRequests, ServingMetrics
+from lookalike.serve.price_routes import build_price_router
 from lookalike.serve.schemas import (
     CategoryList,
     ErrorResponse,
@@ -49,6 +53,8 @@ from lookalike.serve.schemas import (
     ResultItem,
     SearchResponse,
     install_openapi,
+    match_label,
+    price_text,
 )
 from lookalike.serve.state import ServingState, load_state, watch_registry
 
@@ -102,14 +108,45 @@ def _box(box: tuple[float, ...] | None) -> list[float] | None:
     return None if box is None else [round(float(v), 4) for v in box]
 
 
-def _result_item(h: Hit) -> ResultItem:
-    return ResultItem(
+def _parse_box(text: str) -> tuple[float, float, float, float]:
+    """A shopper's box "x0,y0,x1,y1" (normalised 0..1, origin top left), or a 422 that says
+    what is wrong with it."""
+
+    def bad(why: str) -> RequestValidationError:
+        return RequestValidationError(
+            [{"loc": ("body", "box"), "msg": why, "type": "value_error", "input": text[:80]}]
+        )
+
+    parts = text.split(",")
+    if len(parts) != 4:
+        raise bad(f'needs four numbers "x0,y0,x1,y1" between 0 and 1, got {len(parts)}')
+    try:
+        x0, y0, x1, y1 = (float(p) for p in parts)
+    except ValueError:
+        raise bad(f'needs four numbers "x0,y0,x1,y1", got {text[:80]!r}') from None
+    values = (x0, y0, x1, y1)
+    if not all(math.isfinite(v) for v in values):
+        raise bad("its numbers must be finite")
+    if not all(0.0 <= v <= 1.0 for v in values):
+        raise bad("its numbers are fractions of the photo's width and height: 0 to 1")
+    if not (x1 > x0 and y1 > y0):
+        raise bad("is empty: x1 must be greater than x0 and y1 greater than y0")
+    return x0, y0, x1, y1
+
+
+# ``model_construct``: the values are ours and already typed, so they are not validated again;
+# the JSON itself is written by pydantic-core in ``_cached``.
+def _result_item(h: Hit, labels: tuple[tuple[str, float], ...]) -> ResultItem:
+    score = round(h.score, 4)
+    return ResultItem.model_construct(
         item_id=h.item.item_id,
         title=h.item.title,
         category=h.item.category,
         price=h.item.price,
+        price_text=price_text(h.item.price),
         available=h.item.available,
-        score=round(h.score, 4),
+        score=score,
+        match=match_label(score, labels),
         image_url=_image_url(h.item.item_id),
         url=h.item.url or f"/items/{h.item.item_id}",
         region=h.region,
@@ -117,21 +154,23 @@ def _result_item(h: Hit) -> ResultItem:
     )
 
 
-def _response(request: Request, result: SearchResult) -> SearchResponse:
+def _response(
+    request: Request, result: SearchResult, labels: tuple[tuple[str, float], ...] = ()
+) -> SearchResponse:
     request.state.serving_facts = {
         "model_version": result.model_version,
         "index_version": result.index_version,
         "served_by": result.served_by,
         "fallback": result.fallback,
     }
-    return SearchResponse(
-        results=[_result_item(h) for h in result.hits],
+    return SearchResponse.model_construct(
+        results=[_result_item(h, labels) for h in result.hits],
         groups=[
-            GarmentGroupOut(
+            GarmentGroupOut.model_construct(
                 region=g.region,
                 box=_box(g.box),
                 score=round(g.score, 4),
-                results=[_result_item(h) for h in g.hits],
+                results=[_result_item(h, labels) for h in g.hits],
             )
             for g in result.groups
         ],
@@ -145,9 +184,16 @@ def _response(request: Request, result: SearchResult) -> SearchResponse:
     )
 
 
-def _cached(request: Request, body: SearchResponse | ItemOut, etag: str) -> JSONResponse:
+def _cached(request: Request, body: SearchResponse | ItemOut, etag: str) -> Response:
     max_age = _state(request).settings.serving.cache_max_age_seconds
-    return cached_json(body.model_dump(mode="json"), etag, max_age)
+    # pydantic-core writes the JSON: no dict round trip through json.dumps (docs/benchmarks.md,
+    # "The request path"); the same ETag and Cache-Control as a 304 carries.
+    cache = not_modified(etag, max_age).headers
+    return Response(
+        body.model_dump_json(),
+        media_type="application/json",
+        headers={name: cache[name] for name in ("etag", "cache-control")},
+    )
 
 
 async def _answer(
@@ -173,7 +219,8 @@ async def _answer(
         metrics.searches_in_flight.dec()
     # A fallback index answers with its own version: the tag names what really answered.
     etag = etag_for(result.model_version, result.index_version, revision, *key)
-    return _cached(request, _response(request, result), etag)
+    labels = search.service.embedder.info.score_labels  # the same model on every fallback
+    return _cached(request, _response(request, result, labels), etag)
 
 
 async def _db_problem(state: ServingState) -> str | None:
@@ -234,10 +281,20 @@ def build_router(max_k: int) -> APIRouter:
             str | None,
             Query(description=f"Crops of the photo to search: {', '.join(CROP_MODES)}"),
         ] = None,
+        box: Annotated[
+            str | None,
+            Form(
+                description='Search only this area of the photo: "x0,y0,x1,y1", fractions of '
+                "its width and height (0..1, origin top left). The area is embedded as it "
+                "is (no further cropping); results carry region `box`.",
+                max_length=200,
+            ),
+        ] = None,
     ) -> Response:
         settings = _state(request).settings
         if crops is not None and crops not in CROP_MODES:
             raise InvalidInput(f"crops must be one of {', '.join(CROP_MODES)}, got {crops!r}")
+        area = None if box is None or not box.strip() else _parse_box(box)
         search = _search(request)
         data = await image.read(settings.limits.max_upload_bytes + 1)
         digest = hashlib.sha256(data).hexdigest()
@@ -253,16 +310,20 @@ def build_router(max_k: int) -> APIRouter:
                 max_decoded_bytes=settings.limits.max_upload_decode_bytes,
                 budget_wait_s=UPLOAD_BUDGET_WAIT_SECONDS,
             )
-            return search.search_image(
+            # the generation's service through its fallback chains (SearchGeneration.search_image
+            # does the same; it does not take ``box``)
+            return search.service.search_image(
                 pil,
                 k=k,
                 category=category,
                 available=available,
                 per_garment=per_garment,
                 crops=crops,
+                box=area,
+                phases=search,
             )
 
-        key = ("search", digest, k, category, available, per_garment, crops)
+        key = ("search", digest, k, category, available, per_garment, crops, area)
         return await _answer(request, search, key, run)
 
     @router.get(
@@ -285,6 +346,7 @@ def build_router(max_k: int) -> APIRouter:
             title=item.title,
             category=item.category,
             price=item.price,
+            price_text=price_text(item.price),
             available=item.available,
             url=item.url,
             image_urls=[_image_url(item.item_id, n) for n in range(len(item.images))],
@@ -430,6 +492,11 @@ def create_app(settings: Settings | None = None, *, state: ServingState | None =
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # One query per request: faiss's OpenMP team would only spin against the embedder's
+        # threads (1k Flat search in the request path: median 10-14 ms with 2, 0.6-0.7 with 1;
+        # docs/benchmarks.md, "The request path, stage by stage").
+        omp_threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
         if getattr(app.state, "serving", None) is None:
             app.state.serving = await run_in_threadpool(
                 load_state, settings, metrics.record_fallback
@@ -444,6 +511,7 @@ def create_app(settings: Settings | None = None, *, state: ServingState | None =
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             serving.close()
+            faiss.omp_set_num_threads(omp_threads)
 
     app = FastAPI(
         title="Lookalike",
@@ -461,6 +529,7 @@ def create_app(settings: Settings | None = None, *, state: ServingState | None =
     install_error_handlers(app)
     app.include_router(build_router(settings.limits.max_k))
     app.include_router(build_events_router())
+    app.include_router(build_price_router())
     app.mount("/static", static_files(STATIC), name="static")
     install_docs(app, STATIC)
     # a route that needs a role answers 403 to a key without it: its docs say so

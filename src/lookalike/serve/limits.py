@@ -157,6 +157,7 @@ class RequestId:
 EXPENSIVE_PATHS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("/v1/search", re.compile(r"^/v1/search/?$")),
     ("/v1/items/{item_id}/similar", re.compile(r"^/v1/items/[^/]+/similar/?$")),
+    ("/v1/price", re.compile(r"^/v1/price/?$")),
 )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from lookalike.core.settings import Settings
 from lookalike.lifecycle import KindRegistry
+from lookalike.price.kind import PriceKind
 from lookalike.search.kind import SearchKind
 
 __all__ = ["default_kinds"]
@@ -16,4 +17,5 @@ __all__ = ["default_kinds"]
 def default_kinds(settings: Settings) -> KindRegistry:
     kinds = KindRegistry()
     kinds.register(SearchKind(settings))
+    kinds.register(PriceKind(settings))
     return kinds

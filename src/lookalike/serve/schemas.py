@@ -9,7 +9,8 @@ from the key check) appear in no route's own ``responses``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+import math
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from fastapi import FastAPI
@@ -23,9 +24,31 @@ __all__ = [
     "GarmentGroupOut",
     "install_openapi",
     "ItemOut",
+    "match_label",
+    "price_text",
     "ResultItem",
     "SearchResponse",
 ]
+
+
+def price_text(price: float) -> str:
+    """The one price a shopper reads, on every page and in the extension: "$45 per rental",
+    "$45.50 per rental" (cents only when there are some)."""
+    if not math.isfinite(price) or price < 0:
+        return ""
+    cents = round(float(price) * 100)
+    dollars, rest = divmod(cents, 100)
+    return f"${dollars:,}" + (f".{rest:02d}" if rest else "") + " per rental"
+
+
+def match_label(score: float, labels: Sequence[tuple[str, float]]) -> str | None:
+    """The first label whose threshold ``score`` reaches, highest threshold first ("Very
+    close", "Close", "Similar"); None below them all, or when the model has no calibrated
+    ``score_labels`` in its manifest (a raw cosine means nothing to a shopper)."""
+    for label, threshold in sorted(labels, key=lambda lt: -lt[1]):
+        if math.isfinite(threshold) and score >= threshold:
+            return label
+    return None
 
 
 class ResultItem(BaseModel):
@@ -33,8 +56,15 @@ class ResultItem(BaseModel):
     title: str
     category: str
     price: float = Field(description="Rental price in the catalog's currency")
+    price_text: str = Field(description='The price as shown to a shopper, e.g. "$45 per rental"')
     available: bool = Field(description="Can be rented now")
     score: float = Field(description="Cosine similarity of the best-matching image, -1..1")
+    match: str | None = Field(
+        None,
+        description='How close, in words ("Very close", "Close", "Similar"), from thresholds '
+        "calibrated for the serving model (its manifest's `score_labels`); null when the model "
+        "has none or the score is below them all",
+    )
     image_url: str
     url: str | None = None
     region: str = Field("whole", description="Which crop of the query photo matched")
@@ -73,6 +103,7 @@ class ItemOut(BaseModel):
     title: str
     category: str
     price: float
+    price_text: str = Field(description='The price as shown to a shopper, e.g. "$45 per rental"')
     available: bool
     url: str | None
     image_urls: list[str]

@@ -7,11 +7,7 @@ const CARD_HTML = `
         <div class="card-body">
           <h3 class="title"></h3>
           <p class="meta"><span class="category"></span><span class="price"></span></p>
-          <p class="badges"><span class="badge"></span></p>
-          <div class="match">
-            <span class="match-bar" aria-hidden="true"><span class="match-fill"></span></span>
-            <span class="match-text"></span>
-          </div>
+          <p class="badges"><span class="badge"></span><span class="match-text" hidden></span></p>
         </div>
       </a>
     </li>
@@ -34,16 +30,18 @@ const priceFormat = new Intl.NumberFormat("en-US", {
   minimumFractionDigits: 0,
 });
 
+// The server's `price_text` is the one price format (serve/schemas.py: price_text); this is
+// only for an older server that does not send it.
 export function formatPrice(price) {
   const n = Number(price);
   if (!Number.isFinite(n)) return "";
   return `${priceFormat.format(n)} / rental`;
 }
 
-export function matchPercent(score) {
-  const n = Number(score);
-  if (!Number.isFinite(n)) return 0;
-  return Math.round(Math.min(1, Math.max(0, n)) * 100);
+export function priceOf(item) {
+  return typeof item?.price_text === "string" && item.price_text
+    ? item.price_text
+    : formatPrice(item?.price);
 }
 
 // A catalog `url` comes from an imported file: only an http(s) link (absolute, or relative to
@@ -81,23 +79,23 @@ export function renderCard(item) {
 
   li.querySelector(".title").textContent = item.title || id;
   li.querySelector(".category").textContent = item.category || "";
-  li.querySelector(".price").textContent = formatPrice(item.price);
+  const price = priceOf(item);
+  li.querySelector(".price").textContent = price;
 
   const badge = li.querySelector(".badge");
   badge.textContent = item.available ? "Available now" : "Rented out";
   badge.classList.add(item.available ? "available" : "rented");
   badge.dataset.testid = "availability";
 
-  const pct = matchPercent(item.score);
-  li.querySelector(".match-fill").style.width = `${pct}%`;
+  // A word from thresholds calibrated for the model ("Very close"), or nothing: a raw cosine
+  // ("41% match") means nothing to a shopper.
+  const match = typeof item.match === "string" ? item.match : "";
   const text = li.querySelector(".match-text");
-  text.textContent = `${pct}% match`;
-  text.dataset.testid = "similarity";
-  link.setAttribute(
-    "aria-label",
-    `${item.title || id}, ${item.category || ""}, ${formatPrice(item.price)}, ` +
-      `${badge.textContent}, ${pct}% match`,
-  );
+  text.textContent = match;
+  text.hidden = !match;
+  text.dataset.testid = "match";
+  const words = [item.title || id, item.category || "", price, badge.textContent, match];
+  link.setAttribute("aria-label", words.filter(Boolean).join(", "));
   return li;
 }
 

@@ -1,0 +1,296 @@
+"""Where the garment is on a person: nudenet's ONNX body-part detector and the boxes it implies.
+
+The PyPI package ``nudenet`` (3.0.8, MIT; later releases add an AGPL-3.0 licence file, so the
+pin matters) ships ``best.onnx`` inside its wheel: a YOLOv8n detector of 18 body-part classes
+(faces, armpits, breasts, belly, buttocks, genitalia, feet; covered or exposed) on a fixed
+320×320 letterboxed input. We read the ONNX file from the installed package without importing
+it (its Python code needs OpenCV); a model build copies the file into the artifact, so a served
+model never depends on what is installed.
+
+Two uses, one runtime:
+
+* **garment boxes** (:func:`garment_boxes`): a worn garment lies between the shoulders and the
+  feet. From the torso parts we derive ``upper`` (shoulders to hips), ``lower`` (waist to the
+  feet) and ``full`` (shoulders to the feet: a dress); a photo with no torso part (a garment
+  alone, a product shot, a shoe) has no box and is embedded whole.
+* **safety** (:func:`exposure`): the highest score of each *exposed* class — the moderation
+  pre-filter's nudity check.
+
+Serving needs numpy, Pillow and onnxruntime only.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from lookalike.core.errors import ConfigError, InvalidInput
+from lookalike.embed.localize import Garment
+from lookalike.embed.regions import Box
+
+__all__ = [
+    "DETECTOR_FILE",
+    "DETECTOR_PACKAGE",
+    "EXPOSED",
+    "LABELS",
+    "BodyPartDetector",
+    "Part",
+    "exposure",
+    "garment_boxes",
+    "packaged_detector",
+]
+
+DETECTOR_PACKAGE = "nudenet"
+DETECTOR_FILE = "best.onnx"
+INPUT_SIZE = 320
+LABELS: tuple[str, ...] = (
+    "FEMALE_GENITALIA_COVERED",
+    "FACE_FEMALE",
+    "BUTTOCKS_EXPOSED",
+    "FEMALE_BREAST_EXPOSED",
+    "FEMALE_GENITALIA_EXPOSED",
+    "MALE_BREAST_EXPOSED",
+    "ANUS_EXPOSED",
+    "FEET_EXPOSED",
+    "BELLY_COVERED",
+    "FEET_COVERED",
+    "ARMPITS_COVERED",
+    "ARMPITS_EXPOSED",
+    "FACE_MALE",
+    "BELLY_EXPOSED",
+    "MALE_GENITALIA_EXPOSED",
+    "ANUS_COVERED",
+    "FEMALE_BREAST_COVERED",
+    "BUTTOCKS_COVERED",
+)
+EXPOSED: tuple[str, ...] = (
+    "FEMALE_BREAST_EXPOSED",
+    "FEMALE_GENITALIA_EXPOSED",
+    "MALE_GENITALIA_EXPOSED",
+    "BUTTOCKS_EXPOSED",
+    "ANUS_EXPOSED",
+)
+# nudenet's own thresholds: a candidate needs 0.2, overlapping boxes (IoU > 0.45) are merged.
+MIN_SCORE = 0.2
+NMS_IOU = 0.45
+# A part must be this sure to place a garment (chosen by eye on clothing/ demo photos: feet
+# and faces of 0.2-0.3 were often a shoe or a print).
+PART_SCORE = 0.35
+
+
+@dataclass(frozen=True)
+class Part:
+    """One body part: its ``label`` (one of :data:`LABELS`), score, normalised box."""
+
+    label: str
+    score: float
+    box: Box
+
+
+def packaged_detector() -> Path:
+    """The detector file inside the installed ``nudenet`` wheel (found without importing it)."""
+    spec = importlib.util.find_spec(DETECTOR_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(
+            f"the garment detector comes from the PyPI package {DETECTOR_PACKAGE!r}, which is "
+            "not installed: run `bash scripts/setup.sh`"
+        )
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / DETECTOR_FILE
+        if path.is_file():
+            return path
+    raise ConfigError(f"{DETECTOR_PACKAGE} is installed but has no {DETECTOR_FILE}: pin 3.0.8")
+
+
+def _letterbox(image: Image.Image, size: int) -> tuple[np.ndarray, float, int, int]:
+    """nudenet's preprocessing: longest side to ``size``, centred on black, RGB / 255, CHW."""
+    rgb = image.convert("RGB")
+    w, h = rgb.size
+    scale = size / max(w, h)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    canvas = Image.new("RGB", (size, size))
+    left, top = (size - nw) // 2, (size - nh) // 2
+    canvas.paste(rgb.resize((nw, nh), Image.Resampling.BILINEAR), (left, top))
+    pixels = np.asarray(canvas, dtype=np.float32).transpose(2, 0, 1) / 255.0
+    return pixels, scale, left, top
+
+
+def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
+    """Greedy non-maximum suppression over ``(n, 4)`` x0 y0 x1 y1 boxes, class-agnostic."""
+    order = np.argsort(-scores)
+    keep: list[int] = []
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    while len(order):
+        i = int(order[0])
+        keep.append(i)
+        rest = order[1:]
+        xx0 = np.maximum(boxes[i, 0], boxes[rest, 0])
+        yy0 = np.maximum(boxes[i, 1], boxes[rest, 1])
+        xx1 = np.minimum(boxes[i, 2], boxes[rest, 2])
+        yy1 = np.minimum(boxes[i, 3], boxes[rest, 3])
+        inter = np.clip(xx1 - xx0, 0, None) * np.clip(yy1 - yy0, 0, None)
+        union = areas[i] + areas[rest] - inter
+        order = rest[inter / np.maximum(union, 1e-9) <= iou]
+    return keep
+
+
+class BodyPartDetector:
+    """The body-part detector on one ONNX Runtime session (thread-safe, like the embedder's)."""
+
+    def __init__(self, path: Path, *, threads: int | None = None) -> None:
+        from lookalike.embed.runtime import onnx_session
+
+        self.path = Path(path)
+        try:
+            self._session: Any = onnx_session(self.path, ["CPUExecutionProvider"], threads)
+        except Exception as exc:  # onnxruntime raises its own types for a bad file
+            raise ConfigError(f"cannot load the garment detector {self.path}: {exc}") from exc
+        inp = self._session.get_inputs()[0]
+        self._input = inp.name
+        dims = [d if isinstance(d, int) else INPUT_SIZE for d in inp.shape[2:]]
+        if len(dims) != 2 or dims[0] != dims[1]:
+            raise ConfigError(f"{self.path}: expected a square image input, got {inp.shape}")
+        self.size = int(dims[0])
+
+    def detect(self, images: Sequence[Image.Image]) -> list[list[Part]]:
+        """Body parts per image, best first (boxes normalised to each image)."""
+        for img in images:
+            if not isinstance(img, Image.Image):
+                raise InvalidInput(f"expected PIL images, got {type(img).__name__}")
+        out: list[list[Part]] = []
+        for img in images:  # the packaged graph has a fixed batch of one
+            pixels, scale, left, top = _letterbox(img, self.size)
+            raw = self._session.run(None, {self._input: pixels[None]})[0][0]  # (22, anchors)
+            out.append(self._parts(raw, scale, left, top, img.size))
+        return out
+
+    @staticmethod
+    def _parts(
+        raw: np.ndarray, scale: float, left: int, top: int, size: tuple[int, int]
+    ) -> list[Part]:
+        rows = raw.T  # (anchors, 4 + classes)
+        cls = rows[:, 4:]
+        best = cls.max(axis=1)
+        keep = best >= MIN_SCORE
+        if not keep.any():
+            return []
+        rows, cls, best = rows[keep], cls[keep], best[keep]
+        cx, cy, bw, bh = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
+        w, h = size
+        boxes = np.stack(
+            [
+                (cx - bw / 2 - left) / scale / w,
+                (cy - bh / 2 - top) / scale / h,
+                (cx + bw / 2 - left) / scale / w,
+                (cy + bh / 2 - top) / scale / h,
+            ],
+            axis=1,
+        ).clip(0.0, 1.0)
+        labels = cls.argmax(axis=1)
+        parts = []
+        for i in _nms(boxes, best, NMS_IOU):
+            x0, y0, x1, y1 = (float(v) for v in boxes[i])
+            if x1 > x0 and y1 > y0:
+                parts.append(
+                    Part(LABELS[int(labels[i])], round(float(best[i]), 4), (x0, y0, x1, y1))
+                )
+        return parts
+
+
+def exposure(parts: Sequence[Part]) -> dict[str, float]:
+    """The highest score of each exposed class found (empty: nothing exposed was found)."""
+    found: dict[str, float] = {}
+    for p in parts:
+        if p.label in EXPOSED:
+            found[p.label] = max(found.get(p.label, 0.0), p.score)
+    return found
+
+
+_TORSO = ("ARMPITS", "BREAST", "BELLY", "BUTTOCKS", "GENITALIA")
+
+
+def _group(label: str) -> str:
+    for name in (*_TORSO, "FACE", "FEET", "ANUS"):
+        if name in label:
+            return name
+    return label
+
+
+def _portrait(face: Part) -> bool:
+    """A face small enough and high enough in the photo to have a garment below it."""
+    return face.box[3] - face.box[1] <= 0.4 and face.box[3] <= 0.6
+
+
+def garment_boxes(parts: Sequence[Part], *, min_score: float = PART_SCORE) -> list[Garment]:
+    """The garments a person's body parts imply: ``full``, ``upper`` and ``lower`` boxes.
+
+    Empty when the photo shows no person: no part is sure enough, a single torso part alone (the
+    shape of a flat garment), feet alone (a shoe), or a face that fills the photo. A face with
+    no torso part below it places the torso under the chin (three and a half faces long, three
+    faces wide). The rules, in normalised image coordinates:
+
+    * across: the torso parts' extent, widened by half of it each side (sleeves, a flared
+      skirt), at least the face's width;
+    * top: the chin (bottom of the face) or, without a face, a third of the torso's height above
+      the highest torso part;
+    * hips: the lowest belly / buttocks / genitalia part, else the torso parts' bottom plus half
+      their height;
+    * bottom: the top of the feet, else the photo's bottom.
+
+    ``upper`` spans top → hips; ``lower`` the waist (midway between top and hips) → bottom;
+    ``full`` top → bottom. A garment's score is the mean score of the parts that placed it.
+    """
+    sure = [p for p in parts if p.score >= min_score]
+    torso = [p for p in sure if _group(p.label) in _TORSO]
+    faces = [p for p in sure if _group(p.label) == "FACE"]
+    feet = [p for p in sure if _group(p.label) == "FEET"]
+    face = max(faces, key=lambda p: p.score) if faces else None
+    groups = {_group(p.label) for p in torso}
+    # A person: a face and a torso part, or two kinds of torso part (a headless catalog shot).
+    # One torso part alone is usually the shape of a garment (a top's bust, a sleeveless
+    # armhole on a flat product photo), so that photo is embedded whole.
+    if not ((face is not None and groups) or len(groups) >= 2):
+        if face is None or not _portrait(face):
+            return []
+        # A face and nothing the detector is sure of below it: the garment is under the chin.
+        fw, fh = face.box[2] - face.box[0], face.box[3] - face.box[1]
+        torso = [
+            Part(
+                "TORSO_ESTIMATED",
+                face.score,
+                (face.box[0] - fw, face.box[3], face.box[2] + fw, min(1.0, face.box[3] + 3.5 * fh)),
+            )
+        ]
+    tx0 = min(p.box[0] for p in torso)
+    tx1 = max(p.box[2] for p in torso)
+    ty0 = min(p.box[1] for p in torso)
+    ty1 = max(p.box[3] for p in torso)
+    width = max(tx1 - tx0, (face.box[2] - face.box[0]) if face else 0.0)
+    cx = (tx0 + tx1) / 2
+    x0, x1 = max(0.0, cx - width), min(1.0, cx + width)
+
+    top = face.box[3] if face is not None and face.box[3] < ty1 else ty0 - (ty1 - ty0) / 3
+    hips_parts = [p for p in torso if _group(p.label) in ("BELLY", "BUTTOCKS", "GENITALIA")]
+    hips = max(p.box[3] for p in hips_parts) if hips_parts else ty1 + (ty1 - ty0) / 2
+    if not hips_parts and torso[0].label == "TORSO_ESTIMATED":
+        hips = ty1
+    feet_top = min((p.box[1] for p in feet if p.box[1] > hips), default=None)
+    bottom = feet_top if feet_top is not None else 1.0
+    top, hips, bottom = max(0.0, top), min(1.0, hips), min(1.0, bottom)
+
+    score = round(float(np.mean([p.score for p in torso])), 4)
+    out = []
+    for label, y0, y1 in (
+        ("full", top, bottom),
+        ("upper", top, hips),
+        ("lower", (top + hips) / 2, bottom),
+    ):
+        if y1 - y0 > 0.05 and x1 - x0 > 0.05:
+            out.append(Garment(label, (x0, y0, x1, y1), score))
+    return out

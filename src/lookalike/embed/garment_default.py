@@ -1,0 +1,165 @@
+"""The shipped default's garment-aware head, fitted at build time on the bundled demo photos only.
+
+Nothing trained on research-only data ships, so the default is the ImageNet backbone plus what
+the bundled, freely licensed demo catalog (``demo/catalog``: photos with categories) and a
+shippable detector can give:
+
+1. **where** — the body-part detector (:mod:`lookalike.embed.bodyparts`) cuts a photo of a
+   person to the worn garment, on both sides (queries and catalog photos); a garment alone is
+   embedded whole;
+2. **centring and context** (the hubness fix) — ImageNet features of clothing photos all point
+   the same way (every cosine is 0.4–0.7), so a few catalog items that sit nearest the common
+   direction top every query. Subtracting the mean feature of the demo photos removes that
+   shared direction; a worn garment's crop also loses :data:`CONTEXT_WEIGHT` of its whole
+   photo's centred row (skin, hair, the street), which a catalog photo does not have;
+3. **colour** — a 64-bin HSV histogram of the garment crop, appended with ``colour_weight``;
+4. **kind** — a linear softmax over the demo categories on the backbone features, appended as
+   the square roots of its probabilities with ``category_weight`` (see
+   :mod:`lookalike.embed.heads`): items of the query's kind score higher in the same inner
+   product.
+
+The weights (:data:`COLOUR_WEIGHT`, :data:`CATEGORY_WEIGHT`) were chosen on viton-dev *train*
+pairs and street photos (never on the val split they are reported on); see
+docs/search-quality.md for the ablation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from lookalike.core.errors import InvalidInput
+from lookalike.core.progress import Progress
+from lookalike.embed.bodyparts import BodyPartDetector, garment_boxes
+from lookalike.embed.heads import ProjectionHead, Tower, fit_softmax, l2_normalise
+from lookalike.embed.preprocess import PreprocessConfig, preprocess_batch
+from lookalike.embed.regions import colour_histogram, crop_box
+
+__all__ = ["CATEGORY_WEIGHT", "COLOUR_WEIGHT", "GarmentHeadFit", "fit_garment_head"]
+
+COLOUR_WEIGHT = 0.5
+CATEGORY_WEIGHT = 0.5
+# A worn garment's row minus this share of its photo's (centred) row: see
+# LoadedEmbedder.embed_regions. 0.9 on viton-dev train-like probes; 0 turns it off.
+CONTEXT_WEIGHT = 0.9
+# Kinds that run from the shoulders to the legs: for these the full-length box is the garment.
+FULL_BODY = ("Dress", "Body", "Jumpsuit", "Romper")
+COLOUR_BINS = 4
+MIN_PER_CATEGORY = 3  # rarer categories are left out of the classifier (too few to learn)
+
+
+@dataclass
+class GarmentHeadFit:
+    """The fitted head and the figures the manifest records about its fit."""
+
+    head: ProjectionHead
+    figures: dict[str, Any]
+    score_labels: dict[str, float]
+
+
+def _features(
+    run: Any, cfg: PreprocessConfig, detector: BodyPartDetector, images: Sequence[Image.Image]
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Backbone rows and colour rows of each photo's garment crop; how many had a person."""
+    crops, people = [], 0
+    for img, found in zip(images, (garment_boxes(p) for p in detector.detect(images)), strict=True):
+        people += bool(found)
+        crops.append(crop_box(img, found[0].box) if found else img)
+    feats = []
+    for start in range(0, len(crops), 32):
+        feats.append(np.asarray(run(preprocess_batch(crops[start : start + 32], cfg)), np.float32))
+    colour = np.stack([colour_histogram(c, COLOUR_BINS) for c in crops])
+    return l2_normalise(np.concatenate(feats)), colour, people
+
+
+def _score_labels(vectors: np.ndarray, labels: Sequence[str]) -> dict[str, float]:
+    """Plain-language thresholds from pairs of demo photos (no shopper data needed).
+
+    ``Similar``: scored above 90% of pairs of *different* kinds of garment; ``Close``: above 99%
+    of them; ``Very close``: above 99% of pairs of the same kind (nearly the same garment).
+    """
+    sims = vectors @ vectors.T
+    lab = np.asarray(labels)
+    same = lab[:, None] == lab[None, :]
+    upper = np.triu(np.ones_like(same), k=1).astype(bool)
+    other, alike = sims[upper & ~same], sims[upper & same]
+    if not len(other) or not len(alike):
+        return {}
+    return {
+        "Very close": round(float(np.quantile(alike, 0.99)), 4),
+        "Close": round(float(np.quantile(other, 0.99)), 4),
+        "Similar": round(float(np.quantile(other, 0.90)), 4),
+    }
+
+
+def fit_garment_head(
+    run: Any,
+    cfg: PreprocessConfig,
+    detector: BodyPartDetector,
+    labelled: Sequence[tuple[Image.Image, str]],
+    say: Progress,
+    *,
+    colour_weight: float = COLOUR_WEIGHT,
+    category_weight: float = CATEGORY_WEIGHT,
+) -> GarmentHeadFit:
+    """Fit the default head on ``labelled`` (photo, category) pairs; ``run`` is the backbone's
+    batch function ``(n, 3, S, S) -> (n, D)``."""
+    if len(labelled) < 20:
+        raise InvalidInput(
+            f"the default head needs at least 20 labelled photos, got {len(labelled)}"
+        )
+    images = [im for im, _ in labelled]
+    cats = [c for _, c in labelled]
+    say(f"finding garments and embedding {len(images)} labelled demo photos")
+    feats, colour, people = _features(run, cfg, detector, images)
+    counts = {c: cats.count(c) for c in sorted(set(cats))}
+    kept = [i for i, c in enumerate(cats) if counts[c] >= MIN_PER_CATEGORY]
+    say(f"{people} of {len(images)} photos show a person; categories {counts}")
+    w, b, classes = fit_softmax(feats[kept], [cats[i] for i in kept])
+    mean = feats.mean(axis=0).astype(np.float32)
+    head = ProjectionHead(
+        Tower([], centre=mean),
+        Tower([], centre=mean.copy()),
+        kind="garment-default",
+        colour_weight=colour_weight,
+        colour_bins=COLOUR_BINS,
+        category=(w, b),
+        categories=classes,
+        category_weight=category_weight,
+        extra={
+            "context_weight": CONTEXT_WEIGHT,
+            "full_body": [c for c in classes if c in FULL_BODY],
+        },
+    )
+    vectors = head.apply(feats, "catalog", colour)
+    pred = np.asarray(classes)[head.category_probabilities(feats[kept]).argmax(axis=1)]
+    train_acc = float(np.mean(pred == np.asarray([cats[i] for i in kept])))
+    figures = {
+        "photos": len(images),
+        "with_person": people,
+        "categories": counts,
+        "category_train_accuracy": round(train_acc, 4),
+        "colour_weight": colour_weight,
+        "category_weight": category_weight,
+        "centred_on": "mean backbone feature of the labelled demo photos",
+    }
+    say(f"category head: {len(classes)} classes, train accuracy {train_acc:.3f}")
+    return GarmentHeadFit(head, figures, _score_labels(vectors, cats))
+
+
+def read_labelled(csv_path: Path) -> list[tuple[Path, str]]:
+    """(image path, category) rows of a catalog CSV with ``image`` and ``category`` columns."""
+    import csv
+
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    out = []
+    for r in rows:
+        if r.get("image") and r.get("category"):
+            out.append((csv_path.parent / r["image"], r["category"].strip()))
+    return out

@@ -1,0 +1,231 @@
+"""Search by a box drawn on the photo, shopper-ready price and match words, and catalog rows
+served from memory: over the real default model, FAISS, SQLite and the FastAPI app."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from lookalike.catalog import CatalogStore
+from lookalike.core.db import get_engine
+from lookalike.core.settings import Settings
+from lookalike.registry import Registry
+from lookalike.serve import create_app
+from lookalike.serve.schemas import price_text
+
+PRICE = re.compile(r"^\$\d[\d,]*(\.\d\d)? per rental$")
+
+
+@pytest.fixture(scope="module")
+def client(demo_home: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(Settings(home=demo_home))) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def rows(demo_catalog: Path) -> list[dict[str, str]]:
+    with open(demo_catalog / "items.csv", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _jpeg(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _search(client: TestClient, data: bytes, box: str | None = None, **params: object):
+    return client.post(
+        "/v1/search",
+        params=params,
+        files={"image": ("q.jpg", data, "image/jpeg")},
+        data={} if box is None else {"box": box},
+    )
+
+
+def _side_by_side(demo_catalog: Path, left: dict[str, str], right: dict[str, str]) -> bytes:
+    """One photo: ``left``'s catalog photo on the left half, ``right``'s on the right."""
+    size = (300, 400)
+    canvas = Image.new("RGB", (2 * size[0], size[1]), "white")
+    for i, row in enumerate((left, right)):
+        with Image.open(demo_catalog / row["image"]) as im:
+            canvas.paste(im.convert("RGB").resize(size), (i * size[0], 0))
+    return _jpeg(canvas)
+
+
+@pytest.mark.parametrize(
+    ("box", "says"),
+    [
+        ("0.1,0.1,0.9", "four numbers"),
+        ("0,0,1,1,0", "four numbers"),
+        ("a,b,c,d", "four numbers"),
+        ("nan,0,1,1", "finite"),
+        ("0,0,inf,1", "finite"),
+        ("0,0,1.5,1", "0 to 1"),
+        ("-0.1,0,1,1", "0 to 1"),
+        ("0.5,0.2,0.5,0.9", "empty"),
+        ("0.6,0.2,0.4,0.9", "empty"),
+    ],
+)
+def test_a_bad_box_is_a_422_that_says_what_is_wrong(
+    client: TestClient, demo_images: list[Path], box: str, says: str
+) -> None:
+    with Image.open(demo_images[0]) as im:
+        r = _search(client, _jpeg(im), box=box)
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert "box" in error["message"] and says in error["message"], error["message"]
+
+
+def test_the_box_is_what_is_searched(
+    client: TestClient, demo_catalog: Path, rows: list[dict[str, str]]
+) -> None:
+    left = next(r for r in rows if r["category"] == "Dress")
+    right = next(r for r in rows if r["category"] not in ("Dress", left["category"]))
+    photo = _side_by_side(demo_catalog, left, right)
+
+    for box, wanted in (("0,0,0.5,1", left), ("0.5,0,1,1", right)):
+        r = _search(client, photo, box=box)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        top = body["results"][0]
+        assert top["item_id"] == wanted["item_id"], (box, [x["item_id"] for x in body["results"]])
+        assert top["region"] == "box" and body["crop_mode"] == "box"
+        assert top["box"] == [float(v) for v in box.split(",")]
+    # the two halves rank differently, and the whole photo is a third answer
+    halves = [
+        [x["item_id"] for x in _search(client, photo, box=b).json()["results"][:5]]
+        for b in ("0,0,0.5,1", "0.5,0,1,1")
+    ]
+    assert halves[0] != halves[1]
+    whole = _search(client, photo).json()
+    assert whole["results"][0]["region"] != "box"
+
+
+def test_the_box_is_part_of_the_etag(client: TestClient, demo_images: list[Path]) -> None:
+    with Image.open(demo_images[5]) as im:
+        data = _jpeg(im)
+    whole = _search(client, data)
+    boxed = _search(client, data, box="0,0,0.5,0.5")
+    assert whole.headers["etag"] != boxed.headers["etag"]
+    again = client.post(
+        "/v1/search",
+        files={"image": ("q.jpg", data, "image/jpeg")},
+        data={"box": "0,0,0.5,0.5"},
+        headers={"If-None-Match": boxed.headers["etag"]},
+    )
+    assert again.status_code == 304
+
+
+def test_every_item_carries_its_price_text(client: TestClient, demo_images: list[Path]) -> None:
+    with Image.open(demo_images[9]) as im:
+        found = _search(client, _jpeg(im), k=50).json()["results"]
+    similar = client.get(f"/v1/items/{found[0]['item_id']}/similar").json()["results"]
+    for item in found + similar:
+        assert item["price_text"] == price_text(item["price"]), item
+        assert PRICE.match(item["price_text"]), item["price_text"]
+    one = client.get(f"/v1/items/{found[0]['item_id']}").json()
+    assert one["price_text"] == price_text(one["price"])
+    # cents only when there are some
+    assert price_text(45.0) == "$45 per rental"
+    assert price_text(45.5) == "$45.50 per rental"
+    assert price_text(1299.99) == "$1,299.99 per rental"
+
+
+def test_without_score_labels_there_is_no_match_word(
+    client: TestClient, demo_images: list[Path]
+) -> None:
+    with Image.open(demo_images[2]) as im:
+        results = _search(client, _jpeg(im)).json()["results"]
+    assert results and all(item["match"] is None for item in results)
+
+
+def test_score_labels_in_the_manifest_become_match_words(
+    fresh_demo_home: Path, demo_images: list[Path]
+) -> None:
+    models = Registry(fresh_demo_home / "models", "model")
+    ref = models.resolve("effnet_lite0:production")
+    path = models.path(ref) / "manifest.json"
+    labels = {"Very close": 0.9, "Close": 0.7, "Similar": 0.5}
+    path.write_text(json.dumps(json.loads(path.read_text()) | {"score_labels": labels}))
+    with TestClient(create_app(Settings(home=fresh_demo_home))) as c:
+        with Image.open(demo_images[4]) as im:
+            results = _search(c, _jpeg(im), k=100).json()["results"]
+    for item in results:
+        expected = next((name for name, t in labels.items() if item["score"] >= t), None)
+        assert item["match"] == expected, item
+    assert results[0]["match"] == "Very close"  # its own catalog photo
+    assert len({item["match"] for item in results}) >= 2  # the words tell results apart
+
+
+def test_catalog_rows_come_from_memory_and_follow_an_import(
+    fresh_demo_home: Path, demo_catalog: Path, demo_images: list[Path], tmp_path: Path
+) -> None:
+    settings = Settings(home=fresh_demo_home)
+    statements: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args) -> None:  # noqa: ANN001 - SQLAlchemy's hook
+        statements.append(statement)
+
+    engine = get_engine(settings.db_url, settings.db)
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        with TestClient(create_app(settings)) as c:
+            with Image.open(demo_images[0]) as im:
+                data = _jpeg(im)
+            first = _search(c, data).json()["results"][0]
+            statements.clear()
+            for _ in range(5):
+                assert _search(c, data).status_code == 200
+            assert c.get(f"/v1/items/{first['item_id']}/similar").status_code == 200
+            rows_read = [s for s in statements if "catalog_items" in s or "catalog_images" in s]
+            assert rows_read == [], rows_read  # at most the revision, once a second
+
+            # an import changes the top item's price and adds an item
+            feed = tmp_path / "change.csv"
+            with open(demo_catalog / "items.csv", encoding="utf-8") as f:
+                row = next(r for r in csv.DictReader(f) if r["item_id"] == first["item_id"])
+            new_price = float(row["price"]) + 12.5
+            with open(feed, "w", newline="", encoding="utf-8") as f:
+                w = csv.DictWriter(f, fieldnames=list(row))
+                w.writeheader()
+                w.writerow(row | {"price": f"{new_price:.2f}"})
+                w.writerow(row | {"item_id": "LK-NEW-1", "title": "A new piece"})
+            store = CatalogStore(settings.db_url, settings.media_dir, db=settings.db)
+            assert store.import_file(feed, demo_catalog).ok
+            # the import wrote through the same engine: the listener would see a row read
+            assert any("catalog_items" in s for s in statements)
+
+            # search's rows follow within the view's revision check (a second), no restart
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                top = _search(c, data).json()["results"][0]
+                if top["price"] == new_price:
+                    break
+                time.sleep(0.2)
+            assert top["item_id"] == first["item_id"] and top["price"] == new_price
+            assert top["price_text"] == price_text(new_price)
+            item = c.get(f"/v1/items/{first['item_id']}").json()
+            assert item["price"] == new_price and item["price_text"] == price_text(new_price)
+            added = c.get("/v1/items/LK-NEW-1")
+            assert added.status_code == 200 and added.json()["title"] == "A new piece"
+            assert c.get("/v1/items/NOPE-404").status_code == 404
+
+            statements.clear()
+            for _ in range(3):
+                assert _search(c, data).status_code == 200
+            rows_read = [s for s in statements if "catalog_items" in s or "catalog_images" in s]
+            assert rows_read == [], rows_read
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)

@@ -1,0 +1,132 @@
+"""The garment detector: nudenet's packaged ONNX graph on real photos, and the box rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lookalike.core.errors import ConfigError, InvalidInput
+from lookalike.embed.bodyparts import (
+    BodyPartDetector,
+    Part,
+    _nms,
+    exposure,
+    garment_boxes,
+    packaged_detector,
+)
+
+
+def _part(label: str, box: tuple[float, float, float, float], score: float = 0.8) -> Part:
+    return Part(label, score, box)
+
+
+STANDING = [
+    _part("FACE_FEMALE", (0.42, 0.05, 0.58, 0.17)),
+    _part("ARMPITS_COVERED", (0.33, 0.22, 0.40, 0.28)),
+    _part("ARMPITS_COVERED", (0.60, 0.22, 0.67, 0.28)),
+    _part("FEMALE_BREAST_COVERED", (0.40, 0.24, 0.60, 0.32)),
+    _part("BELLY_COVERED", (0.42, 0.36, 0.58, 0.46)),
+    _part("FEET_COVERED", (0.40, 0.92, 0.60, 0.99)),
+]
+
+
+def test_a_standing_person_gives_full_upper_and_lower_between_chin_and_feet() -> None:
+    found = {g.label: g.box for g in garment_boxes(STANDING)}
+    assert list(found) == ["full", "upper", "lower"]
+    x0, y0, x1, y1 = found["full"]
+    assert y0 == pytest.approx(0.17)  # the chin
+    assert y1 == pytest.approx(0.92)  # the top of the feet
+    assert x0 < 0.33 and x1 > 0.67  # wider than the torso: sleeves, a flared skirt
+    assert found["upper"][3] == pytest.approx(0.46)  # the hips: bottom of the belly
+    assert found["lower"][1] > found["upper"][1] and found["lower"][3] == pytest.approx(0.92)
+
+
+def test_no_person_means_no_garment_box() -> None:
+    assert garment_boxes([]) == []
+    # Feet alone are a shoe photo; one torso part alone is the shape of a flat top; a face that
+    # fills the photo is a portrait: all are embedded whole.
+    assert garment_boxes([STANDING[-1]]) == []
+    assert garment_boxes([STANDING[3]]) == []
+    assert garment_boxes([_part("FACE_FEMALE", (0.2, 0.1, 0.8, 0.7))]) == []
+    # Unsure parts do not place a garment.
+    assert garment_boxes([_part("BELLY_COVERED", (0.4, 0.4, 0.6, 0.5), score=0.25)]) == []
+
+
+def test_a_face_with_nothing_sure_below_it_places_the_garment_under_the_chin() -> None:
+    found = {g.label: g.box for g in garment_boxes([STANDING[0]])}
+    assert found["upper"][1] == pytest.approx(0.17)
+    assert found["upper"][3] == pytest.approx(0.17 + 3.5 * 0.12)
+    assert found["full"][3] == 1.0
+
+
+def test_without_feet_the_garment_runs_to_the_bottom_of_the_photo() -> None:
+    found = {g.label: g.box for g in garment_boxes(STANDING[:-1])}
+    assert found["full"][3] == 1.0
+
+
+def test_exposure_reports_only_exposed_classes_at_their_best_score() -> None:
+    parts = [
+        _part("BELLY_EXPOSED", (0.4, 0.4, 0.6, 0.5), 0.9),
+        _part("FEMALE_BREAST_EXPOSED", (0.4, 0.2, 0.5, 0.3), 0.4),
+        _part("FEMALE_BREAST_EXPOSED", (0.5, 0.2, 0.6, 0.3), 0.7),
+        _part("FEMALE_BREAST_COVERED", (0.4, 0.2, 0.6, 0.3), 0.9),
+    ]
+    assert exposure(parts) == {"FEMALE_BREAST_EXPOSED": 0.7}
+
+
+def test_nms_keeps_the_best_of_overlapping_boxes() -> None:
+    boxes = np.array([[0, 0, 1, 1], [0.05, 0, 1, 1], [2, 2, 3, 3]], dtype=np.float32)
+    assert _nms(boxes, np.array([0.5, 0.9, 0.3]), 0.45) == [1, 2]
+
+
+@pytest.fixture(scope="module")
+def worn_photo(shared_data) -> Image.Image:
+    """A street-fashion photo of a woman in a dress (../shared/data/street, 0002.jpg)."""
+    with Image.open(shared_data / "street" / "images" / "0002.jpg") as im:
+        return im.convert("RGB")
+
+
+@pytest.fixture(scope="module")
+def flat_photo(demo_catalog) -> Image.Image:
+    """A bundled demo photo of a dress laid flat (no person)."""
+    with Image.open(demo_catalog / "images" / "009b3c31-fb62-45c0-be9a-37a5c238cb88.jpg") as im:
+        return im.convert("RGB")
+
+
+@pytest.fixture(scope="module")
+def detector() -> BodyPartDetector:
+    return BodyPartDetector(packaged_detector(), threads=1)
+
+
+def test_packaged_detector_finds_a_person_and_not_a_flat_garment(
+    detector: BodyPartDetector, worn_photo: Image.Image, flat_photo: Image.Image
+) -> None:
+    worn, flat = detector.detect([worn_photo, flat_photo])
+    assert any(p.label.startswith("FACE") or "BREAST" in p.label for p in worn), worn
+    boxes = garment_boxes(worn)
+    assert boxes and boxes[0].label == "full"
+    for g in boxes:
+        x0, y0, x1, y1 = g.box
+        assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
+    assert garment_boxes(flat) == []
+    for parts in (worn, flat):
+        assert all(0.2 <= p.score <= 1 for p in parts)
+
+
+def test_detector_takes_any_size_and_mode(detector: BodyPartDetector) -> None:
+    for im in (
+        Image.new("L", (7, 300), 128),
+        Image.new("RGBA", (1000, 40)),
+        Image.new("P", (1, 1)),
+    ):
+        assert isinstance(detector.detect([im])[0], list)
+    with pytest.raises(InvalidInput):
+        detector.detect([np.zeros((10, 10, 3))])  # type: ignore[list-item]
+
+
+def test_a_broken_detector_file_is_a_config_error(tmp_path) -> None:
+    bad = tmp_path / "detector.onnx"
+    bad.write_bytes(b"not an onnx graph")
+    with pytest.raises(ConfigError, match="garment detector"):
+        BodyPartDetector(bad)

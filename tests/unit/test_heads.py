@@ -1,0 +1,87 @@
+"""Projection heads: the centring tower, the category signature, and their file format."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lookalike.core.errors import ConfigError, InvalidInput
+from lookalike.embed.heads import ProjectionHead, Tower, fit_softmax, l2_normalise
+
+
+def _blobs(n: int = 120, dim: int = 16, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """Three separable clusters on a shared offset (like ImageNet features: all positive)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((3, dim)) + 5.0
+    labels = [("dress", "top", "shoe")[i % 3] for i in range(n)]
+    x = np.stack([centres[i % 3] + 0.3 * rng.standard_normal(dim) for i in range(n)])
+    return l2_normalise(x), labels
+
+
+def test_fit_softmax_learns_separable_kinds_and_is_deterministic() -> None:
+    x, y = _blobs()
+    w, b, classes = fit_softmax(x, y)
+    assert classes == ("dress", "shoe", "top")
+    pred = np.asarray(classes)[(x @ w + b).argmax(axis=1)]
+    assert (pred == np.asarray(y)).mean() > 0.95
+    w2, b2, _ = fit_softmax(x, y)
+    assert np.array_equal(w, w2) and np.array_equal(b, b2)
+    with pytest.raises(InvalidInput, match="at least 2"):
+        fit_softmax(x, ["dress"] * len(x))
+
+
+def test_centring_removes_the_shared_direction() -> None:
+    x, _ = _blobs()
+    centre = x.mean(axis=0)
+    head = ProjectionHead(Tower([], centre=centre), Tower([], centre=centre.copy()))
+    raw = x @ x.T
+    out = head.apply(x)
+    centred = out @ out.T
+    # All-positive features: every raw cosine is high; centred, other kinds fall below zero.
+    assert raw.min() > 0.5
+    assert np.median(centred) < 0.1
+    assert np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+
+
+def test_category_signature_favours_the_same_kind(tmp_path) -> None:
+    x, y = _blobs()
+    w, b, classes = fit_softmax(x, y)
+    centre = x.mean(axis=0)
+    kw = dict(category=(w, b), categories=classes)
+    plain = ProjectionHead(Tower([], centre=centre), Tower([], centre=centre))
+    kinds = ProjectionHead(
+        Tower([], centre=centre), Tower([], centre=centre), category_weight=1.0, **kw
+    )
+    assert kinds.out_dim == x.shape[1] + 3
+    # The appended signature adds weight² × the Bhattacharyya overlap of the two kinds to the
+    # centred cosine: the same inner-product search now favours items of the query's kind.
+    a, g = kinds.apply(x[:1]), kinds.apply(x)
+    c = plain.apply(x)
+    p = kinds.category_probabilities(x)
+    overlap = np.sqrt(p[:1]) @ np.sqrt(p).T
+    norm = np.sqrt(1.0 + 1.0**2 * (np.sqrt(p) ** 2).sum(axis=1))  # |[unit, w·sqrt(p)]|
+    expected = (c[:1] @ c.T + overlap) / (norm[0] * norm)
+    assert np.allclose(a @ g.T, expected, atol=1e-5)
+    same = np.asarray(y) == y[0]
+    assert overlap[0, same].min() > overlap[0, ~same].max()
+    probs = kinds.category_probabilities(x[:5])
+    assert probs.shape == (5, 3) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+    kinds.save(tmp_path / "head.npz")
+    back = ProjectionHead.load(tmp_path / "head.npz")
+    assert back.categories == classes and back.category_weight == 1.0
+    assert np.allclose(back.apply(x), kinds.apply(x), atol=1e-6)
+
+
+def test_a_category_classifier_of_the_wrong_shape_is_refused() -> None:
+    centre = np.zeros(4, np.float32)
+    with pytest.raises(ConfigError, match="category classifier"):
+        ProjectionHead(
+            Tower([], centre=centre),
+            Tower([], centre=centre),
+            category=(np.zeros((5, 2), np.float32), np.zeros(2, np.float32)),
+            categories=("a", "b"),
+            category_weight=1.0,
+        )
+    with pytest.raises(ConfigError, match="layer or a centre"):
+        Tower([])

@@ -1,0 +1,137 @@
+"""Price suggestion offline: dirty listings, the model rows on real data, the floor, files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lookalike.core.errors import InvalidInput
+from lookalike.price.evaluation import default_data, evaluate, row_figures
+from lookalike.price.fit import fit_price_model
+from lookalike.price.listings import FABRICS, parse_price, read_listings
+from lookalike.price.model import PriceModel
+
+REAL = default_data()
+HEADER = (
+    "Brand,Dress_Description,Retail_price,Rent_price,Number_of_reviews,"
+    + ",".join(FABRICS)
+    + ",Length,Sleeves,Neckline\n"
+)
+
+
+def _row(brand: str, retail: str, rent: str, reviews: str = "3", cotton: str = "100") -> str:
+    fabrics = [cotton] + ["0"] * (len(FABRICS) - 1)
+    return f'{brand},a dress,"{retail}",{rent},{reviews},' + ",".join(fabrics) + ",midi,,v\n"
+
+
+def test_parse_price_reads_dollar_text() -> None:
+    assert parse_price("$1,234") == 1234.0
+    assert parse_price(" 45.50 ") == 45.5
+    assert parse_price("USD 99") == 99.0
+    for bad in ("", "n/a", "-5", "1e400", "$", "12.3.4", None):
+        assert parse_price(bad) is None, bad
+
+
+def test_dirty_rows_are_dropped_with_reasons(tmp_path: Path) -> None:
+    path = tmp_path / "dirty.csv"
+    path.write_text(
+        HEADER
+        + _row("tory burch", "$1,234", "$70")
+        + _row("tory burch", "", "70")  # no retail
+        + _row("", "300", "40")  # no brand
+        + _row("parker", "300", "forty")  # rent not a price
+        + _row("parker", "300", "40", reviews="")  # reviews filled with 0
+        + _row("parker", "300", "40", cotton="705")  # fabric share out of range
+    )
+    listings, report = read_listings(path)
+    assert len(listings) == 2 and report.rows == 6 and report.dropped == 4
+    assert listings.retail[0] == 1234.0 and listings.rent[0] == 70.0
+    assert listings.cats["sleeves"][0] == "unknown" and report.filled["sleeves"] == 2
+    assert report.filled["number_of_reviews"] == 1
+    joined = " | ".join(report.reasons)
+    for why in ("line 3: retail price", "line 4: no brand", "line 5: rent price", "line 7: cotton"):
+        assert why in joined
+
+
+def test_bad_files_say_what_is_wrong(tmp_path: Path) -> None:
+    no_rent = tmp_path / "no_rent.csv"
+    no_rent.write_text("Brand,Retail_price\nparker,300\n")
+    with pytest.raises(InvalidInput, match="missing column.*rent_price"):
+        read_listings(no_rent)
+    listings, _ = read_listings(no_rent, require_rent=False)  # fine to price
+    assert np.isnan(listings.rent[0])
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(InvalidInput, match="not UTF-8"):
+        read_listings(binary)
+    empty = tmp_path / "empty.csv"
+    empty.write_text(HEADER + _row("", "1", "1"))
+    with pytest.raises(InvalidInput, match="no usable row"):
+        read_listings(empty)
+
+
+@pytest.fixture(scope="module")
+def real_slice():
+    if not REAL.is_file():
+        pytest.skip(f"needs ../shared/data ({REAL} is absent)")
+    listings, _ = read_listings(REAL)
+    rows = np.random.default_rng(14).permutation(len(listings))[:1500]
+    return listings.take(rows).split(0.2, 0)
+
+
+def test_model_rows_on_a_real_slice(real_slice) -> None:
+    train, test = real_slice
+    ev = evaluate(train, test, split="seeded slice of rtr_dresses.csv")
+    names = [r.name for r in ev.rows]
+    assert names == ["rule", "rule, floored", "ridge", "knn", "ridge + knn blend"]
+    mape = {r.name: r.figures["mape"] for r in ev.rows}
+    # the floor only removes error; the linear model beats the rule; the choice beats both
+    assert mape["rule, floored"] < mape["rule"]
+    assert mape["ridge"] < mape["rule, floored"]
+    assert ev.chosen.figures["mape"] < mape["rule, floored"]
+    assert ev.floor == train.rent.min() == 30.0
+    # the floor's dresses are not all the figures: MAE above the floor is reported separately
+    assert ev.test_above_floor < ev.test_rows
+    assert all(np.isfinite(r.figures["mae_above_floor"]) for r in ev.rows)
+    assert 0.6 <= ev.interval["coverage_on_test"] <= 0.95
+
+
+def test_every_suggestion_is_floored_and_inside_its_interval(real_slice) -> None:
+    train, test = real_slice
+    model, _ = fit_price_model(train)
+    for method in ("rule", "ridge", "knn", "blend"):
+        out = model.suggest(test, method=method)
+        assert np.all(out.price >= model.floor), method
+        assert np.all(out.low <= out.price) and np.all(out.price <= out.high), method
+        assert np.array_equal(out.floor_applied, out.raw < model.floor), method
+    cheap = test.take([0])
+    cheap.retail[:] = 5.0  # a $5 dress: the raw prediction is under the floor
+    out = model.suggest(cheap)
+    assert out.floor_applied[0] and out.price[0] == model.floor
+
+
+def test_saved_model_loads_and_answers_the_same(real_slice, tmp_path: Path) -> None:
+    train, test = real_slice
+    model, _ = fit_price_model(train)
+    model.save(tmp_path / "m")
+    loaded = PriceModel.load(tmp_path / "m")
+    np.testing.assert_allclose(loaded.suggest(test).price, model.suggest(test).price)
+    similar = loaded.similar(test.take([0]), 5)[0]
+    assert len(similar) == 5 and similar == sorted(similar, key=lambda n: n.distance)
+    # same brand weighted up: a brand with priced dresses gets its own brand's first
+    brand = test.brand[0]
+    if brand in train.brand:
+        assert similar[0].brand == brand
+    (tmp_path / "m" / "arrays.npz").write_bytes(b"junk")
+    with pytest.raises(Exception, match="cannot load"):
+        PriceModel.load(tmp_path / "m")
+    ratio, floor, _ = PriceModel.read_rule(tmp_path / "m")  # the fallback still has its inputs
+    assert ratio == model.ratio and floor == model.floor
+
+
+def test_row_figures() -> None:
+    figures = row_figures(np.array([30.0, 60.0]), np.array([30.0, 50.0]), 30.0)
+    assert figures["mae"] == 5.0 and figures["mape"] == 0.1
+    assert figures["mae_above_floor"] == 10.0 and figures["floored_share"] == 0.5
