@@ -19,6 +19,9 @@ from lookalike.embed import PreprocessConfig, load_embedder
 from lookalike.registry import Registry
 
 MODEL = "effnet_lite0:production"
+# The shipped default: 1280 backbone features + a 64-bin colour signature + one row per demo
+# category (embed/garment_default.py); read from the manifest where the categories matter.
+BACKBONE = 1280
 
 
 def _open(paths: list[Path]) -> list[Image.Image]:
@@ -39,15 +42,22 @@ def sample(demo_images: list[Path]) -> list[Image.Image]:
     return _open(demo_images[::7])  # ~60 photos across the catalog
 
 
-def _assert_unit_rows(x: np.ndarray, n: int) -> None:
-    assert x.shape == (n, 1280) and x.dtype == np.float32
+def _assert_unit_rows(x: np.ndarray, n: int, dim: int | None = None) -> None:
+    assert x.shape[0] == n and x.dtype == np.float32
+    assert x.shape[1] == (dim or x.shape[1]) and x.shape[1] >= BACKBONE
     assert np.all(np.isfinite(x))
     np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-4)
 
 
 def test_manifest_records_the_figures(registry: Registry) -> None:
     m = registry.manifest(MODEL)
-    assert m["embedding_dim"] == 1280
+    assert m["backbone_dim"] == BACKBONE
+    assert m["embedding_dim"] == BACKBONE + 64 + len(m["categories"])
+    assert "Dress" in m["categories"] and m["query_crop"] == "garment"
+    assert m["detector"]["package"] == "nudenet" and m["detector"]["file"] in m["files"]
+    assert m["head"]["file"] in m["files"] and m["head"]["category_train_accuracy"] > 0.8
+    labels = m["score_labels"]
+    assert labels["Very close"] > labels["Close"] > labels["Similar"] > 0
     assert PreprocessConfig.from_dict(m["preprocess"]) == PreprocessConfig()
     assert set(m["variants"]) == {"fp32", "int8"}
     assert m["default_variant"] in m["variants"] and m["reason"]
@@ -71,10 +81,11 @@ def test_both_variants_embed_real_photos(
 ) -> None:
     emb = load_embedder(registry, MODEL, runtime="onnx-cpu", variant=variant)
     assert emb.info.served_by == f"onnxruntime-cpu:{variant}"
-    assert emb.info.dim == 1280 and emb.info.ref.startswith("effnet_lite0:")
+    dim = registry.manifest(MODEL)["embedding_dim"]
+    assert emb.info.dim == dim and emb.info.ref.startswith("effnet_lite0:")
     x = emb.embed(sample)
     _assert_unit_rows(x, len(sample))
-    assert emb.embed([]).shape == (0, 1280)
+    assert emb.embed([]).shape == (0, dim)
     # Batching is internal: one image alone embeds as it does inside a batch of 60.
     np.testing.assert_allclose(emb.embed(sample[5:6])[0], x[5], atol=1e-4)
 
@@ -236,7 +247,7 @@ from lookalike.registry import Registry
 reg = Registry({str(built_models)!r}, "model")
 emb = load_embedder(reg, "effnet_lite0:production")
 assert emb.info.served_by.startswith("onnxruntime"), emb.info
-assert emb.embed([Image.new("RGB", (50, 80), (9, 99, 199))]).shape == (1, 1280)
+assert emb.embed([Image.new("RGB", (50, 80), (9, 99, 199))]).shape == (1, emb.info.dim)
 try:
     load_embedder(reg, "effnet_lite0:production", runtime="torch-cpu")
 except Unavailable as exc:

@@ -310,7 +310,6 @@ def _garment_aware(
             "input": detector.size,
         },
         "query_crop": "garment",
-        "catalog_crop": "garment",
         "score_labels": fit.score_labels,
     }
     return {"detector.onnx": work / "detector.onnx", "head.npz": work / "head.npz"}, manifest

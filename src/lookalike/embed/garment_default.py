@@ -4,9 +4,10 @@ Nothing trained on research-only data ships, so the default is the ImageNet back
 the bundled, freely licensed demo catalog (``demo/catalog``: photos with categories) and a
 shippable detector can give:
 
-1. **where** — the body-part detector (:mod:`lookalike.embed.bodyparts`) cuts a photo of a
-   person to the worn garment, on both sides (queries and catalog photos); a garment alone is
-   embedded whole;
+1. **where** — the body-part detector (:mod:`lookalike.embed.bodyparts`) cuts a shopper's photo
+   of a person to the worn garment (a garment alone is embedded whole). Catalog photos are
+   embedded whole: cut and context-corrected the same way, the catalog's photos of models all
+   shared one direction and became hubs (R@10 0.067 against 0.27 on viton-dev val);
 2. **centring and context** (the hubness fix) — ImageNet features of clothing photos all point
    the same way (every cosine is 0.4–0.7), so a few catalog items that sit nearest the common
    direction top every query. Subtracting the mean feature of the demo photos removes that

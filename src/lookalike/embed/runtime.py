@@ -119,13 +119,9 @@ class LoadedEmbedder:
         localizer: LocalizerHead | None = None,
         run_maps: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
         detector: BodyPartDetector | None = None,
-        catalog_crop: str = "whole",
     ) -> None:
         self._run = run
         self.detector = detector
-        # "garment": catalog photos of a person are cut to the worn garment (the detector's first
-        # box) before embedding, like the queries; "whole": catalog photos are embedded as given.
-        self.catalog_crop = catalog_crop if detector is not None else "whole"
         self.localizer = localizer if run_maps is not None else None
         self._run_maps = run_maps
         self.preprocess = preprocess
@@ -245,36 +241,15 @@ class LoadedEmbedder:
         """Embed PIL images (any mode, any size); returns ``(n, dim)`` float32, unit rows.
 
         ``role="query"`` uses the shopper-photo tower of a trained head; the default
-        (``"catalog"``) is what index builds use. Models without a head ignore ``role``. With
-        ``catalog_crop="garment"`` a catalog photo of a person is cut to its primary garment
-        first (see :meth:`locate`); queries are cut by the caller (``search/crops.py``).
+        (``"catalog"``) is what index builds use. Models without a head ignore ``role``. Catalog
+        photos are embedded whole; queries are cut by the caller (``search/crops.py``).
         """
         if role not in ROLES:
             raise InvalidInput(f"role must be 'query' or 'catalog', got {role!r}")
-        if role == "catalog" and self.catalog_crop == "garment" and images:
-            return self._embed_garments(images, role)
         feats = self.embed_backbone(images)
         if self.head is None or not len(images):
             return feats if self.head is None else np.empty((0, self.info.dim), np.float32)
         return self.project(feats, role, images)
-
-    def _embed_garments(self, images: Sequence[Image.Image], role: Role) -> np.ndarray:
-        """Each photo by its main worn garment (:meth:`primary_garment`), else whole."""
-        out = np.empty((len(images), self.info.dim), np.float32)
-        plain = []
-        for i, (img, found) in enumerate(zip(images, self.locate(images), strict=True)):
-            main = self.primary_garment(img, found)[:1]
-            if main:
-                out[i] = self.embed_regions(img, [main[0].box], role)[0]
-            else:
-                plain.append(i)
-        if plain:
-            out[plain] = self._embed_whole([images[i] for i in plain], role)
-        return out
-
-    def _embed_whole(self, images: Sequence[Image.Image], role: Role) -> np.ndarray:
-        feats = self.embed_backbone(images)
-        return feats if self.head is None else self.project(feats, role, images)
 
     def embed_and_locate(
         self, images: Sequence[Image.Image], role: Role = "query"
@@ -345,7 +320,6 @@ class _Ladder:
         det = manifest.get("detector")
         if det:
             self.detector = BodyPartDetector(self.dir / det["file"], threads=cpu_threads())
-        self.catalog_crop = str(manifest.get("catalog_crop", "whole"))
         self.localizer: LocalizerHead | None = None
         loc = manifest.get("localizer")
         if loc:
@@ -409,7 +383,6 @@ class _Ladder:
             localizer=self.localizer,
             run_maps=run_maps,
             detector=self.detector,
-            catalog_crop=self.catalog_crop,
         )
         _load_check(emb)
         said = "; ".join(

@@ -189,9 +189,7 @@ def evaluate_retrieval(
 
     owner = None
     regions = {mode: len(query_paths)}
-    # A model that cuts catalog photos to the garment embeds each one itself (the cache holds
-    # whole-photo features only).
-    if cache is not None and getattr(embedder, "catalog_crop", "whole") == "whole":
+    if cache is not None:
         gallery = _cached_rows(embedder, cache, gallery_paths, CropSpec("whole"), "catalog")
     else:
         gallery = embed_paths(embedder, gallery_paths, progress=step(0))
