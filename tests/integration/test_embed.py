@@ -19,8 +19,8 @@ from lookalike.embed import PreprocessConfig, load_embedder
 from lookalike.registry import Registry
 
 MODEL = "effnet_lite0:production"
-# The shipped default: 1280 backbone features + a 64-bin colour signature + one row per demo
-# category (embed/garment_default.py); read from the manifest where the categories matter.
+# The shipped default: 1280 backbone features + a 64-bin colour signature (+ one row per demo
+# category when its kind weight is on: embed/garment_default.py); read from the manifest.
 BACKBONE = 1280
 
 
@@ -52,7 +52,8 @@ def _assert_unit_rows(x: np.ndarray, n: int, dim: int | None = None) -> None:
 def test_manifest_records_the_figures(registry: Registry) -> None:
     m = registry.manifest(MODEL)
     assert m["backbone_dim"] == BACKBONE
-    assert m["embedding_dim"] == BACKBONE + 64 + len(m["categories"])
+    kinds = len(m["categories"]) if m["head"]["category_weight"] > 0 else 0
+    assert m["embedding_dim"] == BACKBONE + 64 + kinds
     assert "Dress" in m["categories"] and m["query_crop"] == "garment"
     assert m["detector"]["package"] == "nudenet" and m["detector"]["file"] in m["files"]
     assert m["head"]["file"] in m["files"] and m["head"]["category_train_accuracy"] > 0.8

@@ -268,9 +268,9 @@ def fit_softmax(
 
     Returns ``(w (in, C), b (C,), classes)`` for :class:`ProjectionHead`'s ``category``. Classes
     are weighted by the inverse of their frequency, so a catalog of mostly dresses still learns
-    its few tops and trousers. ``l2`` is the weight decay on ``w``. Features are centred  and
-    the step is the inverse of a bound on the loss's curvature (stable for any scale); on the demo catalog
-    this reaches 0.78 accuracy on 130 held-out photos (0.73 with ``l2=1e-3``).
+    its few tops and trousers. ``l2`` is the weight decay on ``w``. Features are centred and
+    the step is the inverse of a bound on the loss's curvature (stable for any scale); on the
+    demo catalog this reaches 0.78 accuracy on 130 held-out photos (0.73 with ``l2=1e-3``).
     """
     x = np.asarray(features, np.float64)
     classes = tuple(sorted(set(labels)))
