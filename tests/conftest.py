@@ -57,19 +57,36 @@ def built_models(tmp_path_factory: pytest.TempPathFactory, demo_images: list[Pat
     if reuse and Path(reuse, "effnet_lite0", "aliases.json").is_file():
         return Path(reuse)
     from lookalike.embed.build import build_default
-    from lookalike.embed.garment_default import read_labelled
     from lookalike.lifecycle import promote
     from lookalike.search.kind import SearchKind
 
     home = tmp_path_factory.mktemp("models_home")
     root = home / "models"
-    # The shipped default: garment-aware, its head fitted on the demo catalog's categories.
+    # The ImageNet backbone alone (`build-default --plain`): the base that training, the gates
+    # and the serving tests build on. The shipped garment-aware default: `garment_models`.
+    ref = build_default(Registry(root, "model"), calibration_images=demo_images)
+    outcome = promote(SearchKind(Settings(home=home)), "model", ref)  # the one promote path
+    assert outcome.promoted, outcome.failed_checks
+    return root
+
+
+@pytest.fixture(scope="session")
+def garment_models(tmp_path_factory: pytest.TempPathFactory, demo_images: list[Path]) -> Path:
+    """A models/ folder holding the shipped default (`lookalike models build-default`):
+    garment detector + head fitted on the demo catalog's categories, promoted."""
+    from lookalike.embed.build import build_default
+    from lookalike.embed.garment_default import read_labelled
+    from lookalike.lifecycle import promote
+    from lookalike.search.kind import SearchKind
+
+    home = tmp_path_factory.mktemp("garment_home")
+    root = home / "models"
     ref = build_default(
         Registry(root, "model"),
         calibration_images=demo_images,
         labelled=read_labelled(DEMO / "items.csv"),
     )
-    outcome = promote(SearchKind(Settings(home=home)), "model", ref)  # the one promote path
+    outcome = promote(SearchKind(Settings(home=home)), "model", ref)
     assert outcome.promoted, outcome.failed_checks
     return root
 

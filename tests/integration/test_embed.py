@@ -51,14 +51,7 @@ def _assert_unit_rows(x: np.ndarray, n: int, dim: int | None = None) -> None:
 
 def test_manifest_records_the_figures(registry: Registry) -> None:
     m = registry.manifest(MODEL)
-    assert m["backbone_dim"] == BACKBONE
-    kinds = len(m["categories"]) if m["head"]["category_weight"] > 0 else 0
-    assert m["embedding_dim"] == BACKBONE + 64 + kinds
-    assert "Dress" in m["categories"] and m["query_crop"] == "garment"
-    assert m["detector"]["package"] == "nudenet" and m["detector"]["file"] in m["files"]
-    assert m["head"]["file"] in m["files"] and m["head"]["category_train_accuracy"] > 0.8
-    labels = m["score_labels"]
-    assert labels["Very close"] > labels["Close"] > labels["Similar"] > 0
+    assert m["embedding_dim"] == BACKBONE
     assert PreprocessConfig.from_dict(m["preprocess"]) == PreprocessConfig()
     assert set(m["variants"]) == {"fp32", "int8"}
     assert m["default_variant"] in m["variants"] and m["reason"]
@@ -76,6 +69,36 @@ def test_manifest_records_the_figures(registry: Registry) -> None:
     assert registry.verify(MODEL) == []
 
 
+def test_the_shipped_default_is_garment_aware(
+    garment_models: Path, shared_data: Path, demo_images: list[Path]
+) -> None:
+    """`build-default`: detector + head in the artifact; a street photo of a person is searched
+    by its garment box, a flat demo photo whole."""
+    from lookalike.search.crops import embed_query_crops
+
+    reg = Registry(garment_models, "model")
+    m = reg.manifest(MODEL)
+    assert m["backbone_dim"] == BACKBONE
+    kinds = len(m["categories"]) if m["head"]["category_weight"] > 0 else 0
+    assert m["embedding_dim"] == BACKBONE + 64 + kinds
+    assert "Dress" in m["categories"] and m["query_crop"] == "garment"
+    assert m["detector"]["package"] == "nudenet" and m["detector"]["file"] in m["files"]
+    assert m["head"]["file"] in m["files"] and m["head"]["category_train_accuracy"] > 0.8
+    labels = m["score_labels"]
+    assert labels["Very close"] > labels["Close"] > labels["Similar"] > 0
+    assert reg.verify(MODEL) == []
+    emb = load_embedder(reg, MODEL, runtime="onnx-cpu")
+    assert emb.info.dim == m["embedding_dim"] and emb.detector is not None
+    worn = _open([shared_data / "street" / "images" / "0002.jpg"])[0]
+    crops, vectors = embed_query_crops(emb, worn)
+    assert crops[0].region in ("full", "upper") and crops[0].box != (0.0, 0.0, 1.0, 1.0)
+    _assert_unit_rows(vectors, 1, emb.info.dim)
+    flat = _open(demo_images[:1])[0]
+    crops, vectors = embed_query_crops(emb, flat)
+    assert [c.region for c in crops] == ["whole"]
+    _assert_unit_rows(vectors, 1, emb.info.dim)
+
+
 @pytest.mark.parametrize("variant", ["fp32", "int8"])
 def test_both_variants_embed_real_photos(
     registry: Registry, sample: list[Image.Image], variant: str
@@ -83,7 +106,7 @@ def test_both_variants_embed_real_photos(
     emb = load_embedder(registry, MODEL, runtime="onnx-cpu", variant=variant)
     assert emb.info.served_by == f"onnxruntime-cpu:{variant}"
     dim = registry.manifest(MODEL)["embedding_dim"]
-    assert emb.info.dim == dim and emb.info.ref.startswith("effnet_lite0:")
+    assert emb.info.dim == dim == BACKBONE and emb.info.ref.startswith("effnet_lite0:")
     x = emb.embed(sample)
     _assert_unit_rows(x, len(sample))
     assert emb.embed([]).shape == (0, dim)
