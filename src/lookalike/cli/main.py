@@ -12,10 +12,14 @@ from rich.console import Console
 from lookalike.cli import catalog as catalog_cli
 from lookalike.cli import eval as eval_cli
 from lookalike.cli import extension as extension_cli
+from lookalike.cli import fit as fit_cli
+from lookalike.cli import forecast as forecast_cli
 from lookalike.cli import index as index_cli
 from lookalike.cli import keys as keys_cli
 from lookalike.cli import models as models_cli
+from lookalike.cli import moderation as moderation_cli
 from lookalike.cli import price as price_cli
+from lookalike.cli import recs as recs_cli
 from lookalike.cli import refresh as refresh_cli
 from lookalike.cli import registry as registry_cli
 from lookalike.core.errors import LookalikeError
@@ -32,6 +36,13 @@ app.add_typer(keys_cli.app, name="keys")
 app.add_typer(extension_cli.app, name="extension")
 app.add_typer(registry_cli.app, name="registry")
 app.add_typer(price_cli.app, name="price")
+app.add_typer(moderation_cli.app, name="moderation")
+app.add_typer(fit_cli.app, name="fit")
+app.add_typer(recs_cli.app, name="recs")
+app.add_typer(forecast_cli.app, name="forecast")
+fit_cli.add_eval_commands(eval_cli.app)
+recs_cli.add_eval_commands(eval_cli.app)
+forecast_cli.add_eval_commands(eval_cli.app)
 app.add_typer(refresh_cli.events_app, name="events")
 app.command("refresh")(refresh_cli.refresh_cmd)
 app.command("report")(refresh_cli.report_cmd)

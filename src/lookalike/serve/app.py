@@ -44,7 +44,11 @@ from lookalike.serve.limits import (
 )
 from lookalike.serve.logs import access_logger
 from lookalike.serve.metrics import CONTENT_TYPE_LATEST, ObserveRequests, ServingMetrics
+from lookalike.serve.fit_routes import build_fit_router
+from lookalike.serve.forecast_routes import build_forecast_router
+from lookalike.serve.moderation_routes import build_moderation_router
 from lookalike.serve.price_routes import build_price_router
+from lookalike.serve.recs_routes import build_recs_router
 from lookalike.serve.schemas import (
     CategoryList,
     ErrorResponse,
@@ -530,6 +534,10 @@ def create_app(settings: Settings | None = None, *, state: ServingState | None =
     app.include_router(build_router(settings.limits.max_k))
     app.include_router(build_events_router())
     app.include_router(build_price_router())
+    app.include_router(build_moderation_router())
+    app.include_router(build_fit_router())
+    app.include_router(build_recs_router())
+    app.include_router(build_forecast_router())
     app.mount("/static", static_files(STATIC), name="static")
     install_docs(app, STATIC)
     # a route that needs a role answers 403 to a key without it: its docs say so
