@@ -1,10 +1,10 @@
 """Rental reviews: who rented which item, how it fit, her measurements, the occasion, the date.
 
 The shape is Rent the Runway's public "Clothing Fit" data
-(``../shared/data/rtr/fit_reviews.parquet``: user_id, item_id, fit small/fit/large, weight, height, bust, body type, size, age, category,
-rented_for, rating, review_date) and the same columns from a business's own warehouse, as
-Parquet or CSV. A review is a lower bound on a rental: not every renter writes one, so counts
-built from reviews under-count demand.
+(``../shared/data/rtr/fit_reviews.parquet``: user_id, item_id, fit small/fit/large, weight,
+height, bust, body type, size, age, category, rented_for, rating, review_date) and the same
+columns from a business's own warehouse, as Parquet or CSV. A review is a lower bound on a
+rental: not every renter writes one, so counts built from reviews under-count demand.
 
 :class:`Rentals` is columnar (one numpy array per column, row order kept) so that the fit,
 recommendation and forecast models slice and group it without pandas. Every evaluation splits it
