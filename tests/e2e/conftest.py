@@ -94,6 +94,27 @@ def browser_context(playwright: Any, tmp_path_factory: pytest.TempPathFactory) -
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def plain_browser(playwright: Any) -> Iterator[Any]:
+    """Chromium without the extension, for the shopper's and the moderator's pages (the
+    extension's content script and region select stay out of their pointer events)."""
+    browser = harness.launch_plain(playwright)
+    try:
+        yield browser
+    finally:
+        browser.close()
+
+
+@pytest.fixture()
+def shopper_context(plain_browser: Any) -> Iterator[Any]:
+    """A fresh context per test (no storage carried over), a desktop-sized viewport."""
+    context = plain_browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        yield context
+    finally:
+        context.close()
+
+
 @pytest.fixture()
 def ext(browser_context: Any, api_server: harness.ApiServer) -> Iterator[harness.Extension]:
     """The loaded extension, configured for ``api_server`` with empty session state."""

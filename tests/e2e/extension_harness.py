@@ -222,6 +222,17 @@ def extension_copy(target: Path) -> Path:
     return target
 
 
+# This machine's network is closed: no background fetches, no component updates.
+CHROMIUM_ARGS = (
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-gpu",
+)
+
+
 def launch(
     playwright: Any,
     extension: Path,
@@ -243,14 +254,16 @@ def launch(
         args=[
             f"--disable-extensions-except={extension}",
             f"--load-extension={extension}",
-            "--no-sandbox",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--no-first-run",
-            "--disable-sync",
-            "--disable-gpu",
+            *CHROMIUM_ARGS,
             "--window-size=1000,800",
         ],
+    )
+
+
+def launch_plain(playwright: Any) -> Any:
+    """A headless Chromium without the extension: what a shopper or a moderator has open."""
+    return playwright.chromium.launch(
+        executable_path=str(CHROMIUM), headless=True, args=list(CHROMIUM_ARGS)
     )
 
 

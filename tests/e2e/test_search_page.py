@@ -14,7 +14,7 @@ pytestmark = pytest.mark.e2e
 
 
 def test_upload_a_photo_filter_and_open_an_item(
-    browser_context: Any,
+    shopper_context: Any,
     api_server: harness.ApiServer,
     demo_catalog: Path,
     artifacts_dir: Path,
@@ -29,7 +29,7 @@ def test_upload_a_photo_filter_and_open_an_item(
         im.convert("RGB").resize((1200, 1800)).save(buf, "JPEG", quality=80)
     photo.write_bytes(buf.getvalue())
 
-    page = browser_context.new_page()
+    page = shopper_context.new_page()
     try:
         page.goto(f"{api_server.url}/")
         page.set_input_files("[data-testid=file-input]", str(photo))
@@ -73,11 +73,11 @@ def test_upload_a_photo_filter_and_open_an_item(
 
 
 def test_a_file_that_is_not_an_image_gets_a_friendly_message(
-    browser_context: Any, api_server: harness.ApiServer, tmp_path: Path
+    shopper_context: Any, api_server: harness.ApiServer, tmp_path: Path
 ) -> None:
     bogus = tmp_path / "notes.jpg"
     bogus.write_bytes(b"these are my notes, not a photo")
-    page = browser_context.new_page()
+    page = shopper_context.new_page()
     try:
         page.goto(f"{api_server.url}/")
         page.set_input_files("[data-testid=file-input]", str(bogus))
@@ -114,12 +114,12 @@ def _local(urls: list[str], base: str) -> list[str]:
 
 
 def test_pages_run_under_their_csp_and_load_nothing_remote(
-    browser_context: Any, api_server: harness.ApiServer, demo_catalog: Path
+    shopper_context: Any, api_server: harness.ApiServer, demo_catalog: Path
 ) -> None:
     """The search page, an item page and /docs: no CSP violation, no request off this server."""
     rows = harness.demo_items(demo_catalog / "items.csv")
     row = next(iter(rows.values()))
-    page = browser_context.new_page()
+    page = shopper_context.new_page()
     problems, urls = _watch(page)
     try:
         response = page.goto(f"{api_server.url}/")
@@ -146,10 +146,10 @@ def test_pages_run_under_their_csp_and_load_nothing_remote(
 
 
 def test_a_hostile_catalog_url_never_becomes_a_script_link(
-    browser_context: Any, api_server: harness.ApiServer
+    shopper_context: Any, api_server: harness.ApiServer
 ) -> None:
     """Render-side guard: only http(s) or same-site URLs become a card's href."""
-    page = browser_context.new_page()
+    page = shopper_context.new_page()
     problems, _ = _watch(page)
     try:
         page.goto(f"{api_server.url}/")
@@ -207,20 +207,29 @@ def _search_answer(response: Any) -> bool:
 
 
 def _drag(page: Any, x0: float, y0: float, x1: float, y1: float) -> None:
-    """Drag a box on the shown photo, corners as fractions of its width and height."""
-    rect = page.locator("[data-testid=preview]").bounding_box()
+    """Drag a box on the shown photo, corners as fractions of its width and height.
+
+    The photo must be decoded and wholly on screen: mouse events outside the viewport reach
+    no element.
+    """
+    preview = page.locator("[data-testid=preview]")
+    preview.scroll_into_view_if_needed()
+    page.wait_for_function(
+        "() => { const i = document.querySelector('[data-testid=preview]');"
+        " const r = i && i.getBoundingClientRect();"
+        " return i && i.complete && i.naturalWidth > 0 && r.height > 50"
+        " && r.top >= 0 && r.bottom <= window.innerHeight; }",
+        timeout=10_000,
+    )
+    rect = preview.bounding_box()
     page.mouse.move(rect["x"] + x0 * rect["width"], rect["y"] + y0 * rect["height"])
     page.mouse.down()
     page.mouse.move(rect["x"] + x1 * rect["width"], rect["y"] + y1 * rect["height"], steps=8)
     page.mouse.up()
 
 
-@pytest.mark.skip(
-    reason="fails on a fresh-clone CI run (the drag's search request never comes within 30 s) "
-    "though it passes alone; open: see the stop note"
-)
 def test_a_box_drawn_on_the_photo_searches_that_area_and_back_returns_to_it(
-    browser_context: Any,
+    shopper_context: Any,
     api_server: harness.ApiServer,
     demo_catalog: Path,
     artifacts_dir: Path,
@@ -230,7 +239,7 @@ def test_a_box_drawn_on_the_photo_searches_that_area_and_back_returns_to_it(
     left = next(r for r in rows if r["category"] == "Dress")
     right = next(r for r in rows if r["category"] not in ("Dress",))
     photo = _side_by_side(demo_catalog, left, right, tmp_path / "two.jpg")
-    page = browser_context.new_page()
+    page = shopper_context.new_page()
     problems, _ = _watch(page)
     # (Playwright does not see a multipart body built from a Blob: the answer says what the
     # server received, each result names the region searched and its box)
@@ -329,12 +338,12 @@ def test_a_box_drawn_on_the_photo_searches_that_area_and_back_returns_to_it(
 
 
 def test_the_back_link_of_an_item_page_restores_the_results_after_a_reload(
-    browser_context: Any, api_server: harness.ApiServer, demo_catalog: Path
+    shopper_context: Any, api_server: harness.ApiServer, demo_catalog: Path
 ) -> None:
     """Back when history cannot help (the item page opened anew): the kept search returns."""
     rows = harness.demo_items(demo_catalog / "items.csv")
     row = next(iter(rows.values()))
-    page = browser_context.new_page()
+    page = shopper_context.new_page()
     try:
         page.goto(f"{api_server.url}/")
         page.set_input_files("[data-testid=file-input]", str(demo_catalog / row["image"]))

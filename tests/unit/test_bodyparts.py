@@ -130,3 +130,32 @@ def test_a_broken_detector_file_is_a_config_error(tmp_path) -> None:
     bad.write_bytes(b"not an onnx graph")
     with pytest.raises(ConfigError, match="garment detector"):
         BodyPartDetector(bad)
+
+
+def test_a_resized_detector_finds_the_same_garment(
+    detector: BodyPartDetector, worn_photo: Image.Image, flat_photo: Image.Image, tmp_path
+) -> None:
+    pytest.importorskip("onnx", reason="resizing the detector is a build step (build extra)")
+    from lookalike.embed.build import resize_detector
+
+    # rewriting the packaged size changes nothing
+    same = tmp_path / "320.onnx"
+    resize_detector(packaged_detector(), same, 320)
+    assert BodyPartDetector(same).detect([worn_photo]) == detector.detect([worn_photo])
+
+    small = tmp_path / "256.onnx"
+    resize_detector(packaged_detector(), small, 256)
+    resized = BodyPartDetector(small, threads=1)
+    assert resized.size == 256
+    worn, flat = resized.detect([worn_photo, flat_photo])
+    ref = {g.label: g.box for g in garment_boxes(detector.detect([worn_photo])[0])}
+    got = {g.label: g.box for g in garment_boxes(worn)}
+    assert got.keys() == ref.keys()
+    for label, (x0, y0, x1, y1) in got.items():
+        r = ref[label]
+        inter = max(0, min(x1, r[2]) - max(x0, r[0])) * max(0, min(y1, r[3]) - max(y0, r[1]))
+        union = (x1 - x0) * (y1 - y0) + (r[2] - r[0]) * (r[3] - r[1]) - inter
+        assert inter / union > 0.7, (label, got[label], r)
+    assert garment_boxes(flat) == []
+    with pytest.raises(InvalidInput, match="multiple of 32"):
+        resize_detector(packaged_detector(), tmp_path / "x.onnx", 250)

@@ -53,6 +53,10 @@ def build_default_cmd(
     plain: Annotated[
         bool, typer.Option("--plain", help="the ImageNet backbone alone (no detector, no head)")
     ] = False,
+    detector_size: Annotated[
+        int | None,
+        typer.Option(help="garment detector input in px (multiple of 32; default 320, packaged)"),
+    ] = None,
 ) -> None:
     """Build the default embedder: EfficientNet-Lite0 (ImageNet) as ONNX fp32 + int8, plus the
     garment detector and a head fitted on the demo photos; measure, register, promote."""
@@ -86,7 +90,12 @@ def build_default_cmd(
                 status.update(msg)
 
             ref = build_default(
-                registry, images, name=name, progress=progress, labelled=labelled
+                registry,
+                images,
+                name=name,
+                progress=progress,
+                labelled=labelled,
+                detector_size=detector_size,
             )
     except LookalikeError as exc:
         raise _fail(exc) from exc

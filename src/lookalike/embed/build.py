@@ -273,19 +273,91 @@ def export_variants(
     )
 
 
+# YOLOv8's detection head bakes its input size into four constants: the two DFL reshapes
+# (anchor count) and the anchor points and strides of its 8/16/32-pixel grids.
+_DFL_SHAPES = ("/model.22/dfl/Constant_output_0", "/model.22/dfl/Constant_1_output_0")
+_ANCHOR_POINTS = ("/model.22/Constant_9_output_0", "/model.22/Constant_10_output_0")
+_ANCHOR_STRIDES = "/model.22/Constant_12_output_0"
+_STRIDES = (8, 16, 32)
+
+
+def _anchor_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Anchor centres (1, 2, A) and strides (1, A) of a square ``size`` input (ultralytics'
+    ``make_anchors``: x varies fastest, cell centres at +0.5)."""
+    points, strides = [], []
+    for stride in _STRIDES:
+        n = size // stride
+        ys, xs = np.meshgrid(np.arange(n) + 0.5, np.arange(n) + 0.5, indexing="ij")
+        points.append(np.stack([xs.ravel(), ys.ravel()]))
+        strides.append(np.full(n * n, float(stride)))
+    return np.concatenate(points, 1)[None], np.concatenate(strides)[None]
+
+
+def resize_detector(source: Path, dest: Path, size: int) -> None:
+    """Write the packaged body-part detector with a ``size``×``size`` input.
+
+    The graph is fully convolutional but for its head's constants; they are rewritten for the
+    new grid. Checked on the packaged size: the rewritten constants equal the originals.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    if size % _STRIDES[-1] or not 96 <= size <= 640:
+        raise InvalidInput(f"detector size must be a multiple of 32 in 96..640, got {size}")
+    model = onnx.load(str(source))
+    points, strides = _anchor_grid(size)
+    anchors = points.shape[2]
+    found = set()
+    for node in model.graph.node:
+        if node.op_type != "Constant" or node.output[0] not in (
+            *_DFL_SHAPES,
+            *_ANCHOR_POINTS,
+            _ANCHOR_STRIDES,
+        ):
+            continue
+        name = node.output[0]
+        old = numpy_helper.to_array(node.attribute[0].t)
+        if name in _DFL_SHAPES:
+            new = np.array([*old[:-1], anchors], dtype=old.dtype)
+        else:
+            new = points if name in _ANCHOR_POINTS else strides
+            if old.shape == new.shape and not np.allclose(old, new):
+                raise ConfigError(f"{source}: {name} is not the anchor grid this code expects")
+        node.attribute[0].t.CopyFrom(numpy_helper.from_array(new.astype(old.dtype), name))
+        found.add(name)
+    if len(found) != 5:
+        raise ConfigError(f"{source}: not the YOLOv8 head this code knows how to resize")
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_value = dims[3].dim_value = size
+    model.graph.output[0].type.tensor_type.shape.dim[2].dim_value = anchors
+    del model.graph.value_info[:]
+    onnx.checker.check_model(model)
+    onnx.save(model, str(dest))
+
+
 def _garment_aware(
     work: Path,
     fp32: Path,
     cfg: PreprocessConfig,
     labelled: Sequence[tuple[Path, str]],
     say: Progress,
+    detector_size: int | None = None,
 ) -> tuple[dict[str, Path], dict[str, Any]]:
     """Copy the detector into ``work`` and fit the garment-aware head; files + manifest keys."""
-    from lookalike.embed.bodyparts import DETECTOR_PACKAGE, BodyPartDetector, packaged_detector
+    from lookalike.embed.bodyparts import (
+        DETECTOR_PACKAGE,
+        INPUT_SIZE,
+        BodyPartDetector,
+        packaged_detector,
+    )
     from lookalike.embed.garment_default import fit_garment_head
 
     source = packaged_detector()
-    shutil.copy2(source, work / "detector.onnx")
+    if detector_size in (None, INPUT_SIZE):
+        shutil.copy2(source, work / "detector.onnx")
+    else:
+        say(f"resizing the garment detector's input to {detector_size} px")
+        resize_detector(source, work / "detector.onnx", int(detector_size))
     detector = BodyPartDetector(work / "detector.onnx")
     sess = onnx_session(fp32, ["CPUExecutionProvider"])
 
@@ -323,12 +395,14 @@ def build_default(
     progress: Progress | None = None,
     latency_runs: int = 100,
     labelled: Sequence[tuple[Path, str]] = (),
+    detector_size: int | None = None,
 ) -> Ref:
     """Build, measure and register the default embedder (not promoted); return its ``Ref``.
 
     ``calibration_images`` (real photos, at least 11) calibrate int8 (up to 100 of them, evenly
     spaced) and, all of them, measure int8 fidelity. ``labelled`` (photo, category) pairs make
     it garment-aware (step 5 above); without them the model is the plain ImageNet backbone.
+    ``detector_size`` resizes the garment detector's input (default: its packaged 320 px).
     ``progress`` receives one line per step.
     """
     say = progress or (lambda msg: log.info("build %s: %s", name, msg))
@@ -355,7 +429,7 @@ def build_default(
         garment: dict[str, Any] = {}
         if labelled:
             more, garment = _garment_aware(
-                Path(tmp), exported.files["model_fp32.onnx"], cfg, labelled, say
+                Path(tmp), exported.files["model_fp32.onnx"], cfg, labelled, say, detector_size
             )
             files.update(more)
         manifest: dict[str, Any] = {
