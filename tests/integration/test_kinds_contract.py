@@ -18,7 +18,11 @@ from pathlib import Path
 
 import pytest
 from bad_models import copy_model, register_onnx_model
+from test_fit_serving import bad_version as fit_bad_version
+from test_fit_serving import good_version as fit_good_version
+from test_fit_serving import synthetic_rentals
 from test_price_serving import bad_version, good_version, synthetic_csv
+from test_recs_serving import bad_recs_version, good_recs_version
 
 from lookalike.catalog import CatalogStore
 from lookalike.core.settings import Settings
@@ -69,10 +73,37 @@ def _price_production(kind: Kind) -> None:
     assert promote(kind, "model", _price_good(kind, "model")).promoted
 
 
-GOOD: dict[str, Factory] = {"search": _search_good, "price": _price_good}
-BAD: dict[str, Factory] = {"search": _search_bad, "price": _price_bad}
+def _fit_data(kind: Kind) -> Path:
+    path = kind.settings.home / "fit-rentals.csv"
+    return path if path.is_file() else synthetic_rentals(path)
+
+
+def _fit_good(kind: Kind, role: str) -> Ref:
+    return fit_good_version(kind.registry(role), _fit_data(kind))
+
+
+def _fit_bad(kind: Kind, role: str) -> Ref:
+    return fit_bad_version(kind.registry(role), _fit_data(kind))  # always "large": metric fails
+
+
+def _fit_production(kind: Kind) -> None:
+    assert promote(kind, "model", _fit_good(kind, "model")).promoted
+
+
+def _recs_production(kind: Kind) -> None:
+    assert promote(kind, "model", good_recs_version(kind.registry("model"))).promoted
+
+
+GOOD: dict[str, Factory] = {"search": _search_good, "price": _price_good, "fit": _fit_good}
+BAD: dict[str, Factory] = {"search": _search_bad, "price": _price_bad, "fit": _fit_bad}
+GOOD["recs"] = lambda kind, role: good_recs_version(kind.registry(role))
+BAD["recs"] = lambda kind, role: bad_recs_version(kind.registry(role))  # NDCG@10 drops
 # Kinds whose production the demo home lacks: how a contract run gets a first one.
-PRODUCTION: dict[str, Callable[[Kind], None]] = {"price": _price_production}
+PRODUCTION: dict[str, Callable[[Kind], None]] = {
+    "price": _price_production,
+    "fit": _fit_production,
+    "recs": _recs_production,
+}
 
 
 def _kinds(home: Path) -> list[Kind]:

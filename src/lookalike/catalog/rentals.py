@@ -31,6 +31,7 @@ __all__ = [
     "RentalCheck",
     "Rentals",
     "check_rentals",
+    "read_checked_rentals",
     "read_rentals",
     "rentals_from_records",
     "time_split",
@@ -196,8 +197,7 @@ def rentals_from_records(columns: Mapping[str, list[Any]]) -> Rentals:
     return Rentals(**out)
 
 
-def read_rentals(path: str | Path, *, limit: int | None = None) -> Rentals:
-    """Read a Parquet or CSV file of rental reviews (see the module doc for the columns)."""
+def _read_columns(path: str | Path, limit: int | None) -> dict[str, list[Any]]:
     path = Path(path)
     if not path.is_file():
         raise InvalidInput(f"no rental reviews at {path}")
@@ -207,14 +207,26 @@ def read_rentals(path: str | Path, *, limit: int | None = None) -> Rentals:
         table = pq.read_table(path)
         if limit is not None:
             table = table.slice(0, limit)
-        columns = {name: table.column(name).to_pylist() for name in table.column_names}
-    else:
-        with path.open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))[:limit]
-        if not rows:
-            raise InvalidInput(f"{path} has no rows")
-        columns = {k: [r.get(k) for r in rows] for k in rows[0]}
-    return rentals_from_records(columns)
+        return {name: table.column(name).to_pylist() for name in table.column_names}
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))[:limit]
+    if not rows:
+        raise InvalidInput(f"{path} has no rows")
+    return {k: [r.get(k) for r in rows] for k in rows[0]}
+
+
+def read_rentals(path: str | Path, *, limit: int | None = None) -> Rentals:
+    """Read a Parquet or CSV file of rental reviews (see the module doc for the columns)."""
+    return rentals_from_records(_read_columns(path, limit))
+
+
+def read_checked_rentals(
+    path: str | Path, *, limit: int | None = None
+) -> tuple[Rentals, RentalCheck]:
+    """:func:`read_rentals` and :func:`check_rentals` of the same rows, reading the file once."""
+    columns = _read_columns(path, limit)
+    rentals = rentals_from_records(columns)
+    return rentals, _check(rentals, _implausible(columns))
 
 
 def time_split(
@@ -255,23 +267,29 @@ class RentalCheck:
         }
 
 
-def check_rentals(path_or_rentals: str | Path | Rentals) -> RentalCheck:
-    """Counts of rows with implausible (treated as missing) and missing values, per column."""
-    if isinstance(path_or_rentals, Rentals):
-        rentals, raw = path_or_rentals, None
-    else:
-        rentals = read_rentals(path_or_rentals)
-        import pyarrow.parquet as pq
+def _implausible(columns: Mapping[str, list[Any]]) -> dict[str, int]:
+    """Values outside :data:`PLAUSIBLE` in the raw columns (before they became NaN)."""
+    cols = {_ALIASES.get(k.strip().lower(), k.strip().lower()): v for k, v in columns.items()}
+    if "height_in" in cols:
+        cols["height_in"] = [_height_inches(v) for v in cols["height_in"]]
+    if "bust_size" in cols and "bust_size_num" not in cols:
+        cols["bust_size_num"], _ = _split_bust(cols["bust_size"])
+    out: dict[str, int] = {}
+    for name, (lo, hi) in PLAUSIBLE.items():
+        if name in cols:
+            values = cols[name]
+            if name == "weight_lbs":
+                values = [
+                    str(v).lower().replace("lbs", "").strip() if isinstance(v, str) else v
+                    for v in values
+                ]
+            v = _float(values)
+            with np.errstate(invalid="ignore"):
+                out[name] = int(((v < lo) | (v > hi)).sum())
+    return out
 
-        p = Path(path_or_rentals)
-        raw = pq.read_table(p) if p.suffix.lower() in {".parquet", ".pq"} else None
-    implausible: dict[str, int] = {}
-    if raw is not None:
-        for name, (lo, hi) in PLAUSIBLE.items():
-            if name in raw.column_names:
-                v = _float(raw.column(name).to_pylist())
-                with np.errstate(invalid="ignore"):
-                    implausible[name] = int(((v < lo) | (v > hi)).sum())
+
+def _check(rentals: Rentals, implausible: dict[str, int]) -> RentalCheck:
     missing = {name: int(np.isnan(getattr(rentals, name)).sum()) for name in _FLOAT}
     missing.update({name: int((getattr(rentals, name) == "").sum()) for name in _TEXT})
     missing["size"] = int((rentals.size < 0).sum())
@@ -285,3 +303,14 @@ def check_rentals(path_or_rentals: str | Path | Rentals) -> RentalCheck:
         implausible=implausible,
         missing=missing,
     )
+
+
+def check_rentals(path_or_rentals: str | Path | Rentals) -> RentalCheck:
+    """Counts of rows with implausible (treated as missing) and missing values, per column.
+
+    Given :class:`Rentals` (already read) the implausible values are NaN by then, so only the
+    missing counts (which include them) are reported; give the path to count them apart.
+    """
+    if isinstance(path_or_rentals, Rentals):
+        return _check(path_or_rentals, {})
+    return read_checked_rentals(path_or_rentals)[1]

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lookalike.catalog import CatalogStore, ImportReport
+from lookalike.cli.fit import import_rentals
 from lookalike.cli.progress import progress_bar
 from lookalike.core.errors import LookalikeError
 from lookalike.core.settings import Settings
@@ -19,6 +20,8 @@ __all__ = ["app", "import_catalog", "open_store", "stats"]
 app = typer.Typer(help="Import and inspect the catalog.", no_args_is_help=True)
 console = Console()
 MAX_REJECTIONS_SHOWN = 50
+# `lookalike catalog import-rentals PATH` is `lookalike fit import PATH` (cli/fit.py)
+app.command("import-rentals")(import_rentals)
 
 
 def open_store(settings: Settings) -> CatalogStore:

@@ -13,6 +13,7 @@ from lookalike.lifecycle.fallback import Chain, FallbackHook, Step, StepFailed, 
 from lookalike.lifecycle.kinds import Generation, Kind, KindRegistry, LoadContext, Release
 from lookalike.lifecycle.promote import PromoteOutcome, RollbackOutcome, promote, rollback
 from lookalike.lifecycle.serving import ProductSlot
+from lookalike.lifecycle.single import SingleModelKind, latency_check
 
 __all__ = [
     "Chain",
@@ -26,10 +27,12 @@ __all__ = [
     "PromoteOutcome",
     "Release",
     "RollbackOutcome",
+    "SingleModelKind",
     "Step",
     "StepFailed",
     "StepPools",
     "against_production",
+    "latency_check",
     "promote",
     "rollback",
 ]

@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from lookalike.core.errors import IntegrityError, Unavailable, short_reason
+from lookalike.core.errors import IntegrityError, short_reason
 from lookalike.lifecycle import Chain, FallbackHook, LoadContext, Release, Step
+from lookalike.lifecycle.single import Unbuilt
 from lookalike.price.listings import CATEGORICAL, FABRICS, Listings
 from lookalike.price.model import PriceModel
 
@@ -236,38 +237,11 @@ class PriceGeneration:
         return body
 
 
-class UnbuiltPrice:
-    """What the price slot holds when no price model was ever promoted.
-
-    Price suggestion is an optional product: until someone runs ``lookalike price build`` the
-    server (and search) is healthy, /health says ``built: false`` with the command, and
-    ``POST /v1/price`` answers 503 naming it.
-    """
+class UnbuiltPrice(Unbuilt):
+    """The price slot before any price model was promoted: ``POST /v1/price`` is a 503."""
 
     product = "price"
-
-    def __init__(self, release: Release) -> None:
-        self.release = release
-
-    @property
-    def versions(self) -> dict[str, str]:
-        return {}
-
-    @property
-    def served_by(self) -> str:
-        return "none"
+    build_fix = BUILD_FIX
 
     def price(self, listings: Listings) -> tuple[list[dict[str, Any]], str, list[str]]:
-        raise Unavailable(f"no price model is promoted yet — run `{BUILD_FIX}`")
-
-    def fallback_chains(self) -> dict[str, Chain[Any]]:
-        return {}
-
-    def set_fallback_hook(self, hook: FallbackHook | None) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def health(self) -> dict[str, Any]:
-        return {"built": False, "fix": f"run `{BUILD_FIX}` to build and promote a price model"}
+        raise self.unavailable()

@@ -140,6 +140,14 @@ ROUTE_ACCESS: dict[str, RouteAccess] = {
     # a merchandising tool, not a shopper feature: any valid key; ~1 ms of numpy, bounded by
     # admission (EXPENSIVE_PATHS), not metered per minute (serve/price_routes.py)
     "/v1/price": RouteAccess(RouteClass.EXTENSION),
+    # recommendations (serve/recs_routes.py): shopper pages are public; a shopper's browser
+    # posts her events without a key, so they are public and metered like /v1/events
+    "/v1/users/{user_id}/home": PUBLIC,
+    "/v1/users/{user_id}/events": RouteAccess(RouteClass.PUBLIC, Meter.EVENTS),
+    "/v1/occasions/{name}/items": PUBLIC,
+    # a shopper feature (size advice on the item page): public; ~1 ms of numpy per call,
+    # bounded by admission like the other cheap routes, not metered per minute
+    "/v1/fit": PUBLIC,
     # operations
     "/metrics": RouteAccess(RouteClass.ADMIN),
 }

@@ -35,6 +35,8 @@ from lookalike.serve.caching import etag_for, matches, not_modified
 from lookalike.serve.docs import install_docs, static_files
 from lookalike.serve.errors import install_error_handlers, public_message
 from lookalike.serve.events import build_events_router
+from lookalike.serve.fit_routes import build_fit_router
+from lookalike.serve.forecast_routes import build_forecast_router
 from lookalike.serve.headers import SecurityHeaders
 from lookalike.serve.ledger import AccessLedger, ledger_url
 from lookalike.serve.limits import (
@@ -44,11 +46,14 @@ from lookalike.serve.limits import (
 )
 from lookalike.serve.logs import access_logger
 from lookalike.serve.metrics import CONTENT_TYPE_LATEST, ObserveRequests, ServingMetrics
-from lookalike.serve.fit_routes import build_fit_router
-from lookalike.serve.forecast_routes import build_forecast_router
 from lookalike.serve.moderation_routes import build_moderation_router
 from lookalike.serve.price_routes import build_price_router
-from lookalike.serve.recs_routes import build_recs_router
+from lookalike.serve.recs_routes import (
+    BLEND_DOC,
+    blended_similar,
+    build_recs_router,
+    recs_generation,
+)
 from lookalike.serve.schemas import (
     CategoryList,
     ErrorResponse,
@@ -394,13 +399,21 @@ def build_router(max_k: int) -> APIRouter:
         k: int = Query(20, ge=1, le=max_k, description="How many items"),  # noqa: B008
         category: Annotated[str | None, Query(max_length=64)] = None,
         available: bool | None = None,
+        blend: Annotated[float | None, Query(ge=0, le=1, description=BLEND_DOC)] = None,
     ) -> Response:
         search = _search(request)
+        recs = recs_generation(request)  # None: no recs model, visual only as before
 
         def run() -> SearchResult:
+            if recs is not None and blend != 0:
+                return blended_similar(
+                    search, recs, item_id, k=k, category=category, available=available,
+                    blend_weight=blend,
+                )  # fmt: skip
             return search.similar(item_id, k=k, category=category, available=available)
 
-        return await _answer(request, search, ("similar", item_id, k, category, available), run)
+        key = ("similar", item_id, k, category, available, blend, recs and recs.version)
+        return await _answer(request, search, key, run)
 
     @router.get("/v1/categories", response_model=CategoryList, responses=ERRORS)
     async def categories(request: Request) -> CategoryList:
@@ -479,7 +492,7 @@ def build_router(max_k: int) -> APIRouter:
         status = state.status if db_problem is None or state.status == "unavailable" else "degraded"
         return JSONResponse(
             {"ready": ready, "status": status, "database": db_problem},
-            status_code=200 if ready else 503
+            status_code=200 if ready else 503,
         )
 
     return router

@@ -9,6 +9,8 @@ from __future__ import annotations
 from lookalike.core.settings import Settings
 from lookalike.lifecycle import KindRegistry
 from lookalike.price.kind import PriceKind
+from lookalike.recs.fit_kind import FitKind
+from lookalike.recs.kind import RecsKind
 from lookalike.search.kind import SearchKind
 
 __all__ = ["default_kinds"]
@@ -18,4 +20,6 @@ def default_kinds(settings: Settings) -> KindRegistry:
     kinds = KindRegistry()
     kinds.register(SearchKind(settings))
     kinds.register(PriceKind(settings))
+    kinds.register(RecsKind(settings))
+    kinds.register(FitKind(settings))
     return kinds

@@ -1,0 +1,174 @@
+"""Recommendations routes against a real ``lookalike serve`` (uvicorn, one worker): p95 per route.
+
+    python benchmarks/bench_recs.py                        # the full ../shared RTR reviews
+    python benchmarks/bench_recs.py --runs 5 --requests 200 --json out.json
+
+Builds the demo (``lookalike demo --no-serve``: model, catalog, index) in a temporary
+LOOKALIKE_HOME, builds and promotes a recommendations model on the whole rentals file (the same
+library call as ``lookalike recs build``), starts the server on 127.0.0.1 and sends ``--runs`` ×
+``--requests`` sequential requests per route over one keep-alive connection:
+
+- ``GET /v1/users/{id}/home``: RTR users with a history (a different one each request);
+- ``POST /v1/users/{id}/events``: one viewed event each;
+- ``GET /v1/occasions/{name}/items``: the occasions in turn;
+- ``GET /v1/items/{id}/similar`` on RTR items (co-rental; they are not in the demo catalog) and
+  on demo items (visual + co-rental blend; the demo items have no rentals: visual only).
+
+Prints a table (median and p95 per route over every run, and the median of the runs' p95) and
+writes JSON. Target: p95 ≤ 20 ms each. The per-minute rate limits are lifted for the run (the
+meter's ledger write is still on every metered request).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from lookalike.catalog.rentals import DEFAULT_RENTALS, read_rentals
+from lookalike.core.settings import Settings
+from lookalike.lifecycle import promote
+from lookalike.recs.build import build_recs_model
+from lookalike.recs.kind import RecsKind
+from lookalike.recs.model import RecsModel
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
+from live import free_port  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_RENTALS)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--json", type=Path, default=Path("artifacts/bench_recs.json"))
+    args = ap.parse_args()
+    if not args.data.is_file():
+        sys.exit(f"no rental reviews at {args.data}: pass --data (../shared/data/rtr)")
+    repo = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory(prefix="bench-recs-") as tmp:
+        home = Path(tmp)
+        # the per-minute meters (serve/access.py) would refuse a benchmark's rate: lift them
+        limits = {
+            f"LOOKALIKE_EXTENSION__{name}": "10000000"
+            for name in ("RATE_PER_MINUTE", "ANONYMOUS_PER_MINUTE", "EVENTS_PER_MINUTE")
+        }
+        env = {**os.environ, "LOOKALIKE_HOME": str(home), **limits}
+        subprocess.run(
+            [sys.executable, "-m", "lookalike.cli", "demo", "--no-serve", "--catalog",
+             str(repo / "demo" / "catalog" / "items.csv")],
+            env=env, check=True, capture_output=True, cwd=home,
+        )  # fmt: skip
+        kind = RecsKind(Settings(home=home))
+        rentals = read_rentals(args.data)
+        ref = build_recs_model(kind.registry("model"), rentals)
+        outcome = promote(kind, "model", ref)
+        assert outcome.promoted, outcome.failed_checks
+        model = RecsModel.load(kind.registry("model").path(ref))
+        rng = np.random.default_rng(0)
+        known = model.users[model.u_ptr[1:] - model.u_ptr[:-1] >= 2]
+        users = [str(u) for u in rng.choice(known, args.requests, replace=False)]
+        items = [str(i) for i in rng.choice(model.items, args.requests, replace=False)]
+        demo_items = [f"LK-{n:04d}" for n in range(1, 61)]
+        port = free_port()
+        log = open(home / "server.log", "w")  # noqa: SIM115 - closed below
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lookalike.cli", "serve", "--port", str(port)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=home,
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
+        n = args.requests
+        routes = {
+            "GET /home": lambda c, i: c.get(f"/v1/users/{users[i]}/home"),
+            "POST /events": lambda c, i: c.post(
+                f"/v1/users/bench-{i}/events",
+                json={"events": [{"item_id": items[i], "event": "viewed"}]},
+            ),
+            "GET /occasions": lambda c, i: c.get(
+                f"/v1/occasions/{model.occasions[i % len(model.occasions)]}/items"
+            ),
+            "GET /similar (RTR item)": lambda c, i: c.get(f"/v1/items/{items[i]}/similar"),
+            "GET /similar (demo item)": lambda c, i: c.get(
+                f"/v1/items/{demo_items[i % len(demo_items)]}/similar"
+            ),
+        }
+        samples: dict[str, list[list[float]]] = {name: [] for name in routes}
+        try:
+            deadline = time.monotonic() + 180
+            with httpx.Client(base_url=base, timeout=10) as client:
+                while True:
+                    try:
+                        if client.get("/ready").status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        sys.exit(f"server did not start:\n{(home / 'server.log').read_text()}")
+                    time.sleep(0.3)
+                for _run in range(args.runs):
+                    for name, call in routes.items():
+                        for i in range(min(20, n)):  # warm-up
+                            call(client, i)
+                        times = []
+                        for i in range(n):
+                            start = time.perf_counter()
+                            r = call(client, i)
+                            times.append((time.perf_counter() - start) * 1000)
+                            assert r.status_code in (200, 202), (name, r.status_code, r.text)
+                        samples[name].append(times)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            log.close()
+    rows = {}
+    for name, runs in samples.items():
+        every = [s for r in runs for s in r]
+        rows[name] = {
+            "requests": len(every),
+            "median_ms": round(statistics.median(every), 3),
+            "p95_ms": round(float(np.percentile(every, 95)), 3),
+            "median_of_run_p95_ms": round(
+                statistics.median(float(np.percentile(r, 95)) for r in runs), 3
+            ),
+            "max_ms": round(max(every), 3),
+        }
+    print(
+        f"recs routes, {ref} on {len(rentals)} reviews ({len(model.items)} items, "
+        f"{len(model.users)} users), one uvicorn worker on 127.0.0.1, {args.runs} runs"
+    )
+    head = ("route", "requests", "median ms", "p95 ms", "run p95", "max")
+    print(f"{head[0]:<26} " + " ".join(f"{h:>9}" for h in head[1:]))
+    for name, r in rows.items():
+        print(
+            f"{name:<26} {r['requests']:>9} {r['median_ms']:>9.2f} {r['p95_ms']:>9.2f} "
+            f"{r['median_of_run_p95_ms']:>9.2f} {r['max_ms']:>9.2f}"
+        )
+    print("target: p95 ≤ 20 ms")
+    doc = {
+        "benchmark": "bench_recs",
+        "data": str(args.data),
+        "model": str(ref),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "routes": rows,
+        "target_p95_ms": 20.0,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(doc, indent=2))
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
