@@ -189,15 +189,23 @@ class LoadedEmbedder:
         crops = [crop_box(image, b) for b in boxes]
         if not crops:
             return np.empty((0, self.info.dim), np.float32)
-        head = self.head
-        weight = float(head.extra.get("context_weight", 0.0)) if head is not None else 0.0
-        if head is None or weight <= 0:
+        if self._context_weight() <= 0:
             return self.embed(crops, role)
         feats = self.embed_backbone([image, *crops])
-        whole, own = feats[:1], feats[1:]
-        tower = head.query if role == "query" else head.catalog
+        return self._corrected(feats[:1], feats[1:], crops, role)
+
+    def _context_weight(self) -> float:
+        head = self.head
+        return float(head.extra.get("context_weight", 0.0)) if head is not None else 0.0
+
+    def _corrected(
+        self, whole: np.ndarray, own: np.ndarray, crops: Sequence[Image.Image], role: Role
+    ) -> np.ndarray:
+        """Head rows of region rows ``own`` with the whole photo's row ``whole`` taken out."""
+        assert self.head is not None
+        tower = self.head.query if role == "query" else self.head.catalog
         centre = tower.centre if tower.centre is not None else 0.0
-        corrected = own - weight * (whole - centre)
+        corrected = own - self._context_weight() * (whole - centre)
         return self.project_rows(corrected, role, crops, kind_features=own)
 
     def project_rows(
@@ -214,6 +222,19 @@ class LoadedEmbedder:
         colour = self.head.colours(images)
         return self.head.apply(features, role, colour, kind_features)
 
+    def _full_length(self, full_features: np.ndarray) -> bool | None:
+        """Does the full-length crop show one of the head's ``full_body`` kinds (a dress, a
+        jumpsuit)? None when the model has no category classifier to tell."""
+        head = self.head
+        full_body = set(head.extra.get("full_body", ())) if head is not None else set()
+        if head is None or head.category is None or not full_body:
+            return None
+        probs = head.category_probabilities(full_features)[0]
+        p_full = sum(
+            float(p) for c, p in zip(head.categories, probs, strict=True) if c in full_body
+        )
+        return p_full >= 0.5
+
     def primary_garment(self, image: Image.Image, found: Sequence[Garment]) -> list[Garment]:
         """The garments to search for in a photo of a person, the main one first.
 
@@ -224,18 +245,37 @@ class LoadedEmbedder:
         by = {g.label: g for g in found}
         if "full" not in by:
             return list(found)
-        head = self.head
-        full_body = set(head.extra.get("full_body", ())) if head is not None else set()
-        if head is None or head.category is None or not full_body:
-            return list(found)
-        feats = self.embed_backbone([crop_box(image, by["full"].box)])
-        probs = head.category_probabilities(feats)[0]
-        p_full = sum(
-            float(p) for c, p in zip(head.categories, probs, strict=True) if c in full_body
-        )
-        if p_full >= 0.5:
-            return [by["full"]]
-        return [by[k] for k in ("upper", "lower") if k in by] or [by["full"]]
+        full = self._full_length(self.embed_backbone([crop_box(image, by["full"].box)]))
+        return _ordered(by, found, full)
+
+    def embed_worn(
+        self, image: Image.Image, found: Sequence[Garment], *, primary_only: bool = True
+    ) -> tuple[list[Garment], np.ndarray]:
+        """:meth:`primary_garment` then :meth:`embed_regions` (query rows), in the fewest
+        backbone passes: the whole photo and its full-length crop go in one batch, whose crop
+        row both decides dress or separates and, for a dress, is the query; the top and bottom
+        are embedded only for separates. ``primary_only``: the main garment alone."""
+        by = {g.label: g for g in found}
+        if "full" not in by or self._context_weight() <= 0:
+            garments = self.primary_garment(image, found)
+            garments = garments[:1] if primary_only else garments
+            return garments, self.embed_regions(image, [g.box for g in garments])
+        full_crop = crop_box(image, by["full"].box)
+        feats = self.embed_backbone([image, full_crop])
+        whole = feats[:1]
+        garments = _ordered(by, found, self._full_length(feats[1:]))
+        if primary_only:
+            garments = garments[:1]
+        known = {"full": (full_crop, feats[1:])}
+        todo = [g for g in garments if g.label not in known]
+        if todo:
+            crops = [crop_box(image, g.box) for g in todo]
+            rows = self.embed_backbone(crops)
+            for i, (g, crop) in enumerate(zip(todo, crops, strict=True)):
+                known[g.label] = (crop, rows[i : i + 1])
+        crops = [known[g.label][0] for g in garments]
+        own = np.concatenate([known[g.label][1] for g in garments])
+        return garments, self._corrected(whole, own, crops, "query")
 
     def embed(self, images: Sequence[Image.Image], role: Role = "catalog") -> np.ndarray:
         """Embed PIL images (any mode, any size); returns ``(n, dim)`` float32, unit rows.
@@ -514,3 +554,13 @@ def load_embedder(
         except Exception as exc:  # noqa: BLE001 - each failure is recorded, then we step down
             ladder.note(name, short_reason(exc), gpu=name == "cuda")
     raise Unavailable(f"no runtime could serve model {resolved}: " + "; ".join(ladder.reasons))
+
+
+def _ordered(by: dict[str, Garment], found: Sequence[Garment], full: bool | None) -> list[Garment]:
+    """The garments in search order: the full-length box for a dress (``full`` true), else the
+    top then the bottom; ``full`` None (no classifier): as found."""
+    if full is None:
+        return list(found)
+    if full:
+        return [by["full"]]
+    return [by[k] for k in ("upper", "lower") if k in by] or [by["full"]]

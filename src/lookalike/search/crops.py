@@ -111,16 +111,13 @@ def _detected_crops(
     with the photo's context taken out (``LoadedEmbedder.embed_regions``); a photo with no
     person is embedded whole."""
     found = embedder.locate([image])[0]  # type: ignore[attr-defined]
-    garments = [
-        QueryCrop(g.label, g.box, g.score)
-        for g in embedder.primary_garment(image, found)  # type: ignore[attr-defined]
-    ]
-    if mode == "garment":
-        garments = garments[:1]
-    crops = garments if mode == "garment" else [QueryCrop("whole", WHOLE), *garments]
-    if not garments:
+    if not found:
         return [QueryCrop("whole", WHOLE)], embedder.embed([image], role="query")
-    rows = embedder.embed_regions(image, [c.box for c in garments], role="query")  # type: ignore[attr-defined]
+    worn, rows = embedder.embed_worn(  # type: ignore[attr-defined]
+        image, found, primary_only=mode == "garment"
+    )
+    garments = [QueryCrop(g.label, g.box, g.score) for g in worn]
+    crops = garments if mode == "garment" else [QueryCrop("whole", WHOLE), *garments]
     if mode != "garment":
         rows = np.concatenate([embedder.embed([image], role="query"), rows])
     return crops, rows.astype(np.float32)
