@@ -352,17 +352,46 @@ class SearchService:
         phases: Phases | None = None,
     ) -> SearchResult:
         """Items that look like ``item_id`` (its first image), the item itself excluded;
-        ``NotFound`` (404) for an unknown item."""
+        ``NotFound`` (404) for an unknown item.
+
+        The item's vector is read back from the index when its first image is in it (the index
+        was built with this embedder: no decode, no CNN pass; ``served_by`` says
+        ``index-vector``); otherwise its photo is embedded as a query would be.
+        """
         started = time.perf_counter()
         run = phases or _Direct(self)
-        image = self.item_image(item_id)
-        vector, by, why_embed = run.embed(lambda s: _finite(s.embedder.embed([image])[0]))
+        stored = self._stored_vector(item_id)
+        if stored is not None:
+            vector, by, why_embed, path = stored, self, [], "index-vector"
+        else:
+            image = self.item_image(item_id)
+            vector, by, why_embed = run.embed(lambda s: _finite(s.embedder.embed([image])[0]))
+            path = None
         hits, at, why_index = run.lookup(
             lambda s: s.search_vector(
                 vector, k=k, category=category, available=available, exclude=(item_id,)
             )
         )
-        return self._result(hits, started, by, at, why_embed + why_index)
+        return self._result(hits, started, by, at, why_embed + why_index, served_by=path)
+
+    def _stored_vector(self, item_id: str) -> np.ndarray | None:
+        """The index's vector of ``item_id``'s first image, or None (not in memory, not
+        indexed, or unreadable: the caller embeds the photo instead)."""
+        item = self.view.item(item_id)
+        if item is None or not item.images:
+            return None
+        ids = np.array([item.images[0].image_id], dtype=np.int64)
+        try:
+            if not self.index.index.contains(ids)[0]:
+                return None
+            vector = np.asarray(self.index.index.reconstruct(ids)[0], dtype=np.float32)
+        except Exception:  # noqa: BLE001 - any index trouble: embed the photo as before
+            log.warning("similar: no stored vector for item %s; embedding its photo", item_id)
+            return None
+        norm = float(np.linalg.norm(vector))
+        if not np.isfinite(norm) or norm == 0.0:
+            return None
+        return vector / norm  # a compressed index gives back an approximation
 
     def search_vector(
         self,
@@ -424,6 +453,7 @@ class SearchService:
         why: list[str],
         groups: list[GarmentGroup] | None = None,
         crop_mode: str = "whole",
+        served_by: str | None = None,
     ) -> SearchResult:
         # The model version is this service's even when a fallback runtime of the same model
         # answered (``served_by`` says which); a fallback index answers with its own version.
@@ -431,7 +461,7 @@ class SearchService:
             hits,
             self.embedder.info.ref,
             str(at.index.ref),
-            by.embedder.info.served_by,
+            served_by or by.embedder.info.served_by,
             round((time.perf_counter() - started) * 1000, 2),
             groups or [],
             crop_mode,
