@@ -21,6 +21,8 @@ from bad_models import copy_model, register_onnx_model
 from test_fit_serving import bad_version as fit_bad_version
 from test_fit_serving import good_version as fit_good_version
 from test_fit_serving import synthetic_rentals
+from test_forecast_serving import bad_forecast, good_forecast, synthetic_forecast_rentals
+from test_prefilter_kind import bad_prefilter, good_prefilter
 from test_price_serving import bad_version, good_version, synthetic_csv
 from test_recs_serving import bad_recs_version, good_recs_version
 
@@ -104,6 +106,31 @@ PRODUCTION: dict[str, Callable[[Kind], None]] = {
     "fit": _fit_production,
     "recs": _recs_production,
 }
+
+
+def _forecast_data(kind: Kind) -> Path:
+    path = kind.settings.home / "forecast-rentals.csv"
+    return path if path.is_file() else synthetic_forecast_rentals(path)
+
+
+GOOD["forecast"] = lambda kind, role: good_forecast(kind.registry(role), _forecast_data(kind))
+BAD["forecast"] = lambda kind, role: bad_forecast(kind.registry(role), _forecast_data(kind))
+
+
+def _forecast_production(kind: Kind) -> None:
+    assert promote(kind, "model", GOOD["forecast"](kind, "model")).promoted
+
+
+PRODUCTION["forecast"] = _forecast_production
+GOOD["prefilter"] = lambda kind, role: good_prefilter(kind.registry(role))
+BAD["prefilter"] = lambda kind, role: bad_prefilter(kind.registry(role))  # weights reversed
+
+
+def _prefilter_production(kind: Kind) -> None:
+    assert promote(kind, "model", good_prefilter(kind.registry("model"))).promoted
+
+
+PRODUCTION["prefilter"] = _prefilter_production
 
 
 def _kinds(home: Path) -> list[Kind]:

@@ -17,6 +17,7 @@ __all__ = [
     "ExtensionSettings",
     "Gates",
     "Limits",
+    "ModerationSettings",
     "RefreshSettings",
     "SearchSettings",
     "ServingSettings",
@@ -177,6 +178,15 @@ class ServingSettings(BaseModel):
     index_max_age_hours: float = 24.0
 
 
+class ModerationSettings(BaseModel):
+    """The moderator's page (serve/sessions.py, moderation/store.py)."""
+
+    # A session ends after this long without a request (the cookie also expires then).
+    session_idle_hours: float = Field(8.0, gt=0)
+    # How long a post shown to one moderator is kept from the others.
+    lease_seconds: float = Field(120.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LOOKALIKE_", env_nested_delimiter="__", extra="ignore"
@@ -193,6 +203,7 @@ class Settings(BaseSettings):
     gates: Gates = Field(default_factory=Gates)
     refresh: RefreshSettings = Field(default_factory=RefreshSettings)
     db: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    moderation: ModerationSettings = Field(default_factory=ModerationSettings)
 
     @property
     def models_dir(self) -> Path:

@@ -11,7 +11,8 @@ public      anyone; anonymous clients are limited per       pages, static files,
             client network, key holders per key             similar, items, events, health
 extension   any valid API key (role extension, moderator    ``/v1/auth/check``
             or admin)
-moderator   a key with role moderator or admin              (the moderation pages, later)
+moderator   a key with role moderator or admin, or a        ``/moderation``, ``/v1/moderation/…``
+            moderator's login cookie (serve/sessions.py)
 admin       a key with role admin                           ``/metrics`` (open to a scrape from
                                                             127.0.0.1/::1 unless
                                                             ``extension.metrics_open_on_loopback``
@@ -62,6 +63,7 @@ from lookalike.core.settings import ExtensionSettings
 from lookalike.jobs.events import IssuedAnswer
 
 from .ledger import AccessLedger
+from .sessions import has_session_cookie, send_login_redirect, session_principal
 
 __all__ = [
     "ADMITS",
@@ -148,13 +150,54 @@ ROUTE_ACCESS: dict[str, RouteAccess] = {
     # a shopper feature (size advice on the item page): public; ~1 ms of numpy per call,
     # bounded by admission like the other cheap routes, not metered per minute
     "/v1/fit": PUBLIC,
+    # demand forecasts are a buying tool (they tell a competitor what rents): any valid key,
+    # like /v1/price; a lookup of precomputed arrays, not metered (serve/forecast_routes.py)
+    "/v1/forecast/items/{item_id}": RouteAccess(RouteClass.EXTENSION),
+    "/v1/forecast/categories/{name}": RouteAccess(RouteClass.EXTENSION),
     # operations
     "/metrics": RouteAccess(RouteClass.ADMIN),
+    # published photo reviews (serve/moderation_routes.py): only approved posts
+    "/v1/items/{item_id}/reviews": PUBLIC,
+    "/v1/reviews/{post_id}/photo": PUBLIC,
+    # the moderator's page: a login cookie (serve/sessions.py) or a key of the role
+    "/moderation/login": PUBLIC,
+    "/moderation/logout": RouteAccess(RouteClass.MODERATOR),
+    "/moderation": RouteAccess(RouteClass.MODERATOR),
+    "/v1/moderation/session": RouteAccess(RouteClass.MODERATOR),
+    "/v1/moderation/queue": RouteAccess(RouteClass.MODERATOR),
+    "/v1/moderation/posts/{post_id}/decision": RouteAccess(RouteClass.MODERATOR),
+    "/v1/moderation/posts/{post_id}/image": RouteAccess(RouteClass.MODERATOR),
+    "/v1/moderation/undo": RouteAccess(RouteClass.MODERATOR),
+    "/moderation/admin": RouteAccess(RouteClass.ADMIN),
+    "/v1/moderation/audit": RouteAccess(RouteClass.ADMIN),
+    "/v1/moderation/audit/counts": RouteAccess(RouteClass.ADMIN),
 }
 _UNCLASSIFIED = RouteAccess(RouteClass.ADMIN)
 # (status, code, message[, Retry-After]) of a refused request, or None to let it in.
 _Refusal = tuple[int, str, str] | tuple[int, str, str, int] | None
 _SIMILAR = "/v1/items/{item_id}/similar"
+# Route classes a moderator's session cookie counts for (as its account's role).
+_SESSION_CLASSES = (RouteClass.MODERATOR, RouteClass.ADMIN)
+
+
+def _by_session(scope: Scope, access: RouteAccess) -> _Refusal:
+    """Admit a request by its session cookie (no API key sent); blocking, off the loop."""
+    try:
+        who = session_principal(scope)
+    except LookalikeError as exc:
+        if exc.status == 503:
+            return (exc.status, exc.code, exc.message, 5)
+        return (exc.status, exc.code, exc.message)
+    if who is None:
+        return (401, "session_expired", "the session expired: log in at /moderation/login")
+    if who.role not in ADMITS[access.route_class]:
+        return (
+            403,
+            "forbidden",
+            f"this page needs role {access.route_class.value}; {who.name} is {who.role}",
+        )
+    scope.setdefault("state", {})["moderator_session"] = who
+    return None
 
 
 def route_path(route: BaseRoute) -> str:
@@ -285,7 +328,8 @@ class AccessControl:
         matched, params = route_access(self._routes, scope["path"])
         access = matched.access if matched is not None else PUBLIC
         secret = _credential(scope)
-        if secret is None and access.meter is Meter.NONE:
+        by_session = access.route_class in _SESSION_CLASSES and has_session_cookie(scope)
+        if secret is None and access.meter is Meter.NONE and not by_session:
             refusal = self._admit(scope, matched, None)  # no I/O: stay on the event loop
         else:
             # One thread hop for the key check and the shared counter together.
@@ -294,6 +338,8 @@ class AccessControl:
             if matched is not None:
                 # The access log and metrics name the route of a refused request too.
                 scope.setdefault("route", matched.route)
+            if refusal[0] == 401 and await send_login_redirect(scope, send):
+                return  # a signed-out browser on a moderator page: to the sign-in form
             await _send_error(send, *refusal)
             return
         if access.meter is Meter.EVENTS:
@@ -353,6 +399,8 @@ class AccessControl:
                     "this server needs an API key: add it on the extension's options page",
                 )
             template = matched.template if matched is not None else None
+            if access.route_class in _SESSION_CLASSES and has_session_cookie(scope):
+                return _by_session(scope, access)  # a moderator's login cookie (serve/sessions.py)
             if access.route_class is not RouteClass.PUBLIC and not self._open_metrics(
                 scope, template
             ):

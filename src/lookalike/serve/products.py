@@ -7,7 +7,9 @@ lifecycle — checks, promote, rollback, releases, reload, fallbacks, /health, /
 from __future__ import annotations
 
 from lookalike.core.settings import Settings
+from lookalike.forecast.kind import ForecastKind
 from lookalike.lifecycle import KindRegistry
+from lookalike.moderation.kind import PrefilterKind
 from lookalike.price.kind import PriceKind
 from lookalike.recs.fit_kind import FitKind
 from lookalike.recs.kind import RecsKind
@@ -22,4 +24,6 @@ def default_kinds(settings: Settings) -> KindRegistry:
     kinds.register(PriceKind(settings))
     kinds.register(RecsKind(settings))
     kinds.register(FitKind(settings))
+    kinds.register(ForecastKind(settings))
+    kinds.register(PrefilterKind(settings))
     return kinds

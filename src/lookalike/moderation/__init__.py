@@ -1,0 +1,1 @@
+"""moderation (layer 4)."""

@@ -1,0 +1,221 @@
+"""The post pre-filter kind end to end: artifact round trip, checks, promote, fallback, eval.
+
+Artifacts are real: the plain ImageNet backbone the session builds (``built_models``), the
+packaged nudenet detector, a logistic regression fitted on demo-catalog photos ("is it a dress
+photo"). :func:`good_prefilter` and :func:`bad_prefilter` are also the contract test's factories.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from lookalike.core.images import load_image_file
+from lookalike.core.settings import Settings
+from lookalike.lifecycle import LoadContext, ProductSlot, StepPools, promote, rollback
+from lookalike.moderation.fit import Sample, build_prefilter, register_prefilter
+from lookalike.moderation.kind import ARTIFACT_NAME, PrefilterKind, read_holdout
+from lookalike.moderation.prefilter import (
+    BACKBONE_FILE,
+    CLASSIFIER_FILE,
+    DETECTOR_FILE,
+    Classifier,
+    Scorer,
+)
+from lookalike.registry import Ref, Registry, sha256_file
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = REPO / "demo" / "catalog"
+BACKBONE = Ref("effnet_lite0", "production")
+
+
+def demo_samples(per: int = 45) -> list[Sample]:
+    """``per`` demo-catalog dress photos and ``per`` of other garments (label: is a dress)."""
+    with (DEMO / "items.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    dresses = [r for r in rows if r["category"] == "Dress"][:per]
+    others = [r for r in rows if r["category"] != "Dress"][:per]
+    return [
+        Sample(DEMO / r["image"], int(r["category"] == "Dress"), "demo") for r in dresses + others
+    ]
+
+
+def good_prefilter(registry: Registry, cache: Path | None = None) -> Ref:
+    ref, _ = build_prefilter(
+        registry,
+        demo_samples(),
+        backbone=BACKBONE,
+        blocks=("whole", "parts"),
+        cache=cache or registry.root.parent / "var" / "prefilter-cache",
+        data={"seed": "demo catalog (test)"},
+    )
+    return ref
+
+
+def bad_prefilter(registry: Registry) -> Ref:
+    """The good model with its weights reversed: loads and answers, precision collapses."""
+    good = registry.resolve(Ref(ARTIFACT_NAME, "production"))
+    folder = registry.path(good)
+    clf = Classifier.load(folder / CLASSIFIER_FILE)
+    flipped = Classifier(
+        clf.blocks, -clf.w, -clf.b, clf.centre, clf.scale, clf.threshold, clf.recall_target
+    )
+    blocks, y, paths = read_holdout(folder)
+    holdout = [Sample(p, int(label), "demo") for p, label in zip(paths, y, strict=True)]
+    manifest = registry.manifest(good)
+    return register_prefilter(
+        registry, flipped, folder / BACKBONE_FILE, manifest["preprocess"],
+        folder / DETECTOR_FILE, blocks, holdout, {"note": "weights reversed on purpose"},
+    )  # fmt: skip
+
+
+@pytest.fixture()
+def kind(home_with_model: Path) -> PrefilterKind:
+    return PrefilterKind(Settings(home=home_with_model))
+
+
+def test_artifact_round_trip_and_checksums(kind: PrefilterKind) -> None:
+    registry = kind.registry("model")
+    ref = good_prefilter(registry)
+    folder = registry.path(ref)
+    manifest = registry.manifest(ref)
+    assert manifest["task"] == "post-prefilter" and manifest["blocks"] == ["whole", "parts"]
+    assert 0 < manifest["threshold"] < 1 and manifest["recall_target"] == 0.9
+    # the backbone and detector are copies, checksummed: a new search model changes nothing
+    source = Registry(kind.settings.models_dir, "model").path(Ref("effnet_lite0", "1"))
+    search = json.loads((source / "manifest.json").read_text())
+    src_onnx = source / search["variants"][search["default_variant"]]
+    assert sha256_file(folder / BACKBONE_FILE) == sha256_file(src_onnx)
+    for name in (BACKBONE_FILE, DETECTOR_FILE, CLASSIFIER_FILE):
+        assert manifest["files"][name]["sha256"] == sha256_file(folder / name)
+    assert registry.verify(ref) == []
+    # served features equal the stored held-out ones, so served scores are the evaluated ones
+    scorer = Scorer(folder, manifest, ref.version)
+    blocks, y, paths = read_holdout(folder)
+    answers = scorer.score([load_image_file(p) for p in paths[:6]])
+    stored = scorer.classifier.score(np.concatenate([blocks["whole"], blocks["parts"]], axis=1))
+    assert np.allclose([a.score for a in answers], stored[:6], atol=1e-4)
+    assert all(a.passed == (a.score >= manifest["threshold"]) for a in answers)
+    # damage after the checksums were taken: the checksums check fails
+    (folder / CLASSIFIER_FILE).write_bytes(b"\0" * 64)
+    assert registry.verify(ref)
+    report = kind.check("model", ref)
+    assert not report.passed and not report.get("checksums").passed
+
+
+def test_checks_block_a_worse_candidate_and_rollback(kind: PrefilterKind) -> None:
+    registry = kind.registry("model")
+    first = good_prefilter(registry)
+    outcome = promote(kind, "model", first)
+    assert outcome.promoted, outcome.failed_checks
+    metric = kind.check("model", first).get("metric")
+    assert metric.passed and metric.figures["direction"] == "higher"
+    bad = bad_prefilter(registry)
+    refused = promote(kind, "model", bad)
+    assert refused.status == "refused" and "metric" in refused.failed_checks
+    assert registry.aliases(ARTIFACT_NAME)["production"] == first.version
+    second = good_prefilter(registry)
+    assert promote(kind, "model", second).promoted
+    rollback(kind, "model")
+    assert registry.aliases(ARTIFACT_NAME)["production"] == first.version
+
+
+def _copy_damaged(registry: Registry, ref: Ref) -> Ref:
+    """A copy of ``ref`` whose classifier is zeros (after the checksums were taken)."""
+    with registry.create(ARTIFACT_NAME, registry.manifest(ref) | {"note": "damaged"}) as w:
+        for p in registry.path(ref).iterdir():
+            if p.name != "manifest.json":
+                shutil.copy(p, w.path / p.name)
+    (w.path / CLASSIFIER_FILE).write_bytes(b"\0" * 64)
+    return w.ref
+
+
+def test_broken_model_sends_everything_to_the_humans(kind: PrefilterKind) -> None:
+    registry = kind.registry("model")
+    good = good_prefilter(registry)
+    assert promote(kind, "model", good).promoted
+    broken = _copy_damaged(registry, good)
+    registry.set_aliases(ARTIFACT_NAME, production=broken.version)  # as a bad disk would
+    slot = ProductSlot(kind, LoadContext(kind.settings, StepPools(2))).load()
+    gen = slot.generation
+    assert gen is not None and gen.scorer is None
+    photo = load_image_file(demo_samples(1)[0].path)
+    answers, served_by, reasons = gen.score([photo, photo])
+    assert served_by == "send-to-humans" and reasons and "could not load" in reasons[0]
+    assert [a.score for a in answers] == [1.0, 1.0] and all(a.passed for a in answers)
+    health = slot.health()
+    assert health["fell_back"] is True or health.get("status") != "ok"
+
+
+def test_eval_command_on_a_labelled_folder(
+    kind: PrefilterKind, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    registry = kind.registry("model")
+    assert promote(kind, "model", good_prefilter(registry)).promoted
+    labels = tmp_path / "labels.csv"
+    samples = demo_samples(12)
+    with labels.open("w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["file", "tags", "has_dress"])  # other columns are ignored
+        for s in samples:
+            out.writerow([s.path.relative_to(DEMO).as_posix(), "x", s.label])
+        out.writerow(["images/missing.jpg", "x", 1])
+    monkeypatch.setenv("LOOKALIKE_HOME", str(kind.settings.home))
+    from lookalike.cli.main import app
+
+    result = CliRunner().invoke(
+        app,
+        ["moderation", "eval", "--labels", str(labels), "--root", str(DEMO),
+         "--json", str(tmp_path / "out.json")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    body = json.loads((tmp_path / "out.json").read_text())
+    assert body["photos"] == len(samples) and body["unreadable"] == 1
+    assert sum(body["confusion"].values()) == len(samples)
+    assert body["model_version"].startswith("post_prefilter:") and body["served_by"]
+    assert 0.0 <= body["pr_auc"] <= 1.0 and "PR-AUC" in result.output
+    bad = CliRunner().invoke(app, ["moderation", "eval", "--labels", str(tmp_path / "nope.csv"),
+                                   "--root", str(DEMO)])  # fmt: skip
+    assert bad.exit_code != 0
+
+
+def test_score_command_fills_the_queue(
+    fresh_demo_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lookalike.moderation.posts import Post
+    from lookalike.moderation.store import ModerationStore
+
+    settings = Settings(home=fresh_demo_home)
+    kind = PrefilterKind(settings)
+    assert promote(kind, "model", good_prefilter(kind.registry("model"))).promoted
+    store = ModerationStore.from_settings(settings)
+    store.create_schema()
+    samples = demo_samples(4)
+    posts = [
+        Post(f"p{i}", "test", caption="#dress", image_path=s.path) for i, s in enumerate(samples)
+    ]
+    posts.append(Post("p9-again", "test", image_path=samples[0].path))  # the same photo again
+    assert store.upsert_posts(posts).added == len(posts)
+    monkeypatch.setenv("LOOKALIKE_HOME", str(fresh_demo_home))
+    from lookalike.cli.main import app
+
+    result = CliRunner().invoke(app, ["moderation", "score", "--batch", "2"])
+    assert result.exit_code == 0, result.output
+    assert f"scored {len(posts)} posts" in result.output
+    assert store.posts_to_score(10) == []  # every post was scored
+    threshold = kind.registry("model").manifest(Ref(ARTIFACT_NAME, "production"))["threshold"]
+    queued = [
+        store.queued_post(p.post_id) for p in posts if store.status_of(p.post_id)[0] == "queued"
+    ]
+    dresses = [s for s in samples if s.label == 1]
+    assert queued, "no dress photo reached the queue"
+    for q in queued:
+        assert len(q.matches) == 3 and q.score >= threshold
+    assert store.near_duplicate_of("p9-again") == "p0"
+    assert len(queued) <= len(posts) and dresses

@@ -1,0 +1,122 @@
+"""The pre-filter's parts: figures, caption features, the classifier on a small real subset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lookalike.core.errors import InvalidInput
+from lookalike.embed.bodyparts import packaged_detector
+from lookalike.moderation.evaluation import (
+    average_precision,
+    confusion,
+    figures,
+    precision_at_recall,
+    threshold_for_recall,
+)
+from lookalike.moderation.features import Extractor, caption_features
+from lookalike.moderation.fit import (
+    Sample,
+    cached_blocks,
+    fit_classifier,
+    seed_samples,
+    stratified_split,
+)
+from lookalike.moderation.prefilter import Classifier
+
+
+def test_average_precision_bounds_and_random_scorer() -> None:
+    rng = np.random.default_rng(0)
+    y = (rng.random(4000) < 0.2).astype(int)
+    assert average_precision(y.astype(float), y) == pytest.approx(1.0)
+    assert average_precision(-y.astype(float), y) < 0.25  # reversed: about the positive share
+    random = average_precision(rng.random(len(y)), y)
+    assert abs(random - y.mean()) < 0.03
+
+
+def test_threshold_keeps_recall_and_confusion_adds_up() -> None:
+    rng = np.random.default_rng(1)
+    y = (rng.random(500) < 0.3).astype(int)
+    scores = y * 0.5 + rng.random(500)
+    t = threshold_for_recall(scores, y, 0.9)
+    c = confusion(scores, y, t)
+    assert c["tp"] / (c["tp"] + c["fn"]) >= 0.9
+    assert sum(c.values()) == 500
+    # the highest such threshold: one step up loses recall
+    higher = np.min(scores[scores > t]) if np.any(scores > t) else np.inf
+    c_up = confusion(scores, y, higher)
+    assert c_up["tp"] / (c_up["tp"] + c_up["fn"]) < 0.9
+    f = figures(scores, y, t)
+    assert f["precision_at_recall_0.9"] >= f["precision"] - 1e-9
+    with pytest.raises(InvalidInput):
+        precision_at_recall(scores, y[:-1], 0.9)
+
+
+def test_caption_features() -> None:
+    assert caption_features(None).tolist() == [0.0, 0.0, 0.0]
+    f = caption_features("Loving my new #Lookalike midi #dress #ootd")
+    assert f[0] == pytest.approx(np.log1p(3)) and f[1] == 1.0 and f[2] == 1.0
+    assert caption_features("address unknown")[2] == 0.0  # a word that only contains "dress"
+
+
+def test_classifier_round_trip_refuses_damage(tmp_path: Path) -> None:
+    d = 5
+    clf = Classifier(("parts",), np.ones(d), 0.1, np.zeros(d), np.ones(d), 0.4, 0.9)
+    clf.save(tmp_path / "c.npz")
+    back = Classifier.load(tmp_path / "c.npz")
+    x = np.random.default_rng(0).random((3, d))
+    assert np.allclose(back.score(x), clf.score(x)) and back.blocks == ("parts",)
+    z = dict(np.load(tmp_path / "c.npz"))
+    z["w"] = np.full(d, np.nan)
+    np.savez(tmp_path / "bad.npz", **z)
+    with pytest.raises(Exception, match="NaN"):
+        Classifier.load(tmp_path / "bad.npz")
+
+
+def _subset(data: Path, per: int = 50) -> list[Sample]:
+    """A small stratified subset of the seed data: street dresses, street others, scenes,
+    clothing (``per`` of each, 2 × ``per`` street dresses)."""
+    rng = np.random.default_rng(5)
+    groups: dict[tuple[str, int], list[Sample]] = {}
+    for s in seed_samples(data):
+        groups.setdefault((s.source, s.label), []).append(s)
+    out: list[Sample] = []
+    for key, items in sorted(groups.items()):
+        n = 2 * per if key == ("street", 1) else per
+        out += [items[i] for i in rng.choice(len(items), min(n, len(items)), replace=False)]
+    return out
+
+
+@pytest.mark.shared_data
+def test_classifier_beats_chance_on_real_photos(
+    shared_data: Path, built_models: Path, tmp_path: Path
+) -> None:
+    manifest = json.loads((built_models / "effnet_lite0" / "1" / "manifest.json").read_text())
+    onnx = built_models / "effnet_lite0" / "1" / manifest["variants"][manifest["default_variant"]]
+    extractor = Extractor(onnx, manifest["preprocess"], packaged_detector())
+    samples = _subset(shared_data)
+    blocks = cached_blocks(extractor, samples, tmp_path, "test")
+    assert blocks["whole"].shape == (len(samples), 1280) and blocks["parts"].shape[1] == 21
+    # the cache answers the second time, identically
+    again = cached_blocks(extractor, samples, tmp_path, "test")
+    assert all(np.array_equal(blocks[k], again[k]) for k in blocks)
+
+    y = np.array([s.label for s in samples])
+    split = stratified_split(samples, holdout=0.3, validation=0.3)
+    train, val = set(split.train), set(split.validation)
+    assert not train & set(split.holdout) and not val & train
+    clf, choice = fit_classifier(
+        blocks, y, split.train, split.validation, ("whole", "crop", "parts"), steps=600
+    )
+    # the threshold keeps its recall on the validation photos it was chosen on
+    val = clf.score(np.concatenate([blocks[b] for b in clf.blocks], axis=1)[split.validation])
+    c = confusion(val, y[split.validation], clf.threshold)
+    assert c["tp"] / (c["tp"] + c["fn"]) >= 0.9
+    # and on held-out photos it ranks dresses far above chance (chance PR-AUC = positive share)
+    held = clf.score(np.concatenate([blocks[b] for b in clf.blocks], axis=1)[split.holdout])
+    share = y[split.holdout].mean()
+    ap = average_precision(held, y[split.holdout])
+    assert ap > share + 0.25, (ap, share, choice)
