@@ -30,8 +30,8 @@ from lookalike.forecast.tables import (
     ForecastTable,
     read_meta,
 )
-from lookalike.lifecycle import Chain, FallbackHook, LoadContext, Release, Step
-from lookalike.lifecycle.single import Unbuilt
+from lookalike.lifecycle import Chain, LoadContext, Release, Step
+from lookalike.lifecycle.single import ChainedGeneration, Unbuilt
 
 __all__ = [
     "BUILD_FIX",
@@ -134,7 +134,7 @@ class StaticZeroEngine:
         return _answer(q, zeros, zeros, zeros, (0.0, 0.0, 0.0))
 
 
-class ForecastGeneration:
+class ForecastGeneration(ChainedGeneration):
     """A loaded forecast release: :meth:`forecast` runs the level's chain."""
 
     product = "forecast"
@@ -255,24 +255,10 @@ class ForecastGeneration:
         return str(self.series.categories[int(self.series.item_category[row])])
 
     @property
-    def versions(self) -> dict[str, str]:
-        return {"model": self.version}
-
-    @property
     def served_by(self) -> str:
         if self.ridge is not None:
             return self.ridge.served_by
         return self.naive.served_by if self.naive is not None else "static-zero"
-
-    def fallback_chains(self) -> dict[str, Chain[Any]]:
-        return dict(self.chains)
-
-    def set_fallback_hook(self, hook: FallbackHook | None) -> None:
-        for c in self.chains.values():
-            c.on_fallback = hook
-
-    def close(self) -> None:
-        """Nothing to release: arrays are freed with the last request using them."""
 
     def health(self) -> dict[str, Any]:
         metrics = self.manifest.get("metrics", {})

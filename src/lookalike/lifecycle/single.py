@@ -15,7 +15,8 @@ once:
 - :meth:`SingleModelKind.release`: ``production`` of a product never promoted is an empty
   release whose note names the command that builds one (an optional product, not built yet);
 - :func:`latency_check`: p95 of one answer after a warm-up, against a budget;
-- :class:`Unbuilt`: the generation of a product that was never built (503 naming the fix).
+- :class:`Unbuilt`: the generation of a product that was never built (503 naming the fix);
+- :class:`ChainedGeneration`: versions, fallback chains and their hook of a loaded release.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from lookalike.lifecycle.kinds import Kind, Release
 from lookalike.registry import Ref, Registry
 from lookalike.registry.checks import CheckReport, CheckResult, latency_figures, record_report
 
-__all__ = ["SingleModelKind", "Unbuilt", "latency_check"]
+__all__ = ["ChainedGeneration", "SingleModelKind", "Unbuilt", "latency_check"]
 
 ROLE = "model"
 
@@ -170,3 +171,30 @@ class Unbuilt:
             "built": False,
             "fix": f"run `{self.build_fix}` to build and promote a {self.product} model",
         }
+
+
+class ChainedGeneration:
+    """The common part of a one-artifact product's loaded release: each stage a fallback chain.
+
+    A subclass sets ``release``, ``version`` (the model's ``name:version``) and ``chains``
+    (stage → :class:`Chain`) in its constructor and adds ``served_by``, ``health`` and its
+    answering methods.
+    """
+
+    release: Release
+    version: str
+    chains: dict[str, Chain[Any]]
+
+    @property
+    def versions(self) -> dict[str, str]:
+        return {ROLE: self.version}
+
+    def fallback_chains(self) -> dict[str, Chain[Any]]:
+        return dict(self.chains)
+
+    def set_fallback_hook(self, hook: FallbackHook | None) -> None:
+        for chain in self.chains.values():
+            chain.on_fallback = hook
+
+    def close(self) -> None:
+        """Nothing to release: arrays and sessions are freed with the last request using them."""

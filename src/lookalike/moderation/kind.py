@@ -32,8 +32,8 @@ from PIL import Image
 
 from lookalike.core.errors import IntegrityError, LookalikeError, short_reason
 from lookalike.core.images import load_image_file
-from lookalike.lifecycle import Chain, FallbackHook, LoadContext, MetricGate, Release, Step
-from lookalike.lifecycle.single import SingleModelKind, Unbuilt, latency_check
+from lookalike.lifecycle import Chain, LoadContext, MetricGate, Release, Step
+from lookalike.lifecycle.single import ChainedGeneration, SingleModelKind, Unbuilt, latency_check
 from lookalike.moderation.evaluation import precision_at_recall
 from lookalike.moderation.features import stack_blocks
 from lookalike.moderation.prefilter import (
@@ -203,7 +203,7 @@ class PrefilterKind(SingleModelKind):
         return [f"`lookalike moderation score` and servers use {ref} from their next reload"]
 
 
-class PrefilterGeneration:
+class PrefilterGeneration(ChainedGeneration):
     """A loaded pre-filter release: :meth:`score` runs model → send everything to the humans."""
 
     product = "prefilter"
@@ -236,6 +236,7 @@ class PrefilterGeneration:
             fix=BUILD_FIX,
             on_fallback=context.on_fallback,
         )
+        self.chains = {"prefilter": self.chain}
 
     @classmethod
     def load(
@@ -265,21 +266,8 @@ class PrefilterGeneration:
         return answers, engine.served_by, reasons
 
     @property
-    def versions(self) -> dict[str, str]:
-        return {"model": self.version}
-
-    @property
     def served_by(self) -> str:
         return self.scorer.served_by if self.scorer is not None else self.humans.served_by
-
-    def fallback_chains(self) -> dict[str, Chain[Any]]:
-        return {"prefilter": self.chain}
-
-    def set_fallback_hook(self, hook: FallbackHook | None) -> None:
-        self.chain.on_fallback = hook
-
-    def close(self) -> None:
-        """ONNX sessions are freed with the last reference."""
 
     def health(self) -> dict[str, Any]:
         metrics = self.manifest.get("metrics", {})

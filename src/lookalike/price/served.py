@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from lookalike.core.errors import IntegrityError, short_reason
-from lookalike.lifecycle import Chain, FallbackHook, LoadContext, Release, Step
-from lookalike.lifecycle.single import Unbuilt
+from lookalike.lifecycle import Chain, LoadContext, Release, Step
+from lookalike.lifecycle.single import ChainedGeneration, Unbuilt
 from lookalike.price.listings import CATEGORICAL, FABRICS, Listings
 from lookalike.price.model import PriceModel
 
@@ -140,7 +140,7 @@ class RuleEngine:
         ]
 
 
-class PriceGeneration:
+class PriceGeneration(ChainedGeneration):
     """A loaded price release: :meth:`price` runs the chain model → rule of thumb."""
 
     product = "price"
@@ -174,6 +174,7 @@ class PriceGeneration:
             fix=BUILD_FIX,
             on_fallback=context.on_fallback,
         )
+        self.chains = {"price": self.chain}
 
     @classmethod
     def load(
@@ -201,21 +202,8 @@ class PriceGeneration:
         return answers, engine.served_by, reasons
 
     @property
-    def versions(self) -> dict[str, str]:
-        return {"model": self.version}
-
-    @property
     def served_by(self) -> str:
         return self.model.served_by if self.model is not None else self.rule.served_by
-
-    def fallback_chains(self) -> dict[str, Chain[Any]]:
-        return {"price": self.chain}
-
-    def set_fallback_hook(self, hook: FallbackHook | None) -> None:
-        self.chain.on_fallback = hook
-
-    def close(self) -> None:
-        """Nothing to release: arrays are freed with the last request using them."""
 
     def health(self) -> dict[str, Any]:
         metrics = self.manifest.get("metrics", {})

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from lookalike.core.errors import IntegrityError, NotFound, short_reason
-from lookalike.lifecycle import Chain, FallbackHook, LoadContext, Release, Step
-from lookalike.lifecycle.single import Unbuilt
+from lookalike.lifecycle import Chain, LoadContext, Release, Step
+from lookalike.lifecycle.single import ChainedGeneration, Unbuilt
 from lookalike.recs.fit import CLASSES, PRIOR_STRENGTH, FitModel, FitQuery, ItemStats
 from lookalike.recs.likeme import Shopper, cup_index
 
@@ -160,7 +160,7 @@ class PriorEngine:
         )
 
 
-class FitGeneration:
+class FitGeneration(ChainedGeneration):
     """A loaded fit release: :meth:`answer` runs the chain model → item shares → prior."""
 
     product = "fit"
@@ -189,6 +189,7 @@ class FitGeneration:
             fix=BUILD_FIX,
             on_fallback=context.on_fallback,
         )
+        self.chains = {"fit": self.chain}
 
     @classmethod
     def load(
@@ -244,21 +245,8 @@ class FitGeneration:
         return answer, engine.served_by, reasons
 
     @property
-    def versions(self) -> dict[str, str]:
-        return {"model": self.version}
-
-    @property
     def served_by(self) -> str:
         return next(s.engine.served_by for s in self.steps if s.engine is not None)
-
-    def fallback_chains(self) -> dict[str, Chain[Any]]:
-        return {"fit": self.chain}
-
-    def set_fallback_hook(self, hook: FallbackHook | None) -> None:
-        self.chain.on_fallback = hook
-
-    def close(self) -> None:
-        """Nothing to release."""
 
     def health(self) -> dict[str, Any]:
         metrics = self.manifest.get("metrics", {})

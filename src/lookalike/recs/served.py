@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from lookalike.core.errors import NotFound, Unavailable, short_reason
-from lookalike.lifecycle import Chain, FallbackHook, LoadContext, Release, Step
-from lookalike.lifecycle.single import Unbuilt
+from lookalike.lifecycle import Chain, LoadContext, Release, Step
+from lookalike.lifecycle.single import ChainedGeneration, Unbuilt
 from lookalike.recs.events import ShopperEvent
 from lookalike.recs.home import Carousel, build_page
 from lookalike.recs.interactions import EVENT_WEIGHTS
@@ -135,7 +135,7 @@ class StaticEngine:
 Engine = ModelEngine | StaticEngine
 
 
-class RecsGeneration:
+class RecsGeneration(ChainedGeneration):
     product = "recs"
 
     def __init__(
@@ -233,22 +233,8 @@ class RecsGeneration:
 
     # -- Generation ------------------------------------------------------------------------------
     @property
-    def versions(self) -> dict[str, str]:
-        return {"model": self.version}
-
-    @property
     def served_by(self) -> str:
         return "recs-personalised" if self.model is not None else "static"
-
-    def fallback_chains(self) -> dict[str, Chain[Any]]:
-        return dict(self.chains)
-
-    def set_fallback_hook(self, hook: FallbackHook | None) -> None:
-        for chain in self.chains.values():
-            chain.on_fallback = hook
-
-    def close(self) -> None:
-        """Nothing to release: arrays are freed with the last request using them."""
 
     def health(self) -> dict[str, Any]:
         metrics = self.manifest.get("metrics", {})
