@@ -18,6 +18,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from lookalike.catalog import CatalogStore
+from lookalike.catalog.rental_store import metadata as rental_metadata
 from lookalike.catalog.schema import metadata as catalog_metadata
 from lookalike.core.db import (
     VERSION_TABLE,
@@ -30,6 +31,7 @@ from lookalike.core.db import (
 from lookalike.core.errors import ConfigError, NotFound, Unavailable
 from lookalike.core.settings import DatabaseSettings, Settings
 from lookalike.jobs.events import EventStore, search_events
+from lookalike.moderation.store import _metadata as moderation_metadata
 from lookalike.serve.auth import ApiKeyStore, _api_keys
 
 ALL_TABLES = {
@@ -38,6 +40,16 @@ ALL_TABLES = {
     "catalog_items",
     "catalog_state",
     "search_events",
+    # moderation (0003)
+    "ingest_cursors",
+    "moderation_accounts",
+    "moderation_decisions",
+    "moderation_posts",
+    "moderation_scores",
+    "moderation_sessions",
+    # rentals (0004)
+    "rentals",
+    "shopper_events",
     VERSION_TABLE,
 }
 
@@ -123,7 +135,13 @@ def test_migrated_schema_is_what_the_stores_define(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'drift.db'}"
     migrate(url)
     live = sa.MetaData()
-    for table in (*catalog_metadata.tables.values(), search_events, _api_keys):
+    for table in (
+        *catalog_metadata.tables.values(),
+        search_events,
+        _api_keys,
+        *moderation_metadata.tables.values(),
+        *rental_metadata.tables.values(),
+    ):
         table.to_metadata(live)
     with get_engine(url).connect() as conn:
         context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})

@@ -29,6 +29,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     Float,
+    Index,
     Integer,
     MetaData,
     String,
@@ -96,6 +97,9 @@ rentals_table = Table(
     UniqueConstraint(
         "user_id", "item_id", "review_date", "size", name="uq_rentals_user_item_date_size"
     ),
+    Index("ix_rentals_item_date", "item_id", "review_date"),
+    Index("ix_rentals_user_id", "user_id"),
+    Index("ix_rentals_batch", "batch"),
 )
 
 shopper_events_table = Table(
@@ -107,6 +111,8 @@ shopper_events_table = Table(
     Column("event", String(16), nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
     CheckConstraint("event IN ('viewed', 'hearted', 'rented')", name="ck_shopper_events_event"),
+    Index("ix_shopper_events_user_at", "user_id", "at"),
+    Index("ix_shopper_events_at", "at"),
 )
 
 

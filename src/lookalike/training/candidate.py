@@ -376,7 +376,8 @@ def train_candidate(
                 shutil.copy2(src, dest)
             writer.manifest["training"]["total_seconds"] = round(time.perf_counter() - started, 1)
     manifest = writer.manifest
-    if held is not None and len(held) and manifest.get("default_variant") == "fp32":
+    # The figure that decides int8 is the held-out recall, whatever the build's proxy chose.
+    if held is not None and len(held) and "int8" in manifest.get("variants", {}):
         choice = _int8_by_recall(
             registry, writer.ref, cache_dir, head, held, distractors, query_crop, figures[label]
         )
@@ -397,7 +398,7 @@ def _int8_by_recall(
     query_crop: str,
     fp32: Figures,
 ) -> dict[str, Any]:
-    """Serve int8 when it keeps the candidate's retrieval recall on the held-out pairs.
+    """Serve int8 when it keeps the candidate's retrieval recall on the held-out pairs, else fp32.
 
     The build's rule (int8 keeps 90% of fp32's nearest neighbours among a few hundred photos)
     is a proxy; with held-out pairs the figure that matters can be measured directly: int8
@@ -422,6 +423,5 @@ def _int8_by_recall(
         f"(allowed drop {INT8_MAX_RECALL_DROP})"
     )
     out: dict[str, Any] = {"int8_retrieval": {"figures": int8, "drop": drops, "reason": reason}}
-    if keeps:
-        out.update(default_variant="int8", reason=reason)
+    out.update(default_variant="int8" if keeps else "fp32", reason=reason)
     return out
