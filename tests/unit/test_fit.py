@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from lookalike.catalog.rental_store import RentalStore
+from lookalike.catalog.rental_store import RentalReview, RentalStore
 from lookalike.catalog.rentals import read_checked_rentals, read_rentals
 from lookalike.core.db import get_engine
 from lookalike.core.errors import InvalidInput
@@ -94,6 +94,29 @@ def test_reviewers_most_like_the_shopper_come_first(csv_file: Path, tmp_path: Pa
     order, similarity, _ = rank_reviewers(only_size, who)
     assert reviews[order[0]].user_id == "3"
     assert reason_for(parse_like_me("size:4"), Reviewers.of(store.item_reviews("11")), 0)
+
+
+def test_a_reason_names_her_own_cup_and_equal_cups_are_alike() -> None:
+    """dd and e are one cup (one index): a 34e shopper reads "34dd like you", not "34dd (you
+    34e)", and each reviewer's letter is the one she gave, not the first letter of its index."""
+    reviews = [
+        RentalReview(user_id=str(n), item_id="10", fit="fit", size=8, weight_lbs=None,
+                     height_in=None, bust_size_num=34.0, bust_size_letter=letter, body_type="",
+                     age=None, category="dress", rented_for="party", rating=None,
+                     review_date="2017-01-05")
+        for n, letter in enumerate(["e", "dd", "f", "ddd", ""])
+    ]  # fmt: skip
+    who = Reviewers.of(reviews)
+    reasons = [reason_for(parse_like_me("bust:34e"), who, i) for i in range(len(reviews))]
+    assert reasons == [
+        "bust 34e like you",
+        "bust 34dd like you",
+        "bust 34f (you 34e)",
+        "bust 34ddd (you 34e)",
+        "bust 34 (you 34e)",
+    ]
+    assert reason_for(parse_like_me("bust:34f"), who, 3) == "bust 34ddd like you"
+    assert reason_for(parse_like_me("bust:34"), who, 2) == "bust 34f like you"
 
 
 def test_macro_f1_and_auc_match_a_brute_force_count() -> None:

@@ -181,18 +181,23 @@ class Reviewers:
     cup: np.ndarray
     body_type: np.ndarray
     size: np.ndarray
+    cup_letter: np.ndarray  # as the reviewer gave it ('' when unknown): dd and e share an index
 
     @classmethod
     def of(cls, reviews: Sequence[RentalReview]) -> Reviewers:
         body = np.empty(len(reviews), dtype=object)
         body[:] = [r.body_type for r in reviews]
+        letters = [(r.bust_size_letter or "").strip().lower() for r in reviews]
+        cup_letter = np.empty(len(reviews), dtype=object)
+        cup_letter[:] = [c if c in CUPS else "" for c in letters]
         return cls(
             height=_arr([r.height_in for r in reviews]),
             weight=_arr([r.weight_lbs for r in reviews]),
             bust=_arr([r.bust_size_num for r in reviews]),
-            cup=np.array([cup_index(r.bust_size_letter) for r in reviews]),
+            cup=np.array([cup_index(c) for c in letters]),
             body_type=body,
             size=_arr([r.size for r in reviews]),
+            cup_letter=cup_letter,
         )
 
     def __len__(self) -> int:
@@ -225,10 +230,12 @@ def reason_for(shopper: Shopper, who: Reviewers, i: int) -> str:
     if s.weight_lbs is not None and not math.isnan(who.weight[i]):
         parts.append(_describe("weight", float(who.weight[i]), s.weight_lbs, " lbs", 5.0))
     if s.bust_size_num is not None and not math.isnan(who.bust[i]):
-        cup = next((k for k, v in CUPS.items() if v == who.cup[i]), "")
-        theirs = f"{who.bust[i]:g}{cup}"
+        # Her own letter, and "like you" by the cup's index: 34dd is a 34e.
+        theirs = f"{who.bust[i]:g}{who.cup_letter[i]}"
         mine = f"{s.bust_size_num:g}{s.bust_cup or ''}"
-        same = who.bust[i] == s.bust_size_num and (s.bust_cup is None or cup == s.bust_cup)
+        same = who.bust[i] == s.bust_size_num and (
+            s.bust_cup is None or cup_index(s.bust_cup) == who.cup[i]
+        )
         parts.append(f"bust {theirs} like you" if same else f"bust {theirs} (you {mine})")
     if s.body_type is not None and who.body_type[i]:
         same = who.body_type[i] == s.body_type
