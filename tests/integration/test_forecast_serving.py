@@ -103,6 +103,13 @@ def test_forecast_routes_live_promote_rollback_reload(fresh_demo_home: Path, dat
         assert httpx.get(f"{server.base}/v1/forecast/items/1000").status_code == 401
 
         first = good_forecast(registry, data)
+        manifest = registry.manifest(first)
+        metrics = manifest["metrics"]
+        # the served blend, with its relative MAE and its fair-for-counts coverage recorded
+        assert manifest["method"] == "ridge_tsb"
+        assert 0 < metrics["rel_mae"] < 1 and 0 < metrics["rel_mae_categories"]
+        assert 0 < metrics["pit_coverage80_items"] < 1
+        assert manifest["evaluation"]["served"] == "ridge_tsb"
         assert promote(kind, "model", first).status == "promoted"
         body = _wait_version(server.base, key, str(first))
         assert body["served_by"] == "forecast-ridge" and body["fallback"] is None
@@ -225,5 +232,6 @@ def test_cli_build_and_buy(tmp_path: Path, data: Path) -> None:
     no_stock = rows["1002"]
     assert no_stock["stock"] == "" and int(no_stock["buy"]) == int(no_stock["upper_q90"])
     assert all(r["model_version"] == "demand_forecast:1" for r in rows.values())
+    assert all(r["method"] == "ridge_tsb" for r in rows.values())  # the served blend
     missing = run_cli(tmp_path / "empty", "forecast", "buy", "--out", str(tmp_path / "x.csv"))
     assert missing.returncode == 1 and "lookalike forecast build" in missing.stdout

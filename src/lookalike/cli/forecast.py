@@ -76,10 +76,13 @@ def build_cmd(
     m = registry.manifest(ref)
     f = m["metrics"]
     console.print(
-        f"built {ref}: backtest MASE items {f['mase']:.3f} (seasonal naive "
+        f"built {ref} (ridge + TSB): backtest MASE items {f['mase']:.3f} (seasonal naive "
         f"{f['baseline_mase']:.3f}), categories {f['mase_categories']:.3f} (seasonal naive "
-        f"{f['baseline_mase_categories']:.3f}); 80 % interval coverage items "
-        f"{f['coverage80_items']:.1%}, categories {f['coverage80_categories']:.1%} "
+        f"{f['baseline_mase_categories']:.3f}); MAE relative to the seasonal naive items "
+        f"{f['rel_mae']:.3f}, categories {f['rel_mae_categories']:.3f}; 80 % interval "
+        f"coverage items {f['coverage80_items']:.1%} (randomised PIT "
+        f"{f['pit_coverage80_items']:.1%}), categories {f['coverage80_categories']:.1%} "
+        f"(PIT {f['pit_coverage80_categories']:.1%}) "
         f"({m['data']['rows']} reviews to {m['data']['last']}; {LOWER_BOUND})"
     )
     if promote:
@@ -137,7 +140,8 @@ def buy_units(
         except LookalikeError as exc:
             problems.append(exc.message)
             continue
-        method = name
+        # ridge.npz holds the ridge + TSB blend in artifacts that say so (``served``)
+        method = "ridge_tsb" if name == "ridge" and "served" in meta else name
         break
     if table is None:
         raise LookalikeError("no forecast table loads: " + "; ".join(problems))
@@ -217,7 +221,11 @@ def buy_cmd(
 
 def _figure_table(title: str, figures: dict) -> Table:
     table = Table(title=title)
-    for col in ("method", "MASE", "MASE median", "series", "cover 80 %", "cover 90 %", "buy90"):
+    cols = (
+        "method", "MASE (median)", "rel MAE (median)", "series", "cover 80 % (PIT)",
+        "cover 90 % (PIT)", "≤ upper 90 %", "≥ lower 90 %", "buy90 (PIT)",
+    )  # fmt: skip
+    for col in cols:
         table.add_column(col, justify="left" if col == "method" else "right")
 
     def fmt(v: object, pct: bool = False) -> str:
@@ -225,15 +233,20 @@ def _figure_table(title: str, figures: dict) -> Table:
             return "—"
         return f"{v:.1%}" if pct else f"{v:.3f}" if isinstance(v, float) else str(v)
 
+    def pair(a: object, b: object, pct: bool = False) -> str:
+        return "—" if a is None else f"{fmt(a, pct)} ({fmt(b, pct)})"
+
     for method, f in figures.items():
         table.add_row(
             method,
-            fmt(f["mase"]),
-            fmt(f["mase_median"]),
+            pair(f["mase"], f["mase_median"]),
+            pair(f["rel_mae"], f["rel_mae_median"]),
             fmt(f["series_scored"]),
-            fmt(f.get("coverage80"), True),
-            fmt(f.get("coverage90"), True),
-            fmt(f.get("buy90"), True),
+            pair(f.get("coverage80"), f.get("pit_coverage80"), True),
+            pair(f.get("coverage90"), f.get("pit_coverage90"), True),
+            fmt(f.get("below_upper90"), True),
+            fmt(f.get("above_lower90"), True),
+            pair(f.get("buy90"), f.get("buy90_pit"), True),
         )
     return table
 
@@ -242,7 +255,8 @@ def eval_forecast(
     data: DataOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
 ) -> None:
-    """Rolling-origin backtest: MASE and interval coverage, ridge vs seasonal naive."""
+    """Rolling-origin backtest: MASE, relative MAE and interval coverage (plain and randomised
+    PIT), the served ridge + TSB blend, the ridge, TSB and the seasonal naive."""
     from lookalike.catalog.rentals import read_rentals
     from lookalike.forecast.evaluation import backtest, summarise
     from lookalike.forecast.series import weekly_demand
@@ -257,33 +271,58 @@ def eval_forecast(
         raise _fail(err) from exc
     figures = summarise(bt, demand)
     origins = figures["origins"]
-    console.print(
+    out = Console(width=max(console.width, 150))  # the tables are wide: never wrap a figure
+    out.print(
         f"{source}: {demand.item_ids.size} items, {demand.categories.size} categories, "
         f"{demand.weeks} weeks to {demand.end}; {len(origins)} origins {origins[0]} → "
         f"{origins[-1]}, 1–8 weeks ahead. Unit: reviews per week ({LOWER_BOUND})."
     )
-    console.print(_figure_table("categories", figures["categories"]))
-    console.print(_figure_table("items (≥ 65 weeks of history)", figures["items"]))
-    console.print(
+    out.print(_figure_table("categories", figures["categories"]))
+    out.print(_figure_table("items (≥ 65 weeks of history)", figures["items"]))
+    out.print(
         _figure_table(
-            f"dense items (≥ 1 review a week over the last year: {figures['dense_items']})",
+            f"dense items (≥ 1 review a week over the data's last year: {figures['dense_items']};"
+            " chosen with a look at the weeks forecast)",
             figures["items_dense"],
         )
     )
-    per = Table(title="largest categories (ridge vs seasonal naive)")
-    for col in ("category", "reviews last year", "ridge MASE", "naive MASE", "cover 80 %"):
+    out.print(
+        _figure_table(
+            "dense at the origin (≥ 1 review a week over the 52 weeks before each origin)",
+            figures["items_dense_at_origin"],
+        )
+    )
+    served = figures.get("served", "ridge")
+    per = Table(title=f"largest categories ({served} and ridge vs seasonal naive)")
+    for col in (
+        "category", "reviews last year", f"{served} MASE", "ridge MASE", "naive MASE",
+        f"{served} rel MAE", f"{served} cover 80 % (PIT)",
+    ):  # fmt: skip
         per.add_column(col, justify="left" if col == "category" else "right")
+
+    def num(v: object) -> str:
+        return f"{v:.3f}" if isinstance(v, float) else "—"
+
     for name, f in figures["per_category"].items():
         per.add_row(
             name,
             str(f["reviews_last_year"]),
-            f"{f['ridge_mase']:.3f}" if f["ridge_mase"] is not None else "—",
-            f"{f['seasonal_naive_mase']:.3f}" if f["seasonal_naive_mase"] is not None else "—",
-            f"{f['ridge_coverage80']:.1%}",
+            num(f.get(f"{served}_mase")),
+            num(f["ridge_mase"]),
+            num(f["seasonal_naive_mase"]),
+            num(f.get(f"{served}_rel_mae")),
+            f"{f[f'{served}_coverage80']:.1%} ({f[f'{served}_pit_coverage80']:.1%})",
         )
-    console.print(per)
+    out.print(per)
+    w = figures.get("ridge_weight", {})
+    if w:
+        out.print(
+            "mean weight of the ridge in the blend, h = 1..8 (fitted at each origin on the 52 "
+            "origins before it): "
+            + "; ".join(f"{k} " + " ".join(f"{x:.2f}" for x in v) for k, v in w.items())
+        )
     s = figures["sparsity"]
-    console.print(
+    out.print(
         f"sparsity (last {s['weeks']} weeks): {s['items_with_reviews']} items reviewed, "
         f"{s['zero_item_weeks_share']:.1%} of item-weeks have no review, median "
         f"{s['median_reviews_per_week']:.2f} reviews a week per item, "
@@ -292,7 +331,7 @@ def eval_forecast(
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps({"data": str(source), **figures}, indent=2))
-        console.print(f"wrote {json_out}")
+        out.print(f"wrote {json_out}")
 
 
 def add_eval_commands(eval_app: typer.Typer) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 from lookalike.catalog.rentals import read_rentals
 from lookalike.forecast.evaluation import (
     LEVELS,
+    SERVED,
     Backtest,
     backtest,
     level_panels,
@@ -91,7 +92,7 @@ def _backtest_arrays(bt: Backtest) -> dict[str, np.ndarray]:
     }
     for name, lv in (("items", bt.items), ("categories", bt.categories)):
         out[f"{name}_ids"] = lv.ids.astype(np.int64) if name == "items" else lv.ids.astype(str)
-        out[f"{name}_mu"] = lv.mu["ridge"].astype(np.float32)
+        out[f"{name}_mu"] = lv.mu[SERVED].astype(np.float32)  # what ridge.npz serves
         out[f"{name}_y"] = lv.y.astype(np.float32)
         out[f"{name}_scale"] = lv.scale
         out[f"{name}_eligible"] = lv.eligible
@@ -110,23 +111,31 @@ def register_forecast(
 ) -> Ref:
     """Write the forecasts as the next version of ``name``.
 
-    ``scale_ridge`` multiplies the ridge's forecasts (served and backtested): only tests use it,
-    to make a deliberately worse candidate that the metric gate must refuse.
+    ``ridge.npz`` holds the served forecast: the ridge blended with TSB (``fits[level]
+    ["combined"]``; the file keeps its name so that every reader and fallback step stays as it
+    is). ``scale_ridge`` multiplies the served forecasts (served and backtested): only tests use
+    it, to make a deliberately worse candidate that the metric gate must refuse.
     """
     figures = summarise(bt, demand)
     if scale_ridge != 1.0:
         for lv in (bt.items, bt.categories):
-            lv.mu["ridge"] = lv.mu["ridge"] * scale_ridge
+            lv.mu[SERVED] = lv.mu[SERVED] * scale_ridge
         for level in fits.values():
-            level["ridge"].mu = level["ridge"].mu * scale_ridge
+            level["combined"].mu = level["combined"].mu * scale_ridge
         figures = summarise(bt, demand)
+    served_items, served_cats = figures["items"][SERVED], figures["categories"][SERVED]
     metrics = {
-        "mase": figures["items"]["ridge"]["mase"],
-        "mase_categories": figures["categories"]["ridge"]["mase"],
-        "coverage80_items": figures["items"]["ridge"]["coverage80"],
-        "coverage90_items": figures["items"]["ridge"]["coverage90"],
-        "coverage80_categories": figures["categories"]["ridge"]["coverage80"],
-        "coverage90_categories": figures["categories"]["ridge"]["coverage90"],
+        "mase": served_items["mase"],
+        "mase_categories": served_cats["mase"],
+        "rel_mae": served_items["rel_mae"],
+        "rel_mae_categories": served_cats["rel_mae"],
+        "coverage80_items": served_items["coverage80"],
+        "coverage90_items": served_items["coverage90"],
+        "coverage80_categories": served_cats["coverage80"],
+        "coverage90_categories": served_cats["coverage90"],
+        "pit_coverage80_items": served_items["pit_coverage80"],
+        "pit_coverage80_categories": served_cats["pit_coverage80"],
+        "buy90_items": served_items["buy90"],
         "baseline_mase": figures["items"]["seasonal_naive"]["mase"],
         "baseline_mase_categories": figures["categories"]["seasonal_naive"]["mase"],
     }
@@ -138,6 +147,11 @@ def register_forecast(
         "forecast_weeks": [str(end + np.timedelta64(1 + 7 * h, "D")) for h in range(HORIZON)],
         "history_weeks": [str(d) for d in demand.week_start[-HISTORY_WEEKS:]],
         "unit": "reviews per week (a lower bound on rentals)",
+        "served": "ridge blended with TSB: w·ridge + (1 − w)·TSB, w per horizon fitted on the "
+        "out-of-sample forecasts of the 52 origins before the training end (ridge.npz)",
+        "ridge_weight_mean": {
+            k: v["weights"].mean(axis=0).round(3).tolist() for k, v in fits.items()
+        },
         "ridge": {
             "lambda": RIDGE_LAMBDA,
             "eps": EPS,
@@ -146,13 +160,13 @@ def register_forecast(
             "coefficients": {k: v["beta"].round(6).tolist() for k, v in fits.items()},
         },
         "dispersion": {
-            k: {m: v[m].weekly_bands.round(6).tolist() for m in ("ridge", "naive")}
+            k: {m: v[m].weekly_bands.round(6).tolist() for m in ("combined", "naive")}
             for k, v in fits.items()
         },
     }
     doc = {
         "task": TASK,
-        "method": "ridge",
+        "method": "ridge_tsb",
         "metrics": metrics,
         "evaluation": figures,
         **manifest,
@@ -164,7 +178,8 @@ def register_forecast(
         for method, file in METHOD_FILES.items():
             arrays = {}
             for level, level_fits in fits.items():
-                for key, arr in tables_of(level_fits[method]).items():
+                fitted = level_fits["combined" if method == "ridge" else method]
+                for key, arr in tables_of(fitted).items():
                     arrays[f"{level}_{key}"] = arr.astype(np.float32)
             np.savez_compressed(folder / file, **arrays)
         np.savez_compressed(folder / BACKTEST_FILE, **_backtest_arrays(bt))
@@ -172,10 +187,12 @@ def register_forecast(
 
 
 def fit_at_end(demand: WeeklyDemand) -> dict[str, dict]:
-    """Ridge and seasonal naive fitted on every week, forecasting the 8 weeks after the end."""
+    """The served blend, the ridge and the seasonal naive fitted on every week, forecasting the
+    8 weeks after the end (weights and dispersion from the 52 origins before it)."""
     items, cats = level_panels(demand)
     origin = demand.weeks - 1
-    since = origin - WINDOW - HORIZON - DISPERSION_ORIGINS
+    # the ridges refitted at the earliest calibration origin need a full window before it
+    since = origin - WINDOW - 2 * HORIZON - DISPERSION_ORIGINS
     return {
         "items": fit_level(items, origin, GramCache(items, since=since)),
         "categories": fit_level(cats, origin, GramCache(cats, since=since)),

@@ -10,9 +10,17 @@ is refitted on the weeks up to it only — never a random split. Figures:
   out-of-sample MASE is in the table too. Reported as the mean over series (M4 style) and the
   median. A series is scored at an origin when it has at least 65 weeks of history (a year for
   the lag + a quarter) and a non-zero scale; the others are counted, not hidden.
+- **relative MAE** (``rel_mae``): a series' out-of-sample MAE over the same origins and
+  horizons divided by the seasonal naive's MAE on those cells; below 1.0 means better than the
+  seasonal naive on the weeks forecast (mean, median and geometric mean over series).
 - **coverage**: the share of observed weeks inside the 80 % and 90 % intervals (target: 80 %
   and 90 %); ``buy90``: the share of 8-week totals at or below the 90 % upper quantile (what
-  ``lookalike forecast buy --service-level 0.9`` orders up to).
+  ``lookalike forecast buy --service-level 0.9`` orders up to). For small integer counts an
+  interval's plain coverage cannot hit its level (for a mean of 0.1 the 80 % interval is
+  [0, 0] and covers 90 %), so each is reported with its **randomised-PIT** version (the
+  expected share of PIT values, uniform on ``[F(y − 1), F(y)]``, inside the interval's
+  quantiles: exactly the level for a calibrated forecast) and with the shares at or below the
+  upper bound and at or above the lower bound separately.
 
 All counts are reviews, a lower bound on rentals.
 """
@@ -26,6 +34,8 @@ from typing import Any
 import numpy as np
 
 from lookalike.forecast.fit import (
+    DISPERSION_ORIGINS,
+    EPS,
     HORIZON,
     SEASON,
     WINDOW,
@@ -33,13 +43,16 @@ from lookalike.forecast.fit import (
     Panel,
     actuals,
     fit_level,
+    forecast_history,
     make_panel,
+    scales,
 )
-from lookalike.forecast.quantiles import nb_quantile
+from lookalike.forecast.quantiles import nb_cdf, nb_quantile, pit_share
 from lookalike.forecast.series import WeeklyDemand
 
 __all__ = [
     "LEVELS",
+    "SERVED",
     "Backtest",
     "backtest",
     "level_panels",
@@ -53,6 +66,8 @@ STEP = 4
 MIN_HISTORY = SEASON + 13
 LEVELS = (0.8, 0.9)
 BUY_LEVEL = 0.9
+SERVED = "ridge_tsb"  # what the artifact serves (in its ridge.npz): the ridge blended with TSB
+INTERVAL_METHODS = (("ridge", "ridge"), ("seasonal_naive", "naive"), (SERVED, "combined"))
 
 
 def level_panels(demand: WeeklyDemand) -> tuple[Panel, Panel]:
@@ -90,6 +105,22 @@ def mase_of(
     return total / np.maximum(count, 1), count > 0
 
 
+def rel_mae_of(
+    mu: np.ndarray, naive: np.ndarray, y: np.ndarray, eligible: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-series out-of-sample relative MAE: the method's MAE over the scored origins ×
+    horizons divided by the seasonal naive's MAE on the same cells: (rel (n,), scored (n,)).
+
+    Below 1.0: better than the seasonal naive on the weeks forecast. A series whose seasonal
+    naive made no error on its cells is not scored.
+    """
+    w = eligible[..., None] & np.isfinite(y) & np.isfinite(mu)
+    own = np.where(w, np.abs(mu - y), 0.0).sum(axis=(0, 2))
+    base = np.where(w, np.abs(naive - y), 0.0).sum(axis=(0, 2))
+    scored = base > 0
+    return np.where(scored, own / np.where(scored, base, 1.0), np.nan), scored
+
+
 @dataclass
 class LevelBacktest:
     """Forecasts of one level at every origin: (origins, n, HORIZON) arrays per method."""
@@ -99,9 +130,14 @@ class LevelBacktest:
     scale: np.ndarray  # (origins, n)
     eligible: np.ndarray  # (origins, n)
     live: np.ndarray  # (origins, n) listed by the origin
+    level: np.ndarray  # (origins, n) mean reviews a week over the 52 weeks up to the origin
     mu: dict[str, np.ndarray] = field(default_factory=dict)
     bounds: dict[str, dict[float, tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
     buy_upper: dict[str, np.ndarray] = field(default_factory=dict)  # (origins, n)
+    # (F(y), F(y − 1)) of each observed week, and of each 8-week total, under the method's NB
+    cdf: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    buy_cdf: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    weights: np.ndarray | None = None  # (origins, HORIZON) the ridge's weight in the blend
 
 
 @dataclass
@@ -158,17 +194,28 @@ def backtest(
             scale=scale,
             eligible=eligible,
             live=(origin_idx[:, None] - panel.first[None, :]) >= 0,
+            level=scales(panel, origin_idx) - EPS,
         )
     per_origin: dict[str, list[dict]] = {"items": [], "categories": []}
+    first = int(origin_idx[0]) - HORIZON - DISPERSION_ORIGINS + 1
+    histories = {}
+    for name, panel in panels:
+        if progress:
+            progress(f"out-of-sample forecasts of the {name}")
+        histories[name] = forecast_history(
+            panel, grams[name], np.arange(first, int(origin_idx[-1]) + 1)
+        )
     for j, origin in enumerate(origin_idx):
         if progress:
             progress(f"origin {j + 1}/{origin_idx.size}: week ending {_last_day(demand, origin)}")
         for name, panel in panels:
-            per_origin[name].append(fit_level(panel, int(origin), grams[name]))
+            per_origin[name].append(
+                fit_level(panel, int(origin), grams[name], history=histories[name])
+            )
     for name, panel in panels:
         lv = out[name]
         fits = per_origin[name]
-        for method, key in (("ridge", "ridge"), ("seasonal_naive", "naive")):
+        for method, key in INTERVAL_METHODS:
             mu = np.stack([f[key].mu for f in fits])
             inv_k = np.stack([f[key].inv_k for f in fits])
             cmu = np.cumsum(mu, axis=-1)[..., -1]
@@ -176,6 +223,10 @@ def backtest(
             lv.mu[method] = mu
             lv.bounds[method] = _bounds(mu, inv_k)
             lv.buy_upper[method] = nb_quantile(cmu, cinv, BUY_LEVEL)
+            y = np.where(np.isfinite(lv.y), lv.y, 0.0)
+            lv.cdf[method] = nb_cdf(y, mu, inv_k)
+            lv.buy_cdf[method] = nb_cdf(y.sum(axis=-1), cmu, cinv)
+        lv.weights = np.stack([f["weights"] for f in fits])
         lv.mu["tsb"] = np.repeat(panel.tsb[:, origin_idx].T[..., None], HORIZON, axis=-1)
     # an item's share of its category's last 13 weeks × the category's ridge forecast
     item_cat = demand.item_category
@@ -185,8 +236,8 @@ def backtest(
         own = items.y[:, lo : origin + 1].sum(axis=1)
         cat = cats.y[:, lo : origin + 1].sum(axis=1)[item_cat]
         share[j] = np.where(cat > 0, own / np.maximum(cat, 1), 0.0)
-    cat_ridge = out["categories"].mu["ridge"][:, item_cat, :]
-    out["items"].mu["category_share"] = share[..., None] * cat_ridge
+    cat_served = out["categories"].mu[SERVED][:, item_cat, :]
+    out["items"].mu["category_share"] = share[..., None] * cat_served
     return Backtest(
         origins=origin_idx,
         origin_dates=np.array([_last_day(demand, o) for o in origin_idx], dtype="datetime64[D]"),
@@ -197,26 +248,54 @@ def backtest(
     )
 
 
-def level_figures(lv: LevelBacktest, rows: np.ndarray | None = None) -> dict[str, Any]:
-    """MASE (mean and median over scored series) and coverage per method, on ``rows``."""
+def level_figures(
+    lv: LevelBacktest, rows: np.ndarray | None = None, cells: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Per method on ``rows`` (n,) and ``cells`` (origins, n; e.g. a selection made at each
+    origin): MASE and the relative MAE against the seasonal naive (mean and median over scored
+    series), interval coverage, its randomised-PIT version (fair for counts), the shares at or
+    below the upper and at or above the lower bound, and buy90."""
     sel = np.ones(lv.ids.size, dtype=bool) if rows is None else rows
+    keep = np.ones(lv.eligible.shape, dtype=bool) if cells is None else cells
     figures: dict[str, Any] = {}
     y = lv.y[:, sel]
+    eligible = (lv.eligible & keep)[:, sel]
+    live_cells = (lv.live & keep)[:, sel]
+    naive = lv.mu["seasonal_naive"][:, sel]
+
+    def r4(v: float) -> float:
+        return round(float(v), 4)
+
     for method, mu in lv.mu.items():
-        mase, scored = mase_of(mu[:, sel], y, lv.scale[:, sel], lv.eligible[:, sel])
+        mase, scored = mase_of(mu[:, sel], y, lv.scale[:, sel], eligible)
+        rel, rel_scored = rel_mae_of(mu[:, sel], naive, y, eligible)
+        rel = rel[rel_scored]
         entry: dict[str, Any] = {
-            "mase": round(float(mase[scored].mean()), 4) if scored.any() else None,
-            "mase_median": round(float(np.median(mase[scored])), 4) if scored.any() else None,
+            "mase": r4(mase[scored].mean()) if scored.any() else None,
+            "mase_median": r4(np.median(mase[scored])) if scored.any() else None,
             "series_scored": int(scored.sum()),
+            "rel_mae": r4(rel.mean()) if rel.size else None,
+            "rel_mae_median": r4(np.median(rel)) if rel.size else None,
+            "rel_mae_gmean": r4(np.exp(np.log(np.maximum(rel, 1e-3)).mean())) if rel.size else None,
+            "rel_mae_series": int(rel.size),
         }
         if method in lv.bounds:
-            live = lv.live[:, sel][..., None] & np.isfinite(y)
+            live = live_cells[..., None] & np.isfinite(y)
+            up_cdf, low_cdf = (a[:, sel][live] for a in lv.cdf[method])
             for level, (lo, hi) in lv.bounds[method].items():
-                inside = (y >= lo[:, sel]) & (y <= hi[:, sel])
-                entry[f"coverage{int(round(level * 100))}"] = round(float(inside[live].mean()), 4)
+                pct = int(round(level * 100))
+                lo_s, hi_s = lo[:, sel][live], hi[:, sel][live]
+                obs = y[live]
+                entry[f"coverage{pct}"] = r4(((obs >= lo_s) & (obs <= hi_s)).mean())
+                q_lo, q_hi = (1 - level) / 2, (1 + level) / 2
+                entry[f"pit_coverage{pct}"] = r4(pit_share(up_cdf, low_cdf, q_lo, q_hi).mean())
+                entry[f"below_upper{pct}"] = r4((obs <= hi_s).mean())  # target ≥ q_hi
+                entry[f"above_lower{pct}"] = r4((obs >= lo_s).mean())  # target ≥ 1 − q_lo
             total = np.nansum(y, axis=-1)
-            ok = lv.live[:, sel]
-            entry["buy90"] = round(float((total <= lv.buy_upper[method][:, sel])[ok].mean()), 4)
+            ok = live_cells
+            entry["buy90"] = r4((total <= lv.buy_upper[method][:, sel])[ok].mean())
+            b_up, b_low = (a[:, sel][ok] for a in lv.buy_cdf[method])
+            entry["buy90_pit"] = r4(pit_share(b_up, b_low, 0.0, BUY_LEVEL).mean())
         figures[method] = entry
     return figures
 
@@ -251,6 +330,12 @@ def summarise(bt: Backtest, demand: WeeklyDemand, top_categories: int = 10) -> d
             "seasonal_naive_mase": f["seasonal_naive"]["mase"],
             "ridge_coverage80": f["ridge"]["coverage80"],
             "ridge_coverage90": f["ridge"]["coverage90"],
+            "ridge_rel_mae": f["ridge"]["rel_mae"],
+            f"{SERVED}_mase": f[SERVED]["mase"],
+            f"{SERVED}_rel_mae": f[SERVED]["rel_mae"],
+            f"{SERVED}_coverage80": f[SERVED]["coverage80"],
+            f"{SERVED}_pit_coverage80": f[SERVED]["pit_coverage80"],
+            "tsb_mase": f["tsb"]["mase"],
         }
     return {
         "origins": [str(d) for d in bt.origin_dates],
@@ -261,5 +346,13 @@ def summarise(bt: Backtest, demand: WeeklyDemand, top_categories: int = 10) -> d
         "items": level_figures(bt.items),
         "items_dense": level_figures(bt.items, dense),
         "dense_items": int(dense.sum()),
+        # chosen at each origin from the 52 weeks before it (no look at the weeks forecast)
+        "items_dense_at_origin": level_figures(bt.items, cells=bt.items.level >= 1.0),
         "sparsity": sparsity(demand),
+        "served": SERVED,
+        "ridge_weight": {
+            name: np.round(lv.weights.mean(axis=(0, 1)), 3).tolist()
+            for name, lv in (("categories", bt.categories), ("items", bt.items))
+            if lv.weights is not None
+        },
     }

@@ -18,9 +18,18 @@ Three ways to forecast a weekly series ``h = 1..8`` weeks after an origin week `
   Fourier terms of the target week of the year. Fitted by normal equations from per-week Gram
   matrices, so a rolling-origin backtest refits at each origin in milliseconds.
 
-Intervals: a negative binomial around each mean with a dispersion fitted to the same model's
-residuals over the last 52 origins before ``t`` (:mod:`lookalike.forecast.quantiles`), per
-horizon, and for the sum of the first ``H`` weeks (what ``lookalike forecast buy`` needs).
+- **ridge + TSB** (served): ``w·ridge + (1 − w)·TSB``. A series with at least half a year of
+  past origins takes the weight (grid of 0.05) with the smallest absolute error on its own
+  out-of-sample forecasts of the 52 origins before the forecast (every one of them made with
+  the ridge as it was fitted then, :func:`forecast_history`); a younger series takes the
+  weight, per horizon, with the smallest scaled error over all series.
+
+Intervals: a negative binomial around each mean with a dispersion fitted to the same method's
+out-of-sample residuals over the 52 origins before ``t`` (:mod:`lookalike.forecast.quantiles`),
+per horizon and per band of the mean, and for the sum of the first ``H`` weeks (what
+``lookalike forecast buy`` needs). The served blend's variance is then rescaled per series by
+the ratio of its past squared errors to the variance the bands gave it
+(:func:`calibrate_dispersion`), where that series' past carries enough variance to tell.
 """
 
 from __future__ import annotations
@@ -37,8 +46,13 @@ __all__ = [
     "HORIZON",
     "SEASON",
     "Fitted",
+    "History",
     "Panel",
+    "calibrate_dispersion",
+    "combination_weights",
     "fit_level",
+    "forecast_history",
+    "scaled_inv_k",
     "make_panel",
     "seasonal_naive",
 ]
@@ -51,6 +65,11 @@ EPS = 0.1  # added to every scale: a series with one review a year stays bounded
 RIDGE_LAMBDA = 1e-3  # per row; the intercept is not penalised
 TSB_ALPHA = 0.1  # size of a non-zero week
 TSB_BETA = 0.1  # probability of a non-zero week
+COMBINE_GRID = np.round(np.arange(0.0, 1.0001, 0.05), 2)  # weight of the ridge vs TSB
+OWN_WEIGHT_ORIGINS = 26  # past origins a series needs for a weight of its own
+CALIBRATE_MIN_VAR = 50.0  # expected variance (summed over past cells) to rescale a series
+CALIBRATE_RANGE = (0.5, 4.0)
+INV_K_FLOOR, INV_K_CEIL = 1e-4, 50.0
 FOURIER = 3
 FEATURES = (
     "intercept", "last", "last_but_one", "mean4", "mean13", "mean52", "same_weeks_last_year",
@@ -293,19 +312,136 @@ def apply_tables(mu: np.ndarray, weekly: np.ndarray, cum: np.ndarray) -> tuple[n
     return inv_k, cum_inv_k
 
 
-def fit_level(panel: Panel, origin: int, gram: GramCache, lam: float = RIDGE_LAMBDA) -> dict:
-    """Ridge and seasonal-naive forecasts made at ``origin`` for every series, with dispersion."""
-    beta = gram.fit(origin, lam)
+@dataclass
+class History:
+    """Every method's forecasts made at each origin in ``origins`` (out of sample).
+
+    The ridge's forecast at origin ``p`` uses coefficients fitted at ``p`` (targets known by
+    ``p`` only), so its residuals on later weeks are honest out-of-sample errors: what the
+    combination weights and the dispersion are fitted to.
+    """
+
+    origins: np.ndarray  # (m,) consecutive week indices
+    ridge: np.ndarray  # (m, n, HORIZON)
+    naive: np.ndarray
+    tsb: np.ndarray
+    betas: np.ndarray  # (m, HORIZON, F)
+
+    def rows(self, origins: np.ndarray) -> np.ndarray:
+        pos = np.asarray(origins, dtype=np.int64) - int(self.origins[0])
+        if pos.size and (pos.min() < 0 or pos.max() >= self.origins.size):
+            raise ValueError("origins outside the forecast history")
+        return pos
+
+
+def forecast_history(
+    panel: Panel, gram: GramCache, origins: np.ndarray, lam: float = RIDGE_LAMBDA, block: int = 26
+) -> History:
+    """The ridge (refitted at each origin), the seasonal naive and TSB at consecutive origins."""
+    origins = np.asarray(origins, dtype=np.int64)
+    m = origins.size
+    betas = np.stack([gram.fit(int(p), lam) for p in origins]) if m else np.zeros((0, HORIZON, 1))
+    ridge = np.zeros((m, panel.n, HORIZON))
+    for h in range(1, HORIZON + 1):
+        for start in range(0, m, block):
+            t = origins[start : start + block]
+            X, s, _ = features(panel, t, h)
+            b = betas[start : start + block, h - 1]
+            ridge[start : start + block, :, h - 1] = np.maximum(
+                s * np.einsum("mnf,mf->mn", X, b), 0.0
+            )
+    tsb = np.repeat(panel.tsb[:, origins].T[..., None], HORIZON, axis=-1)
+    return History(origins, ridge, naive_all(panel, origins), tsb, betas)
+
+
+def combination_weights(
+    ridge: np.ndarray, other: np.ndarray, y: np.ndarray, scale: np.ndarray, live: np.ndarray
+) -> np.ndarray:
+    """The weight ``w`` of ``w·ridge + (1 − w)·other`` per series and horizon, (n, HORIZON).
+
+    A series with at least :data:`OWN_WEIGHT_ORIGINS` past origins takes the weight (grid of
+    0.05, one for all horizons) with the smallest absolute error on its own past forecasts; the
+    others take, per horizon, the weight with the smallest mean scaled absolute error over all
+    series. ``ridge``, ``other``, ``y``: (m, n, HORIZON); ``scale``, ``live``: (m, n).
+    """
+    n = ridge.shape[1]
+    ok = live[..., None] & np.isfinite(y)
+    a = np.where(ok, y, 0.0)
+    denom = np.where(scale > 0, scale, 1.0)[..., None]
+    grid = COMBINE_GRID
+    per_series = np.zeros((grid.size, n))  # absolute error of each weight, per series
+    per_horizon = np.zeros((grid.size, HORIZON))  # scaled absolute error, per horizon
+    for j, g in enumerate(grid):
+        err = np.where(ok, np.abs(g * ridge + (1 - g) * other - a), 0.0)
+        per_series[j] = err.sum(axis=(0, 2))
+        per_horizon[j] = (err / denom).sum(axis=(0, 1))
+    cells = ok.sum(axis=(0, 1))
+    pooled = np.where(cells > 0, grid[np.argmin(per_horizon, axis=0)], 1.0)
+    own = grid[np.argmin(per_series, axis=0)]  # (n,); ties: the smallest weight
+    enough = live.sum(axis=0) >= OWN_WEIGHT_ORIGINS
+    return np.where(enough[:, None], own[:, None], pooled[None, :]) * np.ones((n, HORIZON))
+
+
+def calibrate_dispersion(
+    inv_k: np.ndarray, mu: np.ndarray, y: np.ndarray, live: np.ndarray
+) -> np.ndarray:
+    """Per-series variance ratio (observed squared error / the model's variance) of past
+    forecasts, (n,): 1 where the series' expected variance is under :data:`CALIBRATE_MIN_VAR`
+    (too little to tell), clipped to :data:`CALIBRATE_RANGE`. ``inv_k``, ``mu``, ``y``:
+    (m, n, HORIZON) with the band tables' 1/k; ``live``: (m, n)."""
+    ok = live[..., None] & np.isfinite(y) & np.isfinite(mu)
+    var = np.where(ok, mu + inv_k * mu**2, 0.0).sum(axis=(0, 2))
+    sq = np.where(ok, (np.where(ok, y, 0.0) - mu) ** 2, 0.0).sum(axis=(0, 2))
+    ratio = np.where(var >= CALIBRATE_MIN_VAR, sq / np.maximum(var, 1e-12), 1.0)
+    return np.clip(ratio, *CALIBRATE_RANGE)
+
+
+def scaled_inv_k(inv_k: np.ndarray, mu: np.ndarray, ratio: np.ndarray) -> np.ndarray:
+    """The 1/k that multiplies a forecast's variance ``mu + inv_k·mu²`` by ``ratio`` (n,)
+    (never below Poisson's: a count's variance is at least its mean)."""
+    r = ratio[:, None]
+    m = np.maximum(mu, 1e-9)
+    target = r * (m + inv_k * m**2)
+    return np.clip((target - m) / m**2, INV_K_FLOOR, INV_K_CEIL)
+
+
+def fit_level(
+    panel: Panel,
+    origin: int,
+    gram: GramCache,
+    lam: float = RIDGE_LAMBDA,
+    history: History | None = None,
+) -> dict:
+    """Forecasts made at ``origin`` for every series, with their dispersion: the ridge, the
+    seasonal naive and the served combination of the ridge with TSB.
+
+    The combination's weights and every method's dispersion are fitted on the forecasts made
+    at the ``DISPERSION_ORIGINS`` origins before ``origin − HORIZON`` (so that all their 8 weeks
+    are observed by ``origin``), each with the ridge as it was fitted then.
+    """
     past = np.arange(max(origin - HORIZON - DISPERSION_ORIGINS + 1, 0), origin - HORIZON + 1)
+    if history is None:
+        history = forecast_history(panel, gram, np.arange(past[0], origin + 1), lam)
+    pj, nj = history.rows(past), history.rows(np.array([origin]))[0]
     y_past = actuals(panel, past)
     live = (past[:, None] - panel.first[None, :]) >= 0
-    out: dict = {"beta": beta}
-    now = np.array([origin])
-    for name, mu_past, mu_now in (
-        ("ridge", predict(panel, beta, past), predict(panel, beta, now)[0]),
-        ("naive", naive_all(panel, past), naive_all(panel, now)[0]),
-    ):
+    weights = combination_weights(
+        history.ridge[pj], history.tsb[pj], y_past, scales(panel, past), live
+    )
+    out: dict = {"beta": history.betas[nj], "weights": weights}
+    combined = weights * history.ridge + (1 - weights) * history.tsb
+    methods = (("ridge", history.ridge), ("naive", history.naive), ("combined", combined))
+    for name, mu_all in methods:
+        mu_past, mu_now = mu_all[pj], mu_all[nj]
         weekly, cum = dispersion_tables(mu_past, y_past, live)
         inv_k, cum_inv_k = apply_tables(mu_now, weekly, cum)
+        if name == "combined":  # the served forecast: its intervals are calibrated per series
+            past_w, past_c = zip(*(apply_tables(m, weekly, cum) for m in mu_past), strict=True)
+            ratio = calibrate_dispersion(np.stack(past_w), mu_past, y_past, live)
+            cmu_past, cy_past = np.cumsum(mu_past, axis=-1), np.cumsum(y_past, axis=-1)
+            cum_ratio = calibrate_dispersion(np.stack(past_c), cmu_past, cy_past, live)
+            inv_k = scaled_inv_k(inv_k, mu_now, ratio)
+            cum_inv_k = scaled_inv_k(cum_inv_k, np.cumsum(mu_now, axis=-1), cum_ratio)
+            out["variance_ratio"], out["cum_variance_ratio"] = ratio, cum_ratio
         out[name] = Fitted(mu_now, inv_k, cum_inv_k, weekly, cum)
     return out
