@@ -81,16 +81,33 @@ def real_slice():
     return listings.take(rows).split(0.2, 0)
 
 
+@pytest.fixture(scope="module")
+def fitted(real_slice):
+    return fit_price_model(real_slice[0])
+
+
 def test_model_rows_on_a_real_slice(real_slice) -> None:
     train, test = real_slice
     ev = evaluate(train, test, split="seeded slice of rtr_dresses.csv")
     names = [r.name for r in ev.rows]
-    assert names == ["rule", "rule, floored", "ridge", "knn", "ridge + knn blend"]
+    assert names == [
+        "rule",
+        "rule, floored",
+        "ridge",
+        "knn",
+        "ridge + knn blend",
+        "gradient boosting",
+        "boosting + knn blend",
+    ]
     mape = {r.name: r.figures["mape"] for r in ev.rows}
     # the floor only removes error; the linear model beats the rule; the choice beats both
     assert mape["rule, floored"] < mape["rule"]
     assert mape["ridge"] < mape["rule, floored"]
     assert ev.chosen.figures["mape"] < mape["rule, floored"]
+    assert mape["gradient boosting"] < mape["rule, floored"]
+    # the chosen row is the one CV chose, and every CV candidate has its out-of-fold MAPE
+    assert set(ev.selection.cv_mape) == {"ridge", "knn", "blend", "gbm", "boost"}
+    assert ev.chosen.method == ev.selection.method
     assert ev.floor == train.rent.min() == 30.0
     # the floor's dresses are not all the figures: MAE above the floor is reported separately
     assert ev.test_above_floor < ev.test_rows
@@ -98,10 +115,10 @@ def test_model_rows_on_a_real_slice(real_slice) -> None:
     assert 0.6 <= ev.interval["coverage_on_test"] <= 0.95
 
 
-def test_every_suggestion_is_floored_and_inside_its_interval(real_slice) -> None:
-    train, test = real_slice
-    model, _ = fit_price_model(train)
-    for method in ("rule", "ridge", "knn", "blend"):
+def test_every_suggestion_is_floored_and_inside_its_interval(real_slice, fitted) -> None:
+    _, test = real_slice
+    model, _ = fitted
+    for method in ("rule", "ridge", "knn", "blend", "gbm", "boost"):
         out = model.suggest(test, method=method)
         assert np.all(out.price >= model.floor), method
         assert np.all(out.low <= out.price) and np.all(out.price <= out.high), method
@@ -112,12 +129,15 @@ def test_every_suggestion_is_floored_and_inside_its_interval(real_slice) -> None
     assert out.floor_applied[0] and out.price[0] == model.floor
 
 
-def test_saved_model_loads_and_answers_the_same(real_slice, tmp_path: Path) -> None:
+def test_saved_model_loads_and_answers_the_same(real_slice, fitted, tmp_path: Path) -> None:
     train, test = real_slice
-    model, _ = fit_price_model(train)
+    model, _ = fitted
     model.save(tmp_path / "m")
     loaded = PriceModel.load(tmp_path / "m")
-    np.testing.assert_allclose(loaded.suggest(test).price, model.suggest(test).price)
+    for method in ("ridge", "knn", "blend", "gbm", "boost"):
+        np.testing.assert_allclose(
+            loaded.suggest(test, method=method).price, model.suggest(test, method=method).price
+        )
     similar = loaded.similar(test.take([0]), 5)[0]
     assert len(similar) == 5 and similar == sorted(similar, key=lambda n: n.distance)
     # same brand weighted up: a brand with priced dresses gets its own brand's first

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -196,22 +196,23 @@ def _records(rentals: Rentals, start: int, stop: int, source: str, batch: str) -
     return out
 
 
-def _review(row: Any) -> RentalReview:
+_REVIEW_FIELDS = tuple(f.name for f in fields(RentalReview))
+_SIZE = _REVIEW_FIELDS.index("size")
+assert _REVIEW_FIELDS[-1] == "review_date"
+
+
+def _review(row: tuple[Any, ...]) -> RentalReview:
+    """A stored row, its columns in :data:`_REVIEW_FIELDS` order, as a review.
+
+    Positional on purpose: a busy item has thousands of reviews, and reading a SQLAlchemy row's
+    columns by name costs more than the database read itself.
+    """
+    size = row[_SIZE]
     return RentalReview(
-        user_id=row.user_id,
-        item_id=row.item_id,
-        fit=row.fit,
-        size=None if row.size is None or row.size < 0 else int(row.size),
-        weight_lbs=row.weight_lbs,
-        height_in=row.height_in,
-        bust_size_num=row.bust_size_num,
-        bust_size_letter=row.bust_size_letter,
-        body_type=row.body_type,
-        age=row.age,
-        category=row.category,
-        rented_for=row.rented_for,
-        rating=row.rating,
-        review_date=row.review_date.isoformat(),
+        *row[:_SIZE],
+        None if size is None or size < 0 else int(size),
+        *row[_SIZE + 1 : -1],
+        row[-1].isoformat(),
     )
 
 
@@ -322,14 +323,14 @@ class RentalStore:
             return []  # no stored id looks like this; asking PostgreSQL would be a driver error
         t = rentals_table
         query = (
-            select(*[c for c in t.c if c.name not in ("id", "source", "batch")])
+            select(*[t.c[name] for name in _REVIEW_FIELDS])
             .where(t.c.item_id == item_id)
             .order_by(t.c.review_date.desc(), t.c.id.desc())
         )
         if limit is not None:
             query = query.limit(limit)
         with _db_errors(), self._engine.connect() as conn:
-            return [_review(r) for r in conn.execute(query)]
+            return [_review(r) for r in conn.execute(query).tuples().all()]
 
     def has_item(self, item_id: str) -> bool:
         if "\x00" in item_id or len(item_id) > 64:

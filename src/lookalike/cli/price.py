@@ -34,7 +34,7 @@ DataOpt = Annotated[
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="seed of the random 80/20 split")]
 MethodOpt = Annotated[
-    str | None, typer.Option("--method", help="ridge | knn | blend (default: CV's choice)")
+    str | None, typer.Option("--method", help="ridge | knn | blend | boost (default: CV's choice)")
 ]
 
 

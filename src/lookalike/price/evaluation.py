@@ -7,6 +7,9 @@ Rows, in order (all but the first floored at the lowest training rent):
 3. ``ridge``: regularised linear model on log prices (alpha by CV);
 4. ``knn``: the nearest priced dresses' rent/retail ratio (k, brand weight by CV);
 5. ``ridge + knn blend``: weight and a MAPE calibration scale by CV;
+6. ``gradient boosting``: boosted trees on log rent, L1 weighted by 1/rent (fixed settings);
+7. ``boosting + knn blend``: its kNN weight and calibration scale by CV (rows 6–7 only when
+   LightGBM is installed);
 
 and which one CV chose (``chosen``). Figures per row: MAE, MAPE, MAE on the dresses whose rent is
 above the floor, the share of suggestions floored; the chosen row also reports how often the
@@ -48,7 +51,15 @@ ROWS = (
     ("ridge", "ridge", True, 1.0),
     ("knn", "knn", True, 1.0),
     ("ridge + knn blend", "blend", True, None),
+    ("gradient boosting", "gbm", True, 1.0),
+    ("boosting + knn blend", "boost", True, None),
 )
+CHOSEN_ROW = {
+    "ridge": "ridge",
+    "knn": "knn",
+    "blend": "ridge + knn blend",
+    "boost": "boosting + knn blend",
+}
 
 
 def default_data(shared: Path | None = None) -> Path:
@@ -136,9 +147,13 @@ def evaluate(
     """Fit on ``train`` (settings by CV on it), report every row on ``test``."""
     model, selection = fit_price_model(train, folds=folds, seed=seed, progress=progress)
     rows = []
-    chosen_name = {"ridge": "ridge", "knn": "knn", "blend": "ridge + knn blend"}[selection.method]
+    chosen_name = CHOSEN_ROW[selection.method]
     for name, method, floored, scale in ROWS:
-        raw = np.exp(model.log_raw(test, method)) * (selection.scale if scale is None else scale)
+        if method in ("gbm", "boost") and model.trees is None:
+            continue
+        raw = np.exp(model.log_raw(test, method)) * (
+            selection.scale_of(method) if scale is None else scale
+        )
         pred = np.maximum(raw, model.floor) if floored else raw
         rows.append(
             Row(name, method, row_figures(pred, test.rent, model.floor), name == chosen_name)

@@ -7,7 +7,10 @@ k-fold cross-validation on those dresses alone (never on a test file):
 - kNN ``k`` × brand-mismatch weight from :data:`KS` × :data:`BRAND_WEIGHTS`;
 - the blend weight (:data:`BLENDS`) and a MAPE calibration ``scale`` (:data:`SCALES`): a
   log-space model predicts a median, while MAPE's best answer sits a little lower;
-- the method: the lowest out-of-fold MAPE among ridge, kNN and the calibrated blend;
+- gradient-boosted trees (:mod:`lookalike.price.boost`, fixed settings), their kNN blend weight
+  and calibration scale (the same grids);
+- the method: the lowest out-of-fold MAPE among ridge, kNN, the calibrated blend and the
+  calibrated boosted trees (``boost``);
 - the interval: the 10th and 90th percentiles of the chosen model's out-of-fold
   log(actual / predicted) (an 80 % interval).
 """
@@ -21,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from lookalike.core.errors import InvalidInput
+from lookalike.price.boost import fit_boost
 from lookalike.price.listings import CATEGORICAL, Listings
 from lookalike.price.model import FeatureSpace, PriceModel
 
@@ -66,6 +70,13 @@ class Selection:
     folds: int
     seed: int
     cv_mape: dict[str, float] = field(default_factory=dict)
+    boost_knn: float = 0.0
+    boost_scale: float = 1.0
+    boost: str = "fitted"  # or why it was not ("LightGBM is not installed")
+
+    def scale_of(self, method: str) -> float:
+        """The calibration scale ``method`` is served with (1.0 for an uncalibrated one)."""
+        return {"blend": self.scale, "boost": self.boost_scale}.get(method, 1.0)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +88,9 @@ class Selection:
             "method": self.method,
             "folds": self.folds,
             "seed": self.seed,
+            "boost_knn": self.boost_knn,
+            "boost_scale": self.boost_scale,
+            "boost": self.boost,
             "cv_mape": {k: round(v, 5) for k, v in self.cv_mape.items()},
         }
 
@@ -166,11 +180,14 @@ def fit_price_model(
     folds: int = 5,
     seed: int = 0,
     method: str | None = None,
+    boost: bool = True,
     progress: Progress | None = None,
 ) -> tuple[PriceModel, Selection]:
     """Choose settings by ``folds``-fold CV on ``train``, then fit on all of it.
 
-    ``method``: force one (``ridge``, ``knn``, ``blend``) instead of the CV's choice.
+    ``method``: force one (``ridge``, ``knn``, ``blend``, ``boost``) instead of the CV's choice.
+    ``boost=False`` leaves the boosted trees out (they are also left out, with the reason in
+    ``Selection.boost``, when LightGBM is not installed).
     """
     say = progress or (lambda _msg: None)
     n = len(train)
@@ -180,6 +197,13 @@ def fit_price_model(
     y = train.rent
     oof_ridge = {a: np.zeros(n) for a in ALPHAS}
     oof_knn = {(kk, bw): np.zeros(n) for kk in KS for bw in BRAND_WEIGHTS}
+    oof_gbm = np.zeros(n)
+    boost_note = "fitted" if boost else "left out (boost=False)"
+    if boost:
+        try:
+            import lightgbm  # noqa: F401  (training extra)
+        except ImportError:
+            boost_note = "left out: LightGBM is not installed (pip install -e '.[build]')"
     parts = _folds(n, folds, seed)
     for i, held in enumerate(parts):
         fit_rows = np.setdiff1d(np.arange(n), held)
@@ -192,6 +216,9 @@ def fit_price_model(
             for bw in BRAND_WEIGHTS:
                 m.k, m.brand_weight = kk, bw
                 oof_knn[(kk, bw)][held] = m.log_knn(z, outer)
+        if boost_note == "fitted":
+            features, trees = fit_boost(inner, seed=seed)
+            oof_gbm[held] = trees.predict(features.matrix(outer))
         say(f"cross-validation fold {i + 1}/{folds}")
     alpha = min(ALPHAS, key=lambda a: _floored_mape(oof_ridge[a], y, floor, 1.0))
     k, bw = min(oof_knn, key=lambda key: _floored_mape(oof_knn[key], y, floor, 1.0))
@@ -201,20 +228,39 @@ def fit_price_model(
         key=lambda wc: _floored_mape((1 - wc[0]) * ridge + wc[0] * knn, y, floor, wc[1]),
     )
     oof_blend = (1 - blend) * ridge + blend * knn
+    oofs = {"ridge": ridge, "knn": knn, "blend": oof_blend}
     cv = {
         "ridge": _floored_mape(ridge, y, floor, 1.0),
         "knn": _floored_mape(knn, y, floor, 1.0),
         "blend": _floored_mape(oof_blend, y, floor, scale),
     }
-    chosen = method or min(cv, key=lambda name: cv[name])
+    boost_knn, boost_scale = 0.0, 1.0
+    if boost_note == "fitted":
+        boost_knn, boost_scale = min(
+            ((w, c) for w in BLENDS for c in SCALES),
+            key=lambda wc: _floored_mape((1 - wc[0]) * oof_gbm + wc[0] * knn, y, floor, wc[1]),
+        )
+        oofs["gbm"] = oof_gbm
+        oofs["boost"] = (1 - boost_knn) * oof_gbm + boost_knn * knn
+        cv["gbm"] = _floored_mape(oof_gbm, y, floor, 1.0)
+        cv["boost"] = _floored_mape(oofs["boost"], y, floor, boost_scale)
+    candidates = [name for name in cv if name != "gbm"]  # gbm is boost with no kNN share
+    chosen = method or min(candidates, key=lambda name: cv[name])
     if chosen not in cv:
         raise InvalidInput(f"unknown price method {chosen!r} (known: {', '.join(cv)})")
-    chosen_scale = scale if chosen == "blend" else 1.0
-    oof = {"ridge": ridge, "knn": knn, "blend": oof_blend}[chosen] + np.log(chosen_scale)
-    residual = np.log(y) - oof
-    model = fit_parts(
-        train, alpha=alpha, k=k, brand_weight=bw, blend=blend, scale=chosen_scale, method=chosen
+    selection = Selection(
+        alpha, k, bw, blend, scale, chosen, folds, seed, cv, boost_knn, boost_scale, boost_note
     )
+    chosen_scale = selection.scale_of(chosen)
+    residual = np.log(y) - (oofs[chosen] + np.log(chosen_scale))
+    model = fit_parts(
+        train, alpha=alpha, k=k, brand_weight=bw, blend=blend, scale=chosen_scale, method="ridge"
+    )
+    if boost_note == "fitted":
+        say("fitting the boosted trees on every training dress")
+        model.boost_features, model.trees = fit_boost(train, seed=seed)
+        model.boost_knn = boost_knn
+    model.method = chosen
     model.interval = (
         float(np.quantile(residual, INTERVAL[0])),
         float(np.quantile(residual, INTERVAL[1])),
@@ -225,7 +271,6 @@ def fit_price_model(
         float(np.quantile(rule_residual, INTERVAL[0])),
         float(np.quantile(rule_residual, INTERVAL[1])),
     )
-    selection = Selection(alpha, k, bw, blend, scale, chosen, folds, seed, cv)
     model.facts = {"selection": selection.to_dict(), "train_rows": n}
     say(f"chose {chosen} (CV MAPE {cv[chosen]:.4f})")
     return model, selection

@@ -131,6 +131,19 @@ class Listings:
     def has_rent(self) -> bool:
         return bool(len(self)) and bool(np.all(np.isfinite(self.rent)))
 
+    def category_blocks(self, vocabulary: Mapping[str, list[str]]) -> list[np.ndarray]:
+        """One-hot (n, len(vocabulary[k])) per length / sleeves / neckline; unseen values: 0s."""
+        blocks = []
+        for k in CATEGORICAL:
+            index = {v: j for j, v in enumerate(vocabulary[k])}
+            block = np.zeros((len(self), len(index)))
+            for i, v in enumerate(self.cats[k]):
+                j = index.get(v)
+                if j is not None:
+                    block[i, j] = 1.0
+            blocks.append(block)
+        return blocks
+
     def take(self, rows: Iterable[int] | np.ndarray) -> Listings:
         idx = np.asarray(list(rows) if not isinstance(rows, np.ndarray) else rows, dtype=np.int64)
         return Listings(

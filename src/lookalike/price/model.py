@@ -6,13 +6,15 @@ read by :meth:`PriceModel.load`; no pickle):
 - ``model.json``: the method, the floor, the rule-of-thumb ratio, the feature vocabulary
   (brands kept, categories), blend weight, scale and interval quantiles;
 - ``arrays.npz``: the ridge coefficients, the standardisation and the priced training dresses
-  the neighbours come from (their feature rows, brand, retail and rental price).
+  the neighbours come from (their feature rows, brand, retail and rental price), and the boosted
+  trees as flat arrays when the model has them (``boost_*``).
 
 Methods (``method``): ``rule`` (median rent/retail × retail), ``ridge`` (ridge regression on log
 rent over :class:`FeatureSpace`), ``knn`` (log retail + the weighted mean log rent/retail of the
 k nearest priced dresses, a brand mismatch costing ``brand_weight``²), ``blend``
-(``(1 - w)·ridge + w·knn`` in log space). Every prediction is multiplied by ``scale`` and then
-floored at ``floor`` (the lowest rental price seen in training).
+(``(1 - w)·ridge + w·knn`` in log space), ``gbm`` (gradient-boosted trees on log rent,
+:mod:`lookalike.price.boost`), ``boost`` (``(1 - v)·gbm + v·knn``). Every prediction is
+multiplied by ``scale`` and then floored at ``floor`` (the lowest rental price seen in training).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from lookalike.core.errors import IntegrityError, InvalidInput
+from lookalike.price.boost import BoostFeatures, Trees
 from lookalike.price.listings import CATEGORICAL, FABRICS, Listings
 
 __all__ = [
@@ -39,7 +42,7 @@ __all__ = [
 
 MODEL_FILE = "model.json"
 ARRAYS_FILE = "arrays.npz"
-METHODS = ("rule", "ridge", "knn", "blend")
+METHODS = ("rule", "ridge", "knn", "blend", "gbm", "boost")
 OTHER_BRAND = "(other brands)"
 FORMAT = 1
 
@@ -89,14 +92,7 @@ class FeatureSpace:
         for i, b in enumerate(listings.brand):
             brand[i, brand_index.get(b, len(self.brands))] = 1.0
         blocks = [numeric, brand]
-        for k in CATEGORICAL:
-            index = {v: j for j, v in enumerate(self.cats[k])}
-            block = np.zeros((n, len(index)))
-            for i, v in enumerate(listings.cats[k]):
-                j = index.get(v)
-                if j is not None:
-                    block[i, j] = 1.0
-            blocks.append(block)
+        blocks += listings.category_blocks(self.cats)
         return np.hstack(blocks)
 
     def to_dict(self) -> dict[str, Any]:
@@ -176,6 +172,10 @@ class PriceModel:
     interval: tuple[float, float] = (0.0, 0.0)
     interval_level: float = 0.8
     rule_interval: tuple[float, float] = (0.0, 0.0)
+    # gradient-boosted trees (None in a model fitted without them) and the kNN share in "boost"
+    boost_features: BoostFeatures | None = None
+    trees: Trees | None = None
+    boost_knn: float = 0.0
     facts: dict[str, Any] = field(default_factory=dict)
     _codes: tuple[dict[str, int], np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = field(
         default=None, init=False, repr=False, compare=False
@@ -226,12 +226,24 @@ class PriceModel:
         w = 1.0 / (1.0 + dist)
         return np.log(listings.retail) + (log_ratio * w).sum(1) / w.sum(1)
 
+    def log_gbm(self, listings: Listings) -> np.ndarray:
+        if self.boost_features is None or self.trees is None:
+            raise InvalidInput("this price model was fitted without boosted trees")
+        return self.trees.predict(self.boost_features.matrix(listings))
+
     def log_raw(self, listings: Listings, method: str | None = None) -> np.ndarray:
         """Log of the unfloored, unscaled prediction of ``method`` (default: the model's)."""
         method = method or self.method
         if method == "rule":
             return np.log(self.ratio * listings.retail)
+        if method == "gbm":
+            return self.log_gbm(listings)
         z = self._z(self.space.matrix(listings))
+        if method == "boost":
+            gbm = self.log_gbm(listings)
+            if self.boost_knn == 0.0:
+                return gbm
+            return (1.0 - self.boost_knn) * gbm + self.boost_knn * self.log_knn(z, listings)
         if method == "ridge":
             return self.log_ridge(z)
         if method == "knn":
@@ -314,6 +326,11 @@ class PriceModel:
             "interval": list(self.interval),
             "interval_level": self.interval_level,
             "rule_interval": list(self.rule_interval),
+            "boost_features": None
+            if self.boost_features is None
+            else self.boost_features.to_dict(),
+            "boost_depth": None if self.trees is None else self.trees.depth,
+            "boost_knn": self.boost_knn,
             "train_brand": self.train_brand,
             "train_description": self.train_description,
             "train_length": self.train_length,
@@ -329,6 +346,7 @@ class PriceModel:
             train_z=self.train_z,
             train_retail=self.train_retail,
             train_rent=self.train_rent,
+            **({} if self.trees is None else self.trees.arrays()),
         )
         return [folder / MODEL_FILE, folder / ARRAYS_FILE]
 
@@ -347,7 +365,12 @@ class PriceModel:
         doc = _read_doc(folder)
         try:
             with np.load(folder / ARRAYS_FILE, allow_pickle=False) as z:
-                arrays = {k: np.asarray(z[k], dtype=np.float64) for k in z.files}
+                arrays = {k: np.asarray(z[k]) for k in z.files}
+            trees = None
+            if doc.get("boost_depth") is not None:
+                trees = Trees.from_arrays(arrays, int(doc["boost_depth"]))
+            arrays = {k: v.astype(np.float64) for k, v in arrays.items()}
+            boost = doc.get("boost_features")
             model = cls(
                 method=str(doc["method"]),
                 space=FeatureSpace.from_dict(doc["space"]),
@@ -371,6 +394,9 @@ class PriceModel:
                 interval=(float(doc["interval"][0]), float(doc["interval"][1])),
                 interval_level=float(doc["interval_level"]),
                 rule_interval=(float(doc["rule_interval"][0]), float(doc["rule_interval"][1])),
+                boost_features=None if boost is None else BoostFeatures.from_dict(boost),
+                trees=trees,
+                boost_knn=float(doc.get("boost_knn", 0.0)),
                 facts=dict(doc.get("facts", {})),
             )
         except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
@@ -385,6 +411,15 @@ class PriceModel:
         problems = []
         if self.method not in METHODS:
             problems.append(f"unknown method {self.method!r}")
+        if self.method in ("gbm", "boost") and (self.trees is None or self.boost_features is None):
+            problems.append(f"method {self.method} needs boosted trees and the model has none")
+        if self.trees is not None and self.boost_features is not None:
+            try:
+                self.trees.validate(len(self.boost_features.names))
+            except IntegrityError as exc:
+                problems.append(str(exc))
+        if not 0.0 <= self.boost_knn <= 1.0:
+            problems.append(f"boost_knn {self.boost_knn} outside 0–1")
         for name, arr, shape in (
             ("mean", self.mean, (d,)),
             ("std", self.std, (d,)),
