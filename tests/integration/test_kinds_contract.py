@@ -28,7 +28,15 @@ from test_recs_serving import bad_recs_version, good_recs_version
 
 from lookalike.catalog import CatalogStore
 from lookalike.core.settings import Settings
-from lookalike.lifecycle import Kind, LoadContext, ProductSlot, StepPools, promote, rollback
+from lookalike.lifecycle import (
+    Kind,
+    LoadContext,
+    ProductSlot,
+    SingleModelKind,
+    StepPools,
+    promote,
+    rollback,
+)
 from lookalike.registry import Ref, Registry
 from lookalike.serve.products import default_kinds
 
@@ -200,6 +208,21 @@ def _contract(kind: Kind, catalog: CatalogStore) -> None:
         refused = promote(kind, role, BAD[kind.product](kind, role))
         assert refused.status == "refused" and refused.failed_checks
         assert registry.aliases(name)["production"] == before
+
+        # -- an artifact that does not load stops its checks: the rest say so, none is skipped
+        if isinstance(kind, SingleModelKind):
+            broken = GOOD[kind.product](kind, role)
+            for path in registry.path(broken).rglob("*"):
+                if path.is_file() and path.name != "manifest.json":
+                    path.write_bytes(b"not an artifact")
+            report = kind.check(role, broken)
+            assert [r.name for r in report.results] == list(kind.check_names[role])
+            assert not report.get("load").passed, report.get("load").message
+            later = report.results[[r.name for r in report.results].index("load") + 1 :]
+            assert later and all(
+                not r.passed and r.message.startswith("not run:") for r in later
+            ), [(r.name, r.message) for r in later]
+            assert registry.manifest(broken)["checks"]["passed"] is False
 
     # -- a good candidate of the release's anchor roles goes through the one promote path
     for role in kind.roles:  # search: model, then the index built with it (the release moves)

@@ -20,6 +20,7 @@ latency            one item and one category answer, p95 ≤ ``LATENCY_P95_MS``
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -35,15 +36,18 @@ from lookalike.forecast.tables import (
     read_meta,
 )
 from lookalike.lifecycle import (
+    CheckStop,
     LoadContext,
     MetricGate,
     Release,
     SingleModelKind,
     StepPools,
     latency_check,
+    load_failed,
+    output_result,
 )
 from lookalike.registry import Ref, Registry
-from lookalike.registry.checks import CheckReport, CheckResult, check_checksums, record_report
+from lookalike.registry.checks import CheckResult
 
 __all__ = [
     "ARTIFACT_NAME",
@@ -119,18 +123,13 @@ class ForecastKind(SingleModelKind):
         return GATES
 
     # -- checks ----------------------------------------------------------------------------------
-    def check(self, role: str, ref: Ref, **options: Any) -> CheckReport:
-        registry = self.registry(role)
-        resolved = registry.resolve(Ref.parse(str(ref), default_version="latest"))
-        report = CheckReport(str(resolved))
-        report.add(check_checksums(registry, resolved))
-        folder = registry.path(resolved)
+    def check_steps(self, registry: Registry, ref: Ref, **options: Any) -> Iterator[CheckResult]:
+        folder = registry.path(ref)
         try:
             meta = read_meta(folder)
             series = ForecastSeries.load(folder)
         except LookalikeError as exc:
-            report.add(CheckResult("load", False, {}, exc.message))
-            return self.finish(registry, report, "the forecast did not load")
+            raise CheckStop("the forecast did not load", load_failed(exc)) from exc
         sizes = {"items": series.item_ids.size, "categories": series.categories.size}
         problems = []
         for method, file in METHOD_FILES.items():
@@ -139,49 +138,35 @@ class ForecastKind(SingleModelKind):
                                        len(meta["levels"]))  # fmt: skip
             except LookalikeError as exc:
                 problems.append(f"{method}: {exc.message}")
-        report.add(
-            CheckResult(
-                "load",
-                True,
-                {**sizes, "trained_until": meta["trained_until"]},
-                f"{sizes['items']} items, {sizes['categories']} categories, "
-                f"trained until {meta['trained_until']}",
-            )
+        yield CheckResult(
+            "load",
+            True,
+            {**sizes, "trained_until": meta["trained_until"]},
+            f"{sizes['items']} items, {sizes['categories']} categories, "
+            f"trained until {meta['trained_until']}",
         )
-        report.add(
-            CheckResult(
-                "output",
-                not problems,
-                {"methods": list(METHOD_FILES)},
-                "; ".join(problems)
-                or "ridge and naive: finite, non-negative, lower ≤ upper, cumulative bounds grow",
-            )
+        yield output_result(
+            problems,
+            {"methods": list(METHOD_FILES)},
+            "ridge and naive: finite, non-negative, lower ≤ upper, cumulative bounds grow",
         )
-        if problems:
-            return self.finish(registry, report, "the output check failed")
         try:
             candidate = _read_backtest(folder)
         except (OSError, ValueError, KeyError) as exc:
-            return self.finish(
-                registry, report, f"{BACKTEST_FILE} cannot be read: {short_reason(exc)}"
-            )
+            raise CheckStop(f"{BACKTEST_FILE} cannot be read: {short_reason(exc)}") from exc
         for gate in GATES:
             level = LEVEL_OF_GATE[gate.check]
-            report.add(
-                self.metric_check(
-                    registry,
-                    resolved,
-                    backtest_mase(candidate, level),
-                    lambda prod, level=level: backtest_mase(
-                        candidate, level, _read_backtest(registry.path(prod))
-                    ),
-                    source=f"rolling-origin backtest ({level})",
-                    gate=gate,
-                )
+            yield self.metric_check(
+                registry,
+                ref,
+                backtest_mase(candidate, level),
+                lambda prod, level=level: backtest_mase(
+                    candidate, level, _read_backtest(registry.path(prod))
+                ),
+                source=f"rolling-origin backtest ({level})",
+                gate=gate,
             )
-        report.add(self._latency(registry, resolved, folder))
-        record_report(registry, report)
-        return report
+        yield self._latency(registry, ref, folder)
 
     def _latency(self, registry: Registry, ref: Ref, folder: Path) -> CheckResult:
         release = Release(self.product, "candidate", {"model": ref})

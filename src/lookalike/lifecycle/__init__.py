@@ -13,10 +13,18 @@ from lookalike.lifecycle.fallback import Chain, FallbackHook, Step, StepFailed, 
 from lookalike.lifecycle.kinds import Generation, Kind, KindRegistry, LoadContext, Release
 from lookalike.lifecycle.promote import PromoteOutcome, RollbackOutcome, promote, rollback
 from lookalike.lifecycle.serving import ProductSlot
-from lookalike.lifecycle.single import SingleModelKind, latency_check
+from lookalike.lifecycle.single import (
+    CheckStop,
+    SingleModelKind,
+    latency_check,
+    load_failed,
+    output_result,
+    problems_of,
+)
 
 __all__ = [
     "Chain",
+    "CheckStop",
     "FallbackHook",
     "Generation",
     "Kind",
@@ -33,6 +41,9 @@ __all__ = [
     "StepPools",
     "against_production",
     "latency_check",
+    "load_failed",
+    "output_result",
+    "problems_of",
     "promote",
     "rollback",
 ]

@@ -6,8 +6,12 @@ output check and metric are, and how long one answer takes; what is the same is 
 once:
 
 - the registry and the artifact name of the one role;
+- :meth:`SingleModelKind.check`: resolve the ref, verify checksums, then run the kind's
+  :meth:`~SingleModelKind.check_steps` (a generator of results: load, output, metric, latency),
+  stopping at a failed ``load`` or ``output`` or at a :class:`CheckStop`;
 - :meth:`SingleModelKind.finish`: a report that stopped early still names every check (the
   ones not run fail with the reason), and is recorded in the manifest;
+- :func:`load_failed` and :func:`output_result`: the load and output results every kind writes;
 - :meth:`SingleModelKind.metric_check`: the candidate's metric against production's on the same
   held-out data, through :func:`lookalike.lifecycle.checks.against_production` (the candidate
   compared with itself when it is production; a production that cannot be evaluated never blocks
@@ -22,7 +26,7 @@ once:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 from lookalike.core.errors import InvalidInput, LookalikeError, NotFound, Unavailable, short_reason
@@ -30,11 +34,57 @@ from lookalike.lifecycle.checks import MetricGate, against_production
 from lookalike.lifecycle.fallback import Chain, FallbackHook
 from lookalike.lifecycle.kinds import Kind, Release
 from lookalike.registry import Ref, Registry
-from lookalike.registry.checks import CheckReport, CheckResult, latency_figures, record_report
+from lookalike.registry.checks import (
+    CheckReport,
+    CheckResult,
+    check_checksums,
+    latency_figures,
+    record_report,
+)
 
-__all__ = ["ChainedGeneration", "SingleModelKind", "Unbuilt", "latency_check"]
+__all__ = [
+    "ChainedGeneration",
+    "CheckStop",
+    "SingleModelKind",
+    "Unbuilt",
+    "latency_check",
+    "load_failed",
+    "output_result",
+    "problems_of",
+]
 
 ROLE = "model"
+# A failed one of these stops the checks: nothing after them can be measured.
+STOPPING = {"load": "the model did not load", "output": "the output check failed"}
+
+
+class CheckStop(Exception):  # noqa: N818 - a control signal of check_steps, not an error
+    """Raised by ``check_steps``: stop the checks here, the ones not run failing with ``why``;
+    ``result`` (a failed check), when given, is added first."""
+
+    def __init__(self, why: str, result: CheckResult | None = None) -> None:
+        super().__init__(why)
+        self.why = why
+        self.result = result
+
+
+def load_failed(exc: BaseException) -> CheckResult:
+    """The failed ``load`` result of an artifact that raised ``exc`` while loading."""
+    why = exc.message if isinstance(exc, LookalikeError) else short_reason(exc, 200)
+    return CheckResult("load", False, {}, why)
+
+
+def output_result(problems: list[str], figures: dict[str, Any], passed_msg: str) -> CheckResult:
+    """The ``output`` result: passed when there are no ``problems`` (the first five shown)."""
+    return CheckResult("output", not problems, figures, "; ".join(problems[:5]) or passed_msg)
+
+
+def problems_of(answer: Callable[[], list[str]], what: str) -> list[str]:
+    """``answer()``'s problems; an answer that raises is itself the problem."""
+    try:
+        return answer()
+    except Exception as exc:  # noqa: BLE001 - a model that raises fails its output check
+        return [f"{what} failed: {short_reason(exc)}"]
 
 
 def latency_check(
@@ -71,6 +121,27 @@ class SingleModelKind(Kind):
         return self.artifact
 
     # -- checks ----------------------------------------------------------------------------------
+    def check(self, role: str, ref: Ref, **options: Any) -> CheckReport:
+        registry = self.registry(role)
+        resolved = registry.resolve(Ref.parse(str(ref), default_version="latest"))
+        report = CheckReport(str(resolved))
+        report.add(check_checksums(registry, resolved))
+        try:
+            for result in self.check_steps(registry, resolved, **options):
+                report.add(result)
+                if not result.passed and result.name in STOPPING:
+                    return self.finish(registry, report, STOPPING[result.name])
+        except CheckStop as stop:
+            if stop.result is not None:
+                report.add(stop.result)
+            return self.finish(registry, report, stop.why)
+        record_report(registry, report)
+        return report
+
+    def check_steps(self, registry: Registry, ref: Ref, **options: Any) -> Iterator[CheckResult]:
+        """The kind's checks after the checksums, in order (see :meth:`check`)."""
+        raise NotImplementedError
+
     def finish(self, registry: Registry, report: CheckReport, why: str) -> CheckReport:
         """Fail every check not yet in ``report`` ("not run: why") and record the report."""
         done = {r.name for r in report.results}

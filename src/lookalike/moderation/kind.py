@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -33,7 +33,14 @@ from PIL import Image
 from lookalike.core.errors import IntegrityError, LookalikeError, short_reason
 from lookalike.core.images import load_image_file
 from lookalike.lifecycle import Chain, LoadContext, MetricGate, Release, Step
-from lookalike.lifecycle.single import ChainedGeneration, SingleModelKind, Unbuilt, latency_check
+from lookalike.lifecycle.single import (
+    ChainedGeneration,
+    SingleModelKind,
+    Unbuilt,
+    latency_check,
+    load_failed,
+    output_result,
+)
 from lookalike.moderation.evaluation import precision_at_recall
 from lookalike.moderation.features import stack_blocks
 from lookalike.moderation.prefilter import (
@@ -47,7 +54,7 @@ from lookalike.moderation.prefilter import (
     SendToHumans,
 )
 from lookalike.registry import Ref, Registry
-from lookalike.registry.checks import CheckReport, CheckResult, check_checksums, record_report
+from lookalike.registry.checks import CheckResult
 
 __all__ = [
     "ARTIFACT_NAME",
@@ -122,15 +129,11 @@ class PrefilterKind(SingleModelKind):
     def metric_gates(self, role: str) -> tuple[MetricGate, ...]:
         return (MetricGate(METRIC, higher_is_better=True, tolerance=TOLERANCE),)
 
-    def check(self, role: str, ref: Ref, **options: Any) -> CheckReport:
-        registry = self.registry(role)
-        resolved = registry.resolve(Ref.parse(str(ref), default_version="latest"))
-        report = CheckReport(str(resolved))
-        report.add(check_checksums(registry, resolved))
-        folder = registry.path(resolved)
-        manifest = registry.manifest(resolved)
+    def check_steps(self, registry: Registry, ref: Ref, **options: Any) -> Iterator[CheckResult]:
+        folder = registry.path(ref)
+        manifest = registry.manifest(ref)
         try:
-            scorer = Scorer(folder, manifest, resolved.version)
+            scorer = Scorer(folder, manifest, ref.version)
             blocks, y, paths = read_holdout(folder)
             width = stack_blocks(blocks, scorer.classifier.blocks).shape[1]
             if width != scorer.classifier.dim:
@@ -138,15 +141,12 @@ class PrefilterKind(SingleModelKind):
                     f"features are {width} wide, classifier {scorer.classifier.dim}"
                 )
         except (LookalikeError, KeyError, OSError) as exc:
-            msg = exc.message if isinstance(exc, LookalikeError) else short_reason(exc)
-            report.add(CheckResult("load", False, {}, msg))
-            return self.finish(registry, report, "the model did not load")
+            yield load_failed(exc)
+            return
         clf = scorer.classifier
-        report.add(
-            CheckResult(
-                "load", True, {"blocks": list(clf.blocks), "features": clf.dim},
-                f"logistic regression over {'+'.join(clf.blocks)} ({clf.dim} features)",
-            )
+        yield CheckResult(
+            "load", True, {"blocks": list(clf.blocks), "features": clf.dim},
+            f"logistic regression over {'+'.join(clf.blocks)} ({clf.dim} features)",
         )  # fmt: skip
         scores = clf.score(stack_blocks(blocks, clf.blocks))
         problems = []
@@ -154,24 +154,16 @@ class PrefilterKind(SingleModelKind):
             problems.append("scores outside [0, 1] or not finite")
         if len(set(y.tolist())) < 2:
             problems.append("the held-out photos need both labels")
-        report.add(
-            CheckResult(
-                "output", not problems, {"photos": len(y), "positives": int(y.sum())},
-                "; ".join(problems) or f"{len(y)} held-out photos: finite scores in [0, 1]",
-            )
+        yield output_result(
+            problems, {"photos": len(y), "positives": int(y.sum())},
+            f"{len(y)} held-out photos: finite scores in [0, 1]",
         )  # fmt: skip
-        if problems:
-            return self.finish(registry, report, "the output check failed")
-        report.add(
-            self.metric_check(
-                registry, resolved, precision_at_recall(scores, y, clf.recall_target),
-                lambda prod: holdout_precision(registry, prod, resolved, blocks, y, paths),
-                source=f"{len(y)} held-out photos, recall target {clf.recall_target:g}",
-            )
+        yield self.metric_check(
+            registry, ref, precision_at_recall(scores, y, clf.recall_target),
+            lambda prod: holdout_precision(registry, prod, ref, blocks, y, paths),
+            source=f"{len(y)} held-out photos, recall target {clf.recall_target:g}",
         )  # fmt: skip
-        report.add(self._latency(scorer, paths))
-        record_report(registry, report)
-        return report
+        yield self._latency(scorer, paths)
 
     def _latency(self, scorer: Scorer, paths: Sequence[Path]) -> CheckResult:
         images: list[Image.Image] = []

@@ -18,19 +18,27 @@ latency    one dress priced with its 5 neighbours, p95 ≤ ``LATENCY_P95_MS``
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from lookalike.core.errors import LookalikeError, short_reason
+from lookalike.core.errors import LookalikeError
 from lookalike.lifecycle import LoadContext, MetricGate, Release
-from lookalike.lifecycle.single import SingleModelKind, latency_check
+from lookalike.lifecycle.single import (
+    CheckStop,
+    SingleModelKind,
+    latency_check,
+    load_failed,
+    output_result,
+    problems_of,
+)
 from lookalike.price.listings import Listings, read_listings
 from lookalike.price.model import PriceModel
 from lookalike.price.served import BUILD_FIX, PriceGeneration, UnbuiltPrice, check_output
 from lookalike.registry import Ref, Registry
-from lookalike.registry.checks import CheckReport, CheckResult, check_checksums, record_report
+from lookalike.registry.checks import CheckResult
 
 __all__ = [
     "ARTIFACT_NAME",
@@ -66,55 +74,37 @@ class PriceKind(SingleModelKind):
         return (MetricGate("mape", higher_is_better=False, tolerance=TOLERANCE),)
 
     # -- checks ----------------------------------------------------------------------------------
-    def check(self, role: str, ref: Ref, **options: Any) -> CheckReport:
-        registry = self.registry(role)
-        resolved = registry.resolve(Ref.parse(str(ref), default_version="latest"))
-        report = CheckReport(str(resolved))
-        report.add(check_checksums(registry, resolved))
-        folder = registry.path(resolved)
+    def check_steps(self, registry: Registry, ref: Ref, **options: Any) -> Iterator[CheckResult]:
+        folder = registry.path(ref)
         try:
             model = PriceModel.load(folder)
         except LookalikeError as exc:
-            report.add(CheckResult("load", False, {}, exc.message))
-            return self.finish(registry, report, "the model did not load")
-        report.add(
-            CheckResult(
-                "load",
-                True,
-                {
-                    "method": model.method,
-                    "features": len(model.space.names),
-                    "neighbours": len(model.train_brand),
-                    "floor": model.floor,
-                },
-                f"{model.method} over {len(model.space.names)} features, floor ${model.floor:g}",
-            )
+            yield load_failed(exc)
+            return
+        yield CheckResult(
+            "load",
+            True,
+            {
+                "method": model.method,
+                "features": len(model.space.names),
+                "neighbours": len(model.train_brand),
+                "floor": model.floor,
+            },
+            f"{model.method} over {len(model.space.names)} features, floor ${model.floor:g}",
         )
         holdout_path = options.get("holdout") or folder / HOLDOUT_FILE
         try:
             holdout, _ = read_listings(Path(holdout_path))
         except LookalikeError as exc:
-            report.add(CheckResult("output", False, {}, f"held-out dresses: {exc.message}"))
-            return self.finish(registry, report, "no held-out dresses to measure on")
-        try:
-            problems = check_output(model, holdout)
-        except Exception as exc:  # noqa: BLE001 - a model that raises fails its output check
-            problems = [f"pricing the held-out dresses failed: {short_reason(exc)}"]
-        report.add(
-            CheckResult(
-                "output",
-                not problems,
-                {"dresses": len(holdout)},
-                "; ".join(problems)
-                or f"{len(holdout)} held-out dresses: finite, floored, each inside its interval",
-            )
+            result = CheckResult("output", False, {}, f"held-out dresses: {exc.message}")
+            raise CheckStop("no held-out dresses to measure on", result) from exc
+        yield output_result(
+            problems_of(lambda: check_output(model, holdout), "pricing the held-out dresses"),
+            {"dresses": len(holdout)},
+            f"{len(holdout)} held-out dresses: finite, floored, each inside its interval",
         )
-        if problems:
-            return self.finish(registry, report, "the output check failed")
-        report.add(self._metric(registry, resolved, model, holdout, str(holdout_path)))
-        report.add(self._latency(model, holdout))
-        record_report(registry, report)
-        return report
+        yield self._metric(registry, ref, model, holdout, str(holdout_path))
+        yield self._latency(model, holdout)
 
     def _metric(
         self, registry: Registry, ref: Ref, model: PriceModel, holdout: Listings, source: str

@@ -19,18 +19,26 @@ latency    one shopper × every size of an item, p95 ≤ ``LATENCY_P95_MS``
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from lookalike.core.errors import IntegrityError, LookalikeError, short_reason
+from lookalike.core.errors import IntegrityError, LookalikeError
 from lookalike.lifecycle import LoadContext, MetricGate, Release
-from lookalike.lifecycle.single import SingleModelKind, latency_check
+from lookalike.lifecycle.single import (
+    CheckStop,
+    SingleModelKind,
+    latency_check,
+    load_failed,
+    output_result,
+    problems_of,
+)
 from lookalike.recs.fit import FitModel, FitQuery, fit_figures
 from lookalike.recs.fit_served import BUILD_FIX, FitGeneration, UnbuiltFit, check_probabilities
 from lookalike.registry import Ref, Registry
-from lookalike.registry.checks import CheckReport, CheckResult, check_checksums, record_report
+from lookalike.registry.checks import CheckResult
 
 __all__ = [
     "ARTIFACT_NAME",
@@ -101,49 +109,32 @@ class FitKind(SingleModelKind):
         return (MetricGate("macro_f1", higher_is_better=True, tolerance=TOLERANCE),)
 
     # -- checks ----------------------------------------------------------------------------------
-    def check(self, role: str, ref: Ref, **options: Any) -> CheckReport:
-        registry = self.registry(role)
-        resolved = registry.resolve(Ref.parse(str(ref), default_version="latest"))
-        report = CheckReport(str(resolved))
-        report.add(check_checksums(registry, resolved))
-        folder = registry.path(resolved)
+    def check_steps(self, registry: Registry, ref: Ref, **options: Any) -> Iterator[CheckResult]:
+        folder = registry.path(ref)
         try:
             model = FitModel.load(folder)
         except (LookalikeError, OSError, ValueError, KeyError) as exc:
-            report.add(CheckResult("load", False, {}, short_reason(exc, 200)))
-            return self.finish(registry, report, "the model did not load")
-        report.add(
-            CheckResult(
-                "load",
-                True,
-                {"items": len(model.stats.ids), "features": len(model.feature_names)},
-                f"{len(model.stats.ids)} items, {len(model.feature_names)} features",
-            )
+            yield load_failed(exc)
+            return
+        yield CheckResult(
+            "load",
+            True,
+            {"items": len(model.stats.ids), "features": len(model.feature_names)},
+            f"{len(model.stats.ids)} items, {len(model.feature_names)} features",
         )
         holdout_path = Path(options.get("holdout") or folder / HOLDOUT_FILE)
         try:
             q, y = read_holdout(holdout_path, model)
-            problems = check_probabilities(model.predict_proba(q))
         except LookalikeError as exc:
-            report.add(CheckResult("output", False, {}, exc.message))
-            return self.finish(registry, report, "no held-out reviews to measure on")
-        except Exception as exc:  # noqa: BLE001 - a model that raises fails its output check
-            report.add(CheckResult("output", False, {}, short_reason(exc, 200)))
-            return self.finish(registry, report, "the output check failed")
-        report.add(
-            CheckResult(
-                "output",
-                not problems,
-                {"reviews": len(y)},
-                "; ".join(problems) or f"{len(y)} held-out reviews: finite shares summing to 1",
-            )
+            result = CheckResult("output", False, {}, exc.message)
+            raise CheckStop("no held-out reviews to measure on", result) from exc
+        yield output_result(
+            problems_of(lambda: check_probabilities(model.predict_proba(q)), "predicting"),
+            {"reviews": len(y)},
+            f"{len(y)} held-out reviews: finite shares summing to 1",
         )
-        if problems:
-            return self.finish(registry, report, "the output check failed")
-        report.add(self._metric(registry, resolved, model, holdout_path))
-        report.add(self._latency(model))
-        record_report(registry, report)
-        return report
+        yield self._metric(registry, ref, model, holdout_path)
+        yield self._latency(model)
 
     def _metric(self, registry: Registry, ref: Ref, model: FitModel, holdout: Path) -> CheckResult:
         def macro_f1(m: FitModel) -> float:

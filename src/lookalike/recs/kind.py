@@ -26,11 +26,18 @@ latency      one home page (a known user) + one item list, p95 ≤ ``LATENCY_P95
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from lookalike.core.errors import LookalikeError, short_reason
+from lookalike.core.errors import LookalikeError
 from lookalike.lifecycle import LoadContext, MetricGate, Release
-from lookalike.lifecycle.single import SingleModelKind, latency_check
+from lookalike.lifecycle.single import (
+    SingleModelKind,
+    latency_check,
+    load_failed,
+    output_result,
+    problems_of,
+)
 from lookalike.recs.evaluation import evaluate_all
 from lookalike.recs.home import build_page
 from lookalike.recs.model import RecsModel, read_static
@@ -38,10 +45,7 @@ from lookalike.recs.served import BUILD_FIX, RecsGeneration, UnbuiltRecs
 from lookalike.recs.similar import corental_items
 from lookalike.registry import Ref, Registry
 from lookalike.registry.checks import (
-    CheckReport,
     CheckResult,
-    check_checksums,
-    record_report,
 )
 
 __all__ = ["ARTIFACT_NAME", "EVAL_DIR", "HOLDOUT_FILE", "RECS_CHECKS", "TASK", "RecsKind"]
@@ -91,46 +95,30 @@ class RecsKind(SingleModelKind):
         return GATES
 
     # -- checks ----------------------------------------------------------------------------------
-    def check(self, role: str, ref: Ref, **options: Any) -> CheckReport:
-        registry = self.registry(role)
-        resolved = registry.resolve(Ref.parse(str(ref), default_version="latest"))
-        report = CheckReport(str(resolved))
-        report.add(check_checksums(registry, resolved))
-        folder = registry.path(resolved)
+    def check_steps(self, registry: Registry, ref: Ref, **options: Any) -> Iterator[CheckResult]:
+        folder = registry.path(ref)
         try:
             model = RecsModel.load(folder)
             eval_model = RecsModel.load(folder / EVAL_DIR)
             read_static(folder)
             holdout = json.loads((folder / HOLDOUT_FILE).read_text())
         except (LookalikeError, OSError, ValueError) as exc:
-            why = exc.message if isinstance(exc, LookalikeError) else short_reason(exc)
-            report.add(CheckResult("load", False, {}, why))
-            return self.finish(registry, report, "the model did not load")
-        report.add(
-            CheckResult(
-                "load",
-                True,
-                {"items": len(model.items), "users": len(model.users)},
-                f"{len(model.items)} items, {len(model.users)} users, "
-                f"{len(holdout['similar'])} held-out next rentals",
-            )
+            yield load_failed(exc)
+            return
+        yield CheckResult(
+            "load",
+            True,
+            {"items": len(model.items), "users": len(model.users)},
+            f"{len(model.items)} items, {len(model.users)} users, "
+            f"{len(holdout['similar'])} held-out next rentals",
         )
-        try:
-            problems = output_problems(model)
-        except Exception as exc:  # noqa: BLE001 - a model that raises fails its output check
-            problems = [f"answering failed: {short_reason(exc)}"]
-        report.add(
-            CheckResult(
-                "output", not problems, {}, "; ".join(problems[:5]) or "layouts and lists full"
-            )
+        yield output_result(
+            problems_of(lambda: output_problems(model), "answering"),
+            {},
+            "layouts and lists full",
         )
-        if problems:
-            return self.finish(registry, report, "the output check failed")
-        for result in self._metrics(registry, resolved, eval_model, holdout):
-            report.add(result)
-        report.add(self._latency(model))
-        record_report(registry, report)
-        return report
+        yield from self._metrics(registry, ref, eval_model, holdout)
+        yield self._latency(model)
 
     def _metrics(
         self, registry: Registry, ref: Ref, eval_model: RecsModel, holdout: dict[str, Any]
