@@ -31,7 +31,7 @@ from lookalike.forecast.tables import (
     read_meta,
 )
 from lookalike.lifecycle import Chain, LoadContext, Release, Step
-from lookalike.lifecycle.single import ChainedGeneration, Unbuilt
+from lookalike.lifecycle.single import ChainedGeneration, Unbuilt, product_chain
 
 __all__ = [
     "BUILD_FIX",
@@ -177,18 +177,9 @@ class ForecastGeneration(ChainedGeneration):
         share_source = self.ridge or self.naive
         share = None if share_source is None else CategoryShareEngine(self.series, share_source)
         zero = StaticZeroEngine()
-        budget = context.settings.serving.step_budget_ms / 1000
 
         def chain(stage: str, steps: list[Step[Any]]) -> Chain[Any]:
-            return Chain(
-                "forecast",
-                stage,
-                steps,
-                pools=context.pools,
-                budget_s=budget,
-                fix=BUILD_FIX,
-                on_fallback=context.on_fallback,
-            )
+            return product_chain("forecast", stage, steps, context, BUILD_FIX)
 
         ridge_step = Step("ridge", self.ridge, self.why["ridge"], label=f"ridge {self.version}")
         naive_step = Step("seasonal-naive", self.naive, self.why["naive"], label="seasonal naive")

@@ -31,8 +31,8 @@ from typing import Any, ClassVar
 
 from lookalike.core.errors import InvalidInput, LookalikeError, NotFound, Unavailable, short_reason
 from lookalike.lifecycle.checks import MetricGate, against_production
-from lookalike.lifecycle.fallback import Chain, FallbackHook
-from lookalike.lifecycle.kinds import Kind, Release
+from lookalike.lifecycle.fallback import Chain, FallbackHook, Step
+from lookalike.lifecycle.kinds import Kind, LoadContext, Release
 from lookalike.registry import Ref, Registry
 from lookalike.registry.checks import (
     CheckReport,
@@ -51,6 +51,7 @@ __all__ = [
     "load_failed",
     "output_result",
     "problems_of",
+    "product_chain",
 ]
 
 ROLE = "model"
@@ -242,6 +243,28 @@ class Unbuilt:
             "built": False,
             "fix": f"run `{self.build_fix}` to build and promote a {self.product} model",
         }
+
+
+def product_chain(
+    product: str,
+    stage: str,
+    steps: list[Step[Any]],
+    context: LoadContext,
+    fix: str,
+    *,
+    min_budget_s: float = 0.0,
+) -> Chain[Any]:
+    """A stage's fallback chain on the server's step pools, step budget (at least
+    ``min_budget_s``) and fallback hook; ``fix`` is the command named when every step fails."""
+    return Chain(
+        product,
+        stage,
+        steps,
+        pools=context.pools,
+        budget_s=max(context.settings.serving.step_budget_ms / 1000, min_budget_s),
+        fix=fix,
+        on_fallback=context.on_fallback,
+    )
 
 
 class ChainedGeneration:

@@ -32,7 +32,7 @@ from PIL import Image
 
 from lookalike.core.errors import IntegrityError, LookalikeError, short_reason
 from lookalike.core.images import load_image_file
-from lookalike.lifecycle import Chain, LoadContext, MetricGate, Release, Step
+from lookalike.lifecycle import LoadContext, MetricGate, Release, Step
 from lookalike.lifecycle.single import (
     ChainedGeneration,
     SingleModelKind,
@@ -40,6 +40,7 @@ from lookalike.lifecycle.single import (
     latency_check,
     load_failed,
     output_result,
+    product_chain,
 )
 from lookalike.moderation.evaluation import precision_at_recall
 from lookalike.moderation.features import stack_blocks
@@ -215,18 +216,12 @@ class PrefilterGeneration(ChainedGeneration):
         self.version = str(release.members["model"])
         self.humans = SendToHumans(self.version)
         # a batch of posts, not a shopper's query: a hung model still hands over, a slow one not
-        budget = max(context.settings.serving.step_budget_ms / 1000, BATCH_BUDGET_S)
-        self.chain: Chain[Any] = Chain(
-            "prefilter",
-            "prefilter",
-            [
-                Step("model", scorer, why, label=f"pre-filter {self.version}"),
-                Step("send-to-humans", self.humans, label="send everything to the humans"),
-            ],
-            pools=context.pools,
-            budget_s=budget,
-            fix=BUILD_FIX,
-            on_fallback=context.on_fallback,
+        steps: list[Step[Any]] = [
+            Step("model", scorer, why, label=f"pre-filter {self.version}"),
+            Step("send-to-humans", self.humans, label="send everything to the humans"),
+        ]
+        self.chain = product_chain(
+            "prefilter", "prefilter", steps, context, BUILD_FIX, min_budget_s=BATCH_BUDGET_S
         )
         self.chains = {"prefilter": self.chain}
 

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from lookalike.core.errors import IntegrityError, short_reason
-from lookalike.lifecycle import Chain, LoadContext, Release, Step
-from lookalike.lifecycle.single import ChainedGeneration, Unbuilt
+from lookalike.lifecycle import LoadContext, Release, Step
+from lookalike.lifecycle.single import ChainedGeneration, Unbuilt, product_chain
 from lookalike.price.listings import CATEGORICAL, FABRICS, Listings
 from lookalike.price.model import PriceModel
 
@@ -160,20 +160,12 @@ class PriceGeneration(ChainedGeneration):
         self.rule = rule
         self.manifest = manifest
         self.version = rule.version
-        budget = context.settings.serving.step_budget_ms / 1000
         engine: ModelEngine | RuleEngine | None = model
-        self.chain: Chain[Any] = Chain(
-            "price",
-            "price",
-            [
-                Step("model", engine, model_why, label=f"price model {self.version}"),
-                Step("rule-of-thumb", rule, label="rule of thumb"),
-            ],
-            pools=context.pools,
-            budget_s=budget,
-            fix=BUILD_FIX,
-            on_fallback=context.on_fallback,
-        )
+        steps: list[Step[Any]] = [
+            Step("model", engine, model_why, label=f"price model {self.version}"),
+            Step("rule-of-thumb", rule, label="rule of thumb"),
+        ]
+        self.chain = product_chain("price", "price", steps, context, BUILD_FIX)
         self.chains = {"price": self.chain}
 
     @classmethod

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from lookalike.core.errors import IntegrityError, NotFound, short_reason
-from lookalike.lifecycle import Chain, LoadContext, Release, Step
-from lookalike.lifecycle.single import ChainedGeneration, Unbuilt
+from lookalike.lifecycle import LoadContext, Release, Step
+from lookalike.lifecycle.single import ChainedGeneration, Unbuilt, product_chain
 from lookalike.recs.fit import CLASSES, PRIOR_STRENGTH, FitModel, FitQuery, ItemStats
 from lookalike.recs.likeme import Shopper, cup_index
 
@@ -180,15 +180,7 @@ class FitGeneration(ChainedGeneration):
         self.steps = steps
         self.index: dict[str, int] | None = None
         self.stats: ItemStats | None = None
-        self.chain: Chain[Any] = Chain(
-            "fit",
-            "fit",
-            steps,
-            pools=context.pools,
-            budget_s=context.settings.serving.step_budget_ms / 1000,
-            fix=BUILD_FIX,
-            on_fallback=context.on_fallback,
-        )
+        self.chain = product_chain("fit", "fit", steps, context, BUILD_FIX)
         self.chains = {"fit": self.chain}
 
     @classmethod

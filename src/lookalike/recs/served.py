@@ -19,7 +19,7 @@ from typing import Any
 
 from lookalike.core.errors import NotFound, Unavailable, short_reason
 from lookalike.lifecycle import Chain, LoadContext, Release, Step
-from lookalike.lifecycle.single import ChainedGeneration, Unbuilt
+from lookalike.lifecycle.single import ChainedGeneration, Unbuilt, product_chain
 from lookalike.recs.events import ShopperEvent
 from lookalike.recs.home import Carousel, build_page
 from lookalike.recs.interactions import EVENT_WEIGHTS
@@ -153,7 +153,6 @@ class RecsGeneration(ChainedGeneration):
         self.static = static
         self.manifest = manifest
         self.version = str(release.members["model"])
-        budget = context.settings.serving.step_budget_ms / 1000
         personal = None if model is None else ModelEngine(model, True)
         popular = None if model is None else ModelEngine(model, False)
         self.chains: dict[str, Chain[Any]] = {}
@@ -166,15 +165,7 @@ class RecsGeneration(ChainedGeneration):
             if stage != "occasions":
                 steps.append(Step("popular", popular, why, label="popular for the season"))
             steps.append(Step("static", static, label="static list"))
-            self.chains[stage] = Chain(
-                "recs",
-                stage,
-                steps,
-                pools=context.pools,
-                budget_s=budget,
-                fix=BUILD_FIX,
-                on_fallback=context.on_fallback,
-            )
+            self.chains[stage] = product_chain("recs", stage, steps, context, BUILD_FIX)
 
     @classmethod
     def load(
