@@ -19,13 +19,8 @@ writes JSON. The server is stopped at the end. Reviews are a lower bound on rent
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import platform
-import socket
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +30,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from harness import machine, print_runs, serving, stats, timed, totals, write
 
 from lookalike.catalog.rental_store import RentalStore
 from lookalike.catalog.rentals import DEFAULT_RENTALS, Rentals, read_rentals
@@ -50,12 +46,6 @@ from lookalike.serve.fit_routes import _CACHE_ITEMS  # the server's per-item rev
 
 TARGET_P95_MS = 20.0
 ROUTES = ("fit", "reviews")
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _shopper(later: Rentals, i: int) -> dict[str, Any]:
@@ -133,14 +123,6 @@ class _SeenItems:
         return hit
 
 
-def _stats(samples: list[float]) -> dict[str, float]:
-    return {
-        "median_ms": round(statistics.median(samples), 3),
-        "p95_ms": round(float(np.percentile(samples, 95)), 3),
-        "max_ms": round(max(samples), 3),
-    }
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_RENTALS)
@@ -185,77 +167,43 @@ def main() -> None:
         store = ApiKeyStore(settings.db_url)
         store.create_schema()
         key = store.create("bench", role="extension")[1]
-        port = _port()
-        server_log = Path(tmp) / "server.log"
-        log = open(server_log, "w")  # noqa: SIM115 - closed below
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "lookalike.cli", "serve", "--port", str(port)],
-            env={**os.environ, "LOOKALIKE_HOME": str(home)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
         warm = _requests(later, known, 30, seed=99)
         seen = _SeenItems()
         load_before = os.getloadavg()
-        try:
-            deadline = time.monotonic() + 120
-            base = f"http://127.0.0.1:{port}"
-            with httpx.Client(base_url=base, headers={"X-API-Key": key}, timeout=10) as client:
-                while True:  # up when fit answers (search has no model here)
-                    try:
-                        if _send(client, "fit", warm["fit"][0]).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        sys.exit(f"server did not answer:\n{server_log.read_text()}")
-                    time.sleep(0.2)
-                for route in ROUTES:  # warm-up
+
+        def call(route: str, req: Any):
+            return lambda: _send(client, route, req)
+
+        def checker(route: str):
+            return lambda r: _check(route, r)
+
+        def probe(c: httpx.Client) -> httpx.Response:  # up when fit answers
+            return _send(c, "fit", warm["fit"][0])
+
+        with serving(home, probe, headers={"X-API-Key": key}) as client:
+            for route in ROUTES:  # warm-up
+                if route == "reviews":
                     for req in warm[route]:
-                        if route == "reviews":
-                            seen.ask(req[0])
-                        _check(route, _send(client, route, req))
-                for run in range(args.runs):
-                    reqs = _requests(later, known, args.requests, seed=run)
-                    entry: dict = {"run": run + 1}
-                    for route in ROUTES:
-                        samples, cached = [], []
-                        for req in reqs[route]:
-                            cached.append(route == "reviews" and seen.ask(req[0]))
-                            start = time.perf_counter()
-                            r = _send(client, route, req)
-                            samples.append((time.perf_counter() - start) * 1000)
-                            _check(route, r)
-                        entry[route] = {"requests": len(samples), **_stats(samples)}
-                        entry[route]["samples"] = samples
-                        entry[route]["cached"] = cached
-                    runs.append(entry)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            log.close()
-    load_after = os.getloadavg()
-    total: dict[str, dict] = {}
+                        seen.ask(req[0])
+                timed((call(route, req) for req in warm[route]), checker(route))
+            for run in range(args.runs):
+                reqs = _requests(later, known, args.requests, seed=run)
+                entry: dict = {"run": run + 1}
+                for route in ROUTES:
+                    cached = [route == "reviews" and seen.ask(req[0]) for req in reqs[route]]
+                    entry[route] = timed((call(route, req) for req in reqs[route]), checker(route))
+                    entry[route]["cached"] = cached
+                runs.append(entry)
     split_reviews: dict[str, list[float]] = {"cached": [], "first ask": []}
-    for route in ROUTES:
-        every = []
-        for r in runs:
-            samples, cached = r[route].pop("samples"), r[route].pop("cached")
-            every += samples
-            if route == "reviews":
-                for ms, hit in zip(samples, cached, strict=True):
-                    split_reviews["cached" if hit else "first ask"].append(ms)
-        total[route] = {
-            "requests": len(every),
-            **_stats(every),
-            "median_of_run_p95_ms": round(statistics.median(r[route]["p95_ms"] for r in runs), 3),
-        }
+    for r in runs:
+        r["fit"].pop("cached")
+        for ms, hit in zip(r["reviews"]["samples"], r["reviews"].pop("cached"), strict=True):
+            split_reviews["cached" if hit else "first ask"].append(ms)
+    total = totals(runs, ROUTES)
     total["reviews"]["by_cache"] = {
-        k: {"requests": len(v), **_stats(v)} for k, v in split_reviews.items() if v
+        k: {"requests": len(v), **stats(v)} for k, v in split_reviews.items() if v
     }
+    load_after = os.getloadavg()
     print(
         f"POST /v1/fit and GET /v1/items/{{id}}/reviews?like_me=…, {ref} ({status}; "
         f"{len(model.stats.ids)} items; built in {build_s:.0f} s), {stored.rows} reviews stored "
@@ -263,19 +211,7 @@ def main() -> None:
         f"{os.cpu_count()} CPUs, 1-min load average {load_before[0]:.1f} before, "
         f"{load_after[0]:.1f} after"
     )
-    print(f"{'route':>8} {'run':>4} {'requests':>9} {'median ms':>10} {'p95 ms':>8} {'max ms':>8}")
-    for route in ROUTES:
-        for r in runs:
-            f = r[route]
-            print(
-                f"{route:>8} {r['run']:>4} {f['requests']:>9} {f['median_ms']:>10.2f}"
-                f" {f['p95_ms']:>8.2f} {f['max_ms']:>8.2f}"
-            )
-        t = total[route]
-        print(
-            f"{route:>8}  all {t['requests']:>9} {t['median_ms']:>10.2f} {t['p95_ms']:>8.2f}"
-            f" {t['max_ms']:>8.2f}  (target p95 ≤ {TARGET_P95_MS:g} ms)"
-        )
+    print_runs(runs, total, list(ROUTES), TARGET_P95_MS)
     for name, t in total["reviews"]["by_cache"].items():
         hit, where = ("hit", "in") if name == "cached" else ("miss", "not in")
         print(
@@ -292,19 +228,12 @@ def main() -> None:
         "shoppers_from": split,
         "build_seconds": round(build_s, 1),
         "import_seconds": round(import_s, 1),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_average_before": [round(x, 2) for x in load_before],
-            "load_average_after": [round(x, 2) for x in load_after],
-        },
+        "machine": machine(load_before),
         "runs": runs,
         "total": total,
         "target_p95_ms": TARGET_P95_MS,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(doc, indent=2))
-    print(f"wrote {args.json}")
+    write(args.json, doc)
 
 
 if __name__ == "__main__":

@@ -15,19 +15,13 @@ run, and over all runs) and writes JSON. The server is stopped at the end.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import socket
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
+from harness import machine, print_runs, serving, timed, totals, write
 
 from lookalike.catalog.rentals import DEFAULT_RENTALS
 from lookalike.core.settings import Settings
@@ -39,12 +33,7 @@ from lookalike.registry import Ref
 from lookalike.serve.auth import ApiKeyStore
 
 TARGET_P95_MS = 20.0
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+ROUTES = ("items", "categories")
 
 
 def _paths(series: ForecastSeries, n: int, seed: int) -> dict[str, list[str]]:
@@ -62,14 +51,6 @@ def _paths(series: ForecastSeries, n: int, seed: int) -> dict[str, list[str]]:
             f"/v1/forecast/categories/{c}?weeks={w}&level={lv}"
             for c, w, lv in zip(cats, weeks, levels, strict=True)
         ],
-    }
-
-
-def _stats(samples: list[float]) -> dict[str, float]:
-    return {
-        "median_ms": round(statistics.median(samples), 3),
-        "p95_ms": round(float(np.percentile(samples, 95)), 3),
-        "max_ms": round(max(samples), 3),
     }
 
 
@@ -107,77 +88,29 @@ def main() -> None:
         store = ApiKeyStore(settings.db_url)
         store.create_schema()
         key = store.create("bench", role="extension")[1]
-        port = _port()
-        server_log = Path(tmp) / "server.log"
-        log = open(server_log, "w")  # noqa: SIM115 - closed below
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "lookalike.cli", "serve", "--port", str(port)],
-            env={**os.environ, "LOOKALIKE_HOME": str(home)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
         first = f"/v1/forecast/items/{series.item_ids[0]}"
-        try:
-            deadline = time.monotonic() + 120
-            base = f"http://127.0.0.1:{port}"
-            with httpx.Client(base_url=base, headers={"X-API-Key": key}, timeout=10) as client:
-                while True:  # up when the forecast answers (search has no model here)
-                    try:
-                        if client.get(first).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        sys.exit(f"server did not answer:\n{server_log.read_text()}")
-                    time.sleep(0.2)
-                for path in _paths(series, 30, seed=99)["items"]:  # warm-up
-                    client.get(path)
-                for run in range(args.runs):
-                    paths = _paths(series, args.requests, seed=run)
-                    entry: dict = {"run": run + 1}
-                    for route, urls in paths.items():
-                        samples = []
-                        for url in urls:
-                            start = time.perf_counter()
-                            r = client.get(url)
-                            samples.append((time.perf_counter() - start) * 1000)
-                            assert r.status_code == 200, r.text
-                            assert r.json()["served_by"] == "forecast-ridge", r.text
-                        entry[route] = {"requests": len(samples), **_stats(samples)}
-                        entry[route]["samples"] = samples
-                    runs.append(entry)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            log.close()
-    total = {}
-    for route in ("items", "categories"):
-        every = [s for r in runs for s in r[route].pop("samples")]
-        total[route] = {
-            "requests": len(every),
-            **_stats(every),
-            "median_of_run_p95_ms": round(statistics.median(r[route]["p95_ms"] for r in runs), 3),
-        }
+
+        def ok(r) -> None:
+            assert r.status_code == 200, r.text
+            assert r.json()["served_by"] == "forecast-ridge", r.text
+
+        def get(url):
+            return lambda: client.get(url)
+
+        with serving(home, lambda c: c.get(first), headers={"X-API-Key": key}) as client:
+            timed((get(u) for u in _paths(series, 30, seed=99)["items"]), ok)  # warm-up
+            for run in range(args.runs):
+                paths = _paths(series, args.requests, seed=run)
+                entry: dict = {"run": run + 1}
+                for route, urls in paths.items():
+                    entry[route] = timed((get(u) for u in urls), ok)
+                runs.append(entry)
+    total = totals(runs, ROUTES)
     print(
         f"GET /v1/forecast/…, {ref} ({status}; {series.item_ids.size} items, "
         f"{series.categories.size} categories; built in {build_s:.0f} s), one uvicorn worker"
     )
-    print(f"{'route':>11} {'run':>4} {'requests':>9} {'median ms':>10} {'p95 ms':>8} {'max ms':>8}")
-    for route in ("items", "categories"):
-        for r in runs:
-            f = r[route]
-            print(
-                f"{route:>11} {r['run']:>4} {f['requests']:>9} {f['median_ms']:>10.2f}"
-                f" {f['p95_ms']:>8.2f} {f['max_ms']:>8.2f}"
-            )
-        t = total[route]
-        print(
-            f"{route:>11}  all {t['requests']:>9} {t['median_ms']:>10.2f} {t['p95_ms']:>8.2f}"
-            f" {t['max_ms']:>8.2f}  (target p95 ≤ {TARGET_P95_MS:g} ms)"
-        )
+    print_runs(runs, total, list(ROUTES), TARGET_P95_MS)
     doc = {
         "benchmark": "bench_forecast",
         "data": str(args.data),
@@ -185,14 +118,12 @@ def main() -> None:
         "items": int(series.item_ids.size),
         "categories": int(series.categories.size),
         "build_seconds": round(build_s, 1),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine(),
         "runs": runs,
         "total": total,
         "target_p95_ms": TARGET_P95_MS,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(doc, indent=2))
-    print(f"wrote {args.json}")
+    write(args.json, doc)
 
 
 if __name__ == "__main__":

@@ -13,19 +13,11 @@ The server is stopped at the end.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import socket
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
-import numpy as np
+from harness import machine, print_runs, serving, timed, totals, write
 
 from lookalike.core.settings import Settings
 from lookalike.lifecycle import promote
@@ -35,11 +27,8 @@ from lookalike.price.kind import HOLDOUT_FILE, PriceKind
 from lookalike.price.listings import CATEGORICAL, FABRICS, read_listings
 from lookalike.serve.auth import ApiKeyStore
 
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+TARGET_P95_MS = 20.0
+ROUTE = "POST /v1/price"
 
 
 def _bodies(holdout: Path, n: int) -> list[dict]:
@@ -82,84 +71,34 @@ def main() -> None:
         store.create_schema()
         key = store.create("bench", role="extension")[1]
         bodies = _bodies(kind.registry("model").path(ref) / HOLDOUT_FILE, args.requests)
-        port = _port()
-        log = open(home / "server.log", "w")  # noqa: SIM115 - closed below
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "lookalike.cli", "serve", "--port", str(port)],
-            env={**os.environ, "LOOKALIKE_HOME": str(home)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        base = f"http://127.0.0.1:{port}"
         runs: list[dict] = []
-        try:
-            deadline = time.monotonic() + 120
-            with httpx.Client(base_url=base, headers={"X-API-Key": key}, timeout=10) as client:
-                while True:  # the server is up when price answers (search has no model here)
-                    try:
-                        if client.post("/v1/price", json=bodies[0]).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        sys.exit(f"server did not answer:\n{(home / 'server.log').read_text()}")
-                    time.sleep(0.2)
-                for body in bodies[:20]:  # warm-up
-                    client.post("/v1/price", json=body)
-                for run in range(args.runs):
-                    samples = []
-                    for body in bodies:
-                        start = time.perf_counter()
-                        r = client.post("/v1/price", json=body)
-                        samples.append((time.perf_counter() - start) * 1000)
-                        assert r.status_code == 200, r.text
-                    runs.append(
-                        {
-                            "run": run + 1,
-                            "requests": len(samples),
-                            "median_ms": round(statistics.median(samples), 3),
-                            "p95_ms": round(float(np.percentile(samples, 95)), 3),
-                            "max_ms": round(max(samples), 3),
-                            "samples": samples,
-                        }
-                    )
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            log.close()
-    every = [s for r in runs for s in r.pop("samples")]
-    total = {
-        "requests": len(every),
-        "median_ms": round(statistics.median(every), 3),
-        "p95_ms": round(float(np.percentile(every, 95)), 3),
-        "median_of_run_p95_ms": round(statistics.median(r["p95_ms"] for r in runs), 3),
-    }
-    print(f"POST /v1/price, {ref} ({outcome.status}), one uvicorn worker on 127.0.0.1")
-    print(f"{'run':>4} {'requests':>9} {'median ms':>10} {'p95 ms':>8} {'max ms':>8}")
-    for r in runs:
-        print(
-            f"{r['run']:>4} {r['requests']:>9} {r['median_ms']:>10.2f} {r['p95_ms']:>8.2f}"
-            f" {r['max_ms']:>8.2f}"
-        )
-    print(
-        f" all {total['requests']:>9} {total['median_ms']:>10.2f} {total['p95_ms']:>8.2f}"
-        f"   (median of the runs' p95: {total['median_of_run_p95_ms']:.2f} ms; target ≤ 20)"
-    )
+
+        def ok(r) -> None:
+            assert r.status_code == 200, r.text
+
+        def price(body):
+            return lambda: client.post("/v1/price", json=body)
+
+        def probe(c):  # up when price answers (search has no model in this home)
+            return c.post("/v1/price", json=bodies[0])
+
+        with serving(home, probe, headers={"X-API-Key": key}) as client:
+            timed((price(b) for b in bodies[:20]), ok)  # warm-up
+            for run in range(args.runs):
+                runs.append({"run": run + 1, ROUTE: timed((price(b) for b in bodies), ok)})
+    total = totals(runs, [ROUTE])
+    print(f"{ROUTE}, {ref} ({outcome.status}), one uvicorn worker on 127.0.0.1")
+    print_runs(runs, total, [ROUTE], TARGET_P95_MS)
     doc = {
         "benchmark": "bench_price",
         "data": str(data),
         "model": str(ref),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine(),
         "runs": runs,
         "total": total,
-        "target_p95_ms": 20.0,
+        "target_p95_ms": TARGET_P95_MS,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(doc, indent=2))
-    print(f"wrote {args.json}")
+    write(args.json, doc)
 
 
 if __name__ == "__main__":

@@ -22,18 +22,14 @@ meter's ledger write is still on every metered request).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
 import numpy as np
+from harness import machine, print_runs, serving, timed, totals, write
 
 from lookalike.catalog.rentals import DEFAULT_RENTALS, read_rentals
 from lookalike.core.settings import Settings
@@ -42,8 +38,7 @@ from lookalike.recs.build import build_recs_model
 from lookalike.recs.kind import RecsKind
 from lookalike.recs.model import RecsModel
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
-from live import free_port  # noqa: E402
+TARGET_P95_MS = 20.0
 
 
 def main() -> None:
@@ -80,13 +75,6 @@ def main() -> None:
         users = [str(u) for u in rng.choice(known, args.requests, replace=False)]
         items = [str(i) for i in rng.choice(model.items, args.requests, replace=False)]
         demo_items = [f"LK-{n:04d}" for n in range(1, 61)]
-        port = free_port()
-        log = open(home / "server.log", "w")  # noqa: SIM115 - closed below
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "lookalike.cli", "serve", "--port", str(port)],
-            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=home,
-        )  # fmt: skip
-        base = f"http://127.0.0.1:{port}"
         n = args.requests
         routes = {
             "GET /home": lambda c, i: c.get(f"/v1/users/{users[i]}/home"),
@@ -102,72 +90,37 @@ def main() -> None:
                 f"/v1/items/{demo_items[i % len(demo_items)]}/similar"
             ),
         }
-        samples: dict[str, list[list[float]]] = {name: [] for name in routes}
-        try:
-            deadline = time.monotonic() + 180
-            with httpx.Client(base_url=base, timeout=10) as client:
-                while True:
-                    try:
-                        if client.get("/ready").status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        sys.exit(f"server did not start:\n{(home / 'server.log').read_text()}")
-                    time.sleep(0.3)
-                for _run in range(args.runs):
-                    for name, call in routes.items():
-                        for i in range(min(20, n)):  # warm-up
-                            call(client, i)
-                        times = []
-                        for i in range(n):
-                            start = time.perf_counter()
-                            r = call(client, i)
-                            times.append((time.perf_counter() - start) * 1000)
-                            assert r.status_code in (200, 202), (name, r.status_code, r.text)
-                        samples[name].append(times)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            log.close()
-    rows = {}
-    for name, runs in samples.items():
-        every = [s for r in runs for s in r]
-        rows[name] = {
-            "requests": len(every),
-            "median_ms": round(statistics.median(every), 3),
-            "p95_ms": round(float(np.percentile(every, 95)), 3),
-            "median_of_run_p95_ms": round(
-                statistics.median(float(np.percentile(r, 95)) for r in runs), 3
-            ),
-            "max_ms": round(max(every), 3),
-        }
+        runs: list[dict] = []
+
+        def ok(r) -> None:
+            assert r.status_code in (200, 202), (r.request.url.path, r.status_code, r.text)
+
+        def calls(call, count: int):
+            return (lambda i=i: call(client, i) for i in range(count))
+
+        with serving(home, lambda c: c.get("/ready"), timeout=180, **limits) as client:
+            for run in range(args.runs):
+                entry: dict = {"run": run + 1}
+                for name, call in routes.items():
+                    timed(calls(call, min(20, n)), ok)  # warm-up
+                    entry[name] = timed(calls(call, n), ok)
+                runs.append(entry)
+    total = totals(runs, routes)
     print(
         f"recs routes, {ref} on {len(rentals)} reviews ({len(model.items)} items, "
         f"{len(model.users)} users), one uvicorn worker on 127.0.0.1, {args.runs} runs"
     )
-    head = ("route", "requests", "median ms", "p95 ms", "run p95", "max")
-    print(f"{head[0]:<26} " + " ".join(f"{h:>9}" for h in head[1:]))
-    for name, r in rows.items():
-        print(
-            f"{name:<26} {r['requests']:>9} {r['median_ms']:>9.2f} {r['p95_ms']:>9.2f} "
-            f"{r['median_of_run_p95_ms']:>9.2f} {r['max_ms']:>9.2f}"
-        )
-    print("target: p95 ≤ 20 ms")
+    print_runs(runs, total, list(routes), TARGET_P95_MS)
     doc = {
         "benchmark": "bench_recs",
         "data": str(args.data),
         "model": str(ref),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "routes": rows,
-        "target_p95_ms": 20.0,
+        "machine": machine(),
+        "runs": runs,
+        "routes": total,
+        "target_p95_ms": TARGET_P95_MS,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(doc, indent=2))
-    print(f"wrote {args.json}")
+    write(args.json, doc)
 
 
 if __name__ == "__main__":
