@@ -215,7 +215,7 @@ def main() -> None:
     for name, t in total["reviews"]["by_cache"].items():
         hit, where = ("hit", "in") if name == "cached" else ("miss", "not in")
         print(
-            f"{'reviews':>8} {hit:>4} {t['requests']:>9} {t['median_ms']:>10.2f}"
+            f"{'reviews':>7} {hit:>4} {t['requests']:>9} {t['median_ms']:>10.2f}"
             f" {t['p95_ms']:>8.2f} {t['max_ms']:>8.2f}  (the item {where} the server's"
             f" {_CACHE_ITEMS}-item review cache)"
         )
