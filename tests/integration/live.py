@@ -14,13 +14,27 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
-__all__ = ["LOOKALIKE", "LiveServer", "free_port", "live_server", "run_cli"]
+from lookalike.core.settings import Settings
+from lookalike.lifecycle import Kind, promote, rollback
+from lookalike.registry import Ref
+from lookalike.serve.auth import ApiKeyStore
+
+__all__ = [
+    "LOOKALIKE",
+    "LiveServer",
+    "api_key",
+    "free_port",
+    "live_server",
+    "run_cli",
+    "swap_then_roll_back",
+    "wait_for_version",
+]
 
 LOOKALIKE = [sys.executable, "-m", "lookalike.cli"]
 
@@ -95,3 +109,40 @@ def live_server(
         yield server.wait_ready()
     finally:
         server.stop()
+
+
+def api_key(home: Path, name: str = "tester", role: str = "extension") -> str:
+    """A new API key of ``role`` in ``home``'s access database (created when missing)."""
+    store = ApiKeyStore(Settings(home=home).db_url)
+    store.create_schema()
+    return store.create(name, role=role)[1]
+
+
+def wait_for_version(ask: Callable[[], httpx.Response], version: str, timeout: float = 30) -> dict:
+    """Poll ``ask()`` until a 200 answer says ``model_version == version``; that answer."""
+    deadline = time.monotonic() + timeout
+    body: dict = {}
+    while time.monotonic() < deadline:
+        r = ask()
+        body = r.json()
+        if r.status_code == 200 and body.get("model_version") == version:
+            return body
+        time.sleep(0.3)
+    raise AssertionError(f"server never served {version}: {body}")
+
+
+def swap_then_roll_back(
+    server: LiveServer,
+    kind: Kind,
+    first: Ref,
+    second: Ref,
+    ask: Callable[[], httpx.Response],
+) -> None:
+    """With ``first`` in production: promote ``second`` and see the live server answer with it
+    (hot reload, no restart), roll back and see ``first`` again, in the answers and /health."""
+    assert promote(kind, "model", second).status == "promoted"
+    wait_for_version(ask, str(second))
+    rollback(kind, "model")
+    wait_for_version(ask, str(first))
+    health = httpx.get(f"{server.base}/health").json()
+    assert health["products"][kind.product]["versions"] == {"model": str(first)}

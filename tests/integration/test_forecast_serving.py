@@ -10,22 +10,20 @@ promote path.
 from __future__ import annotations
 
 import csv
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from live import live_server
+from live import api_key, live_server, swap_then_roll_back, wait_for_version
 
 from lookalike.core.settings import Settings
 from lookalike.forecast.build import build_forecast
 from lookalike.forecast.kind import ARTIFACT_NAME, ForecastKind
-from lookalike.lifecycle import LoadContext, ProductSlot, StepPools, promote, rollback
+from lookalike.lifecycle import LoadContext, ProductSlot, StepPools, promote
 from lookalike.registry import Ref, Registry
 from lookalike.serve.app import create_app
-from lookalike.serve.auth import ApiKeyStore
 
 CATEGORIES = {"dress": 6.0, "gown": 3.0, "top": 1.0}  # reviews a week per item at the start
 
@@ -69,27 +67,9 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return synthetic_forecast_rentals(tmp_path_factory.mktemp("forecast") / "rentals.csv")
 
 
-def _key(home: Path) -> str:
-    store = ApiKeyStore(Settings(home=home).db_url)
-    store.create_schema()
-    return store.create("buyer", role="extension")[1]
-
-
-def _wait_version(base: str, key: str, version: str, timeout: float = 30) -> dict:
-    deadline = time.monotonic() + timeout
-    body: dict = {}
-    while time.monotonic() < deadline:
-        r = httpx.get(f"{base}/v1/forecast/items/1000", headers={"X-API-Key": key}, timeout=5)
-        body = r.json()
-        if r.status_code == 200 and body["model_version"] == version:
-            return body
-        time.sleep(0.3)
-    raise AssertionError(f"server never served {version}: {body}")
-
-
 def test_forecast_routes_live_promote_rollback_reload(fresh_demo_home: Path, data: Path) -> None:
     home = fresh_demo_home
-    key = _key(home)
+    key = api_key(home)
     kind = ForecastKind(Settings(home=home))
     registry = kind.registry("model")
     headers = {"X-API-Key": key}
@@ -111,7 +91,13 @@ def test_forecast_routes_live_promote_rollback_reload(fresh_demo_home: Path, dat
         assert 0 < metrics["pit_coverage80_items"] < 1
         assert manifest["evaluation"]["served"] == "ridge_tsb"
         assert promote(kind, "model", first).status == "promoted"
-        body = _wait_version(server.base, key, str(first))
+
+        def ask() -> httpx.Response:
+            return httpx.get(
+                f"{server.base}/v1/forecast/items/1000", headers={"X-API-Key": key}, timeout=5
+            )
+
+        body = wait_for_version(ask, str(first))
         assert body["served_by"] == "forecast-ridge" and body["fallback"] is None
         assert body["category"] == "dress" and "lower bound on rentals" in body["unit"]
         assert len(body["forecast"]) == 8 and len(body["history"]) == 12
@@ -139,13 +125,7 @@ def test_forecast_routes_live_promote_rollback_reload(fresh_demo_home: Path, dat
         for w90, w80 in zip(cat["forecast"], r80["forecast"], strict=True):
             assert w90["lower"] <= w80["lower"] and w90["upper"] >= w80["upper"]
 
-        second = good_forecast(registry, data)
-        assert promote(kind, "model", second).status == "promoted"
-        _wait_version(server.base, key, str(second))
-        rollback(kind, "model")
-        _wait_version(server.base, key, str(first))
-        health = httpx.get(f"{server.base}/health").json()
-        assert health["products"]["forecast"]["versions"] == {"model": str(first)}
+        swap_then_roll_back(server, kind, first, good_forecast(registry, data), ask)
 
 
 def test_promote_refused_when_mase_gets_worse(tmp_path: Path, data: Path) -> None:
@@ -173,7 +153,7 @@ def test_fallbacks_when_forecast_files_are_damaged(tmp_path: Path, data: Path) -
     (folder / "ridge.npz").write_bytes(b"not an npz file")
     slot = ProductSlot(kind, LoadContext(settings, StepPools(2))).load()
     assert slot.status == "degraded" and "ridge" in " ".join(slot.problems)
-    key = _key(tmp_path)
+    key = api_key(tmp_path)
     with TestClient(create_app(settings)) as client:
         body = client.get("/v1/forecast/items/1003", headers={"X-API-Key": key}).json()
         assert body["served_by"] == "seasonal-naive" and "ridge" in body["fallback"]
@@ -193,7 +173,7 @@ def test_bad_parameters_and_unknown_series(tmp_path: Path, data: Path) -> None:
     settings = Settings(home=tmp_path)
     kind = ForecastKind(settings)
     assert promote(kind, "model", good_forecast(kind.registry("model"), data)).promoted
-    headers = {"X-API-Key": _key(tmp_path)}
+    headers = {"X-API-Key": api_key(tmp_path)}
     with TestClient(create_app(settings)) as client:
         for params, field in (({"weeks": 9}, "weeks"), ({"weeks": 0}, "weeks"),
                               ({"weeks": "two"}, "weeks"), ({"level": 1.5}, "level")):  # fmt: skip

@@ -9,24 +9,22 @@ from __future__ import annotations
 
 import csv
 import shutil
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from live import live_server
+from live import api_key, live_server, swap_then_roll_back, wait_for_version
 
 from lookalike.core.settings import Settings
-from lookalike.lifecycle import LoadContext, ProductSlot, StepPools, promote, rollback
+from lookalike.lifecycle import LoadContext, ProductSlot, StepPools, promote
 from lookalike.price.build import build_price_model, register_price_model
 from lookalike.price.fit import fit_price_model
 from lookalike.price.kind import ARTIFACT_NAME, PriceKind
 from lookalike.price.listings import FABRICS, read_listings
 from lookalike.registry import Ref, Registry
 from lookalike.serve.app import create_app
-from lookalike.serve.auth import ApiKeyStore
 
 BRANDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot")
 DRESS = {
@@ -90,28 +88,9 @@ def data(tmp_path: Path) -> Path:
     return synthetic_csv(tmp_path / "listings.csv")
 
 
-def _key(home: Path) -> str:
-    settings = Settings(home=home)
-    store = ApiKeyStore(settings.db_url)
-    store.create_schema()
-    return store.create("merchandiser", role="extension")[1]
-
-
-def _wait_version(base: str, key: str, version: str, timeout: float = 30) -> dict:
-    deadline = time.monotonic() + timeout
-    body: dict = {}
-    while time.monotonic() < deadline:
-        r = httpx.post(f"{base}/v1/price", json=DRESS, headers={"X-API-Key": key}, timeout=5)
-        body = r.json()
-        if r.status_code == 200 and body["model_version"] == version:
-            return body
-        time.sleep(0.3)
-    raise AssertionError(f"server never served {version}: {body}")
-
-
 def test_price_route_live_promote_rollback_reload(fresh_demo_home: Path, data: Path) -> None:
     home = fresh_demo_home
-    key = _key(home)
+    key = api_key(home)
     kind = PriceKind(Settings(home=home))
     registry = kind.registry("model")
     with live_server(home, LOOKALIKE_SERVING__RELOAD_SECONDS="0.5") as server:
@@ -127,7 +106,13 @@ def test_price_route_live_promote_rollback_reload(fresh_demo_home: Path, data: P
 
         first = good_version(registry, data)
         assert promote(kind, "model", first).status == "promoted"
-        body = _wait_version(server.base, key, str(first))
+
+        def ask() -> httpx.Response:
+            return httpx.post(
+                f"{server.base}/v1/price", json=DRESS, headers={"X-API-Key": key}, timeout=5
+            )
+
+        body = wait_for_version(ask, str(first))
         assert body["served_by"].startswith("price-") and body["fallback"] is None
         assert body["suggested_price"] >= body["floor"] == 30.0
         assert body["interval"]["low"] <= body["suggested_price"] <= body["interval"]["high"]
@@ -136,13 +121,7 @@ def test_price_route_live_promote_rollback_reload(fresh_demo_home: Path, data: P
         rents = [s["rent_price"] for s in body["similar"]]
         assert f"${min(rents):,.0f}" in body["reason"]
 
-        second = good_version(registry, data)
-        assert promote(kind, "model", second).status == "promoted"
-        _wait_version(server.base, key, str(second))
-        rollback(kind, "model")
-        _wait_version(server.base, key, str(first))
-        health = httpx.get(f"{server.base}/health").json()
-        assert health["products"]["price"]["versions"] == {"model": str(first)}
+        swap_then_roll_back(server, kind, first, good_version(registry, data), ask)
 
 
 def test_promote_refused_when_mape_gets_worse(tmp_path: Path, data: Path) -> None:
@@ -170,7 +149,7 @@ def test_rule_of_thumb_answers_when_the_model_cannot_load(tmp_path: Path, data: 
     (registry.path(ref) / "arrays.npz").write_bytes(b"not an npz file")  # damaged on disk
     slot = ProductSlot(kind, LoadContext(settings, StepPools(2))).load()
     assert slot.status == "degraded" and "rule of thumb" in " ".join(slot.problems)
-    key = _key(tmp_path)
+    key = api_key(tmp_path)
     with TestClient(create_app(settings)) as client:
         r = client.post("/v1/price", json=DRESS, headers={"X-API-Key": key})
         assert r.status_code == 200, r.text
@@ -188,7 +167,7 @@ def test_bad_bodies_get_a_422_that_names_the_field(tmp_path: Path, data: Path) -
     settings = Settings(home=tmp_path)
     kind = PriceKind(settings)
     assert promote(kind, "model", good_version(kind.registry("model"), data)).promoted
-    key = _key(tmp_path)
+    key = api_key(tmp_path)
     cases = {
         "colour": {**DRESS, "colour": "red"},
         "retail_price": {**DRESS, "retail_price": -5},
