@@ -96,3 +96,14 @@ def test_damaged_trees_do_not_load(tmp_path: Path) -> None:
     np.savez(tmp_path / "m" / "arrays.npz", **arrays)
     with pytest.raises(IntegrityError, match="child points outside"):
         PriceModel.load(tmp_path / "m")
+
+
+def test_forcing_boost_without_the_trees_says_why() -> None:
+    from lookalike.core.errors import InvalidInput
+    from lookalike.price.fit import fit_price_model
+
+    with pytest.raises(InvalidInput, match="needs the boosted trees, left out"):
+        fit_price_model(_listings(120, 5), folds=3, method="boost", boost=False)
+    model, selection = fit_price_model(_listings(120, 5), folds=3, boost=False)
+    assert model.trees is None and selection.method in ("ridge", "knn", "blend")
+    assert "gbm" not in selection.cv_mape

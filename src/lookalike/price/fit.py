@@ -246,6 +246,8 @@ def fit_price_model(
         cv["boost"] = _floored_mape(oofs["boost"], y, floor, boost_scale)
     candidates = [name for name in cv if name != "gbm"]  # gbm is boost with no kNN share
     chosen = method or min(candidates, key=lambda name: cv[name])
+    if chosen in ("gbm", "boost") and boost_note != "fitted":
+        raise InvalidInput(f"price method {chosen} needs the boosted trees, {boost_note}")
     if chosen not in cv:
         raise InvalidInput(f"unknown price method {chosen!r} (known: {', '.join(cv)})")
     selection = Selection(
