@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from harness import serving
 
 from lookalike.core.settings import Settings
 from lookalike.moderation.posts import Post, PostScore
@@ -39,12 +39,6 @@ from lookalike.moderation.store import ModerationStore
 REPO = Path(__file__).resolve().parents[1]
 ITEMS = ("LK-0001", "LK-0002", "LK-0003")
 PASSWORD = "bench password 123"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _queue(store: ModerationStore, run: int, n: int) -> None:
@@ -180,43 +174,17 @@ def main() -> None:
         store = ModerationStore.from_settings(Settings(home=home))
         store.create_schema()
         store.create_account("bench", PASSWORD, "moderator")
-        port = _free_port()
-        log = open(home / "server.log", "w")  # noqa: SIM115 - closed below
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "lookalike.cli", "serve", "--port", str(port)],
-            env={**os.environ, "LOOKALIKE_HOME": str(home)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
         runs: list[dict] = []
-        try:
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-                deadline = time.monotonic() + 120
-                while True:
-                    try:
-                        if client.get("/health").status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        sys.exit(f"server did not answer:\n{(home / 'server.log').read_text()}")
-                    time.sleep(0.2)
-                csrf = _sign_in(client)
-                _queue(store, 0, 20)
-                _one_run(client, csrf, 20)  # warm-up
-                for run in range(1, args.runs + 1):
-                    _queue(store, run, args.posts)
-                    runs.append({"run": run, **_one_run(client, csrf, args.posts)})
-                if args.page:
-                    _queue(store, 99, args.page + 5)
-                    page = _page_run(f"http://127.0.0.1:{port}", args.page)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            log.close()
+        with serving(home, lambda c: c.get("/health")) as client:
+            csrf = _sign_in(client)
+            _queue(store, 0, 20)
+            _one_run(client, csrf, 20)  # warm-up
+            for run in range(1, args.runs + 1):
+                _queue(store, run, args.posts)
+                runs.append({"run": run, **_one_run(client, csrf, args.posts)})
+            if args.page:
+                _queue(store, 99, args.page + 5)
+                page = _page_run(str(client.base_url).rstrip("/"), args.page)
     names = ("queue", "decision", "reviews")
     print(f"moderator loop, one uvicorn worker on 127.0.0.1, SQLite, {args.posts} posts per run")
     print(f"{'run':>4}" + "".join(f" {n + ' med':>13} {n + ' p95':>13}" for n in names))
