@@ -18,7 +18,6 @@ writes JSON. The server is stopped at the end. Reviews are a lower bound on rent
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
@@ -30,7 +29,7 @@ from typing import Any
 
 import httpx
 import numpy as np
-from harness import machine, print_runs, serving, stats, timed, totals, write
+from harness import arguments, machine, print_runs, serving, stats, timed, totals, write
 
 from lookalike.catalog.rental_store import RentalStore
 from lookalike.catalog.rentals import DEFAULT_RENTALS, Rentals, read_rentals
@@ -124,18 +123,10 @@ class _SeenItems:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, default=DEFAULT_RENTALS)
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--requests", type=int, default=300)
-    ap.add_argument("--json", type=Path, default=Path("artifacts/bench_fit.json"))
-    ap.add_argument(
-        "--home",
-        type=Path,
-        default=None,
-        help="reuse this LOOKALIKE_HOME's production fit model and imported rentals",
-    )
-    args = ap.parse_args()
+    args = arguments(
+        __doc__, "bench_fit", data=DEFAULT_RENTALS, requests=300,
+        home="production fit model and imported rentals",
+    ).parse_args()  # fmt: skip
     if not args.data.is_file():
         sys.exit(f"no rental reviews at {args.data}: pass --data (Parquet or CSV)")
     runs: list[dict] = []

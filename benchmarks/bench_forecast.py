@@ -14,14 +14,13 @@ run, and over all runs) and writes JSON. The server is stopped at the end.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from harness import machine, print_runs, serving, timed, totals, write
+from harness import arguments, machine, print_runs, serving, timed, totals, write
 
 from lookalike.catalog.rentals import DEFAULT_RENTALS
 from lookalike.core.settings import Settings
@@ -55,18 +54,10 @@ def _paths(series: ForecastSeries, n: int, seed: int) -> dict[str, list[str]]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, default=DEFAULT_RENTALS)
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--requests", type=int, default=300)
-    ap.add_argument("--json", type=Path, default=Path("artifacts/bench_forecast.json"))
-    ap.add_argument(
-        "--home",
-        type=Path,
-        default=None,
-        help="reuse this LOOKALIKE_HOME's production forecast instead of building one",
-    )
-    args = ap.parse_args()
+    args = arguments(
+        __doc__, "bench_forecast", data=DEFAULT_RENTALS, requests=300,
+        home="production forecast instead of building one",
+    ).parse_args()  # fmt: skip
     if not args.data.is_file():
         sys.exit(f"no rental reviews at {args.data}: pass --data (Parquet or CSV)")
     runs: list[dict] = []

@@ -12,12 +12,11 @@ The server is stopped at the end.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
 
-from harness import machine, print_runs, serving, timed, totals, write
+from harness import arguments, machine, print_runs, serving, timed, totals, write
 
 from lookalike.core.settings import Settings
 from lookalike.lifecycle import promote
@@ -51,12 +50,7 @@ def _bodies(holdout: Path, n: int) -> list[dict]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, default=None)
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--requests", type=int, default=200)
-    ap.add_argument("--json", type=Path, default=Path("artifacts/bench_price.json"))
-    args = ap.parse_args()
+    args = arguments(__doc__, "bench_price", data=None, requests=200).parse_args()
     data = args.data or default_data()
     if not data.is_file():
         sys.exit(f"no listings CSV at {data}: pass --data (rtr_dresses.csv columns)")

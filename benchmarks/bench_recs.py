@@ -21,7 +21,6 @@ meter's ledger write is still on every metered request).
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -29,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from harness import machine, print_runs, serving, timed, totals, write
+from harness import arguments, machine, print_runs, serving, timed, totals, write
 
 from lookalike.catalog.rentals import DEFAULT_RENTALS, read_rentals
 from lookalike.core.settings import Settings
@@ -42,12 +41,7 @@ TARGET_P95_MS = 20.0
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, default=DEFAULT_RENTALS)
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--requests", type=int, default=200)
-    ap.add_argument("--json", type=Path, default=Path("artifacts/bench_recs.json"))
-    args = ap.parse_args()
+    args = arguments(__doc__, "bench_recs", data=DEFAULT_RENTALS, requests=200).parse_args()
     if not args.data.is_file():
         sys.exit(f"no rental reviews at {args.data}: pass --data (../shared/data/rtr)")
     repo = Path(__file__).resolve().parents[1]

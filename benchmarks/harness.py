@@ -14,6 +14,7 @@ when the block ends. ``probe`` says when it is up: a product-only home has no se
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -31,7 +32,35 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 from live import LiveServer, free_port  # noqa: E402
 
-__all__ = ["free_port", "machine", "print_runs", "serving", "stats", "timed", "totals", "write"]
+__all__ = [
+    "arguments",
+    "free_port",
+    "machine",
+    "print_runs",
+    "serving",
+    "stats",
+    "timed",
+    "totals",
+    "write",
+]
+
+
+def arguments(
+    doc: str, name: str, *, data: Path | None, requests: int, home: str | None = None
+) -> argparse.ArgumentParser:
+    """The options every route benchmark takes: ``--data``, ``--runs``, ``--requests``,
+    ``--json`` (default ``artifacts/NAME.json``) and, when ``home`` says what is reused,
+    ``--home`` (reuse that LOOKALIKE_HOME instead of building into a temporary one)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--data", type=Path, default=data)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--requests", type=int, default=requests)
+    ap.add_argument("--json", type=Path, default=Path(f"artifacts/{name}.json"))
+    if home is not None:
+        ap.add_argument(
+            "--home", type=Path, default=None, help=f"reuse this LOOKALIKE_HOME's {home}"
+        )
+    return ap
 
 
 def stats(samples: list[float]) -> dict[str, float]:
