@@ -96,6 +96,10 @@ def test_damaged_trees_do_not_load(tmp_path: Path) -> None:
     np.savez(tmp_path / "m" / "arrays.npz", **arrays)
     with pytest.raises(IntegrityError, match="child points outside"):
         PriceModel.load(tmp_path / "m")
+    arrays["boost_left"][inner] = inner  # a node that is its own child: a walk that never ends
+    np.savez(tmp_path / "m" / "arrays.npz", **arrays)
+    with pytest.raises(IntegrityError, match="comes before its parent"):
+        PriceModel.load(tmp_path / "m")
 
 
 def test_forcing_boost_without_the_trees_says_why() -> None:

@@ -196,8 +196,7 @@ class Trees:
             roots=np.asarray(arrays["boost_roots"]).astype(np.int64),
             depth=int(depth),
         )
-        trees.validate()
-        return trees
+        return trees  # PriceModel.validate checks them against its features
 
     def validate(self, n_features: int | None = None) -> None:
         nodes = len(self.feature)
@@ -207,9 +206,14 @@ class Trees:
             problems.append("node arrays differ in length")
         elif nodes:
             inner = self.feature >= 0
+            index = np.arange(nodes)
             for name, a in (("left", self.left), ("right", self.right)):
                 if np.any(inner & ((a < 0) | (a >= nodes))):
                     problems.append(f"a {name} child points outside the nodes")
+                elif np.any(inner & (a <= index)):  # children follow their parent: no cycles
+                    problems.append(f"a {name} child comes before its parent")
+            if not 0 <= self.depth <= nodes:
+                problems.append(f"depth {self.depth} for {nodes} nodes")
             if n_features is not None and np.any(self.feature >= n_features):
                 problems.append("a split uses a feature the model does not have")
             if not np.all(np.isfinite(self.value)) or not np.all(
