@@ -5,9 +5,13 @@
 Starts a real ``lookalike serve`` on a demo home (``--home``: one already built; else a fresh
 one in a temporary folder made by ``lookalike demo --no-serve``, which builds the default model
 unless ``--models`` gives a models/ folder to copy), opens the search page in real Chromium
-(Playwright, /usr/bin/chromium), uploads each photo of the list below and saves a full-page PNG
-per photo as ``NN-name.png``, plus a README.md that says what each photo is and the categories
-of the top three results.
+(Playwright, /usr/bin/chromium), uploads each photo of the list below and saves the first screen
+(1280×900, JPEG) per photo as ``NN-name.jpg``, plus a README.md that says what each photo is
+and the categories of the top three results.
+
+Only the shopper photos' screenshots are committed (``docs/screenshots/``: the clothing set
+allows any use); the street photos' go to ``docs/screenshots/local/``, which git ignores — the
+street set may be used for evaluation but not copied into the project.
 
 The six photos: three street-fashion photos from ../shared/data/street (with and without a
 dress, from its tags.csv) and three shopper photos from ../shared/data/clothing that are not in
@@ -36,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LOOKALIKE_SHARED_DATA", REPO.parent / "shared" / "data"))
 CHROMIUM = Path(os.environ.get("LOOKALIKE_CHROMIUM", "/usr/bin/chromium"))
 NOT_COMMITTABLE = ("viton", "instagram")
+LOCAL = "local"  # screenshots of photos that may not be committed (git ignores this folder)
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,7 @@ class Photo:
     name: str  # the screenshot's name, after its number
     path: Path
     what: str  # what the photo shows, for the README
+    committable: bool = False  # may its screenshot be committed (the clothing set's licence)
 
 
 def street(file: str, name: str) -> Photo:
@@ -59,7 +65,7 @@ def shopper(file: str, name: str) -> Photo:
     if file in demo:
         raise SystemExit(f"{file} is in the demo catalog: a shopper photo must be a new one")
     what = f"shopper's phone photo of a garment ({row['label']}), not in the demo catalog"
-    return Photo(name, SHARED / "clothing" / "images" / file, what)
+    return Photo(name, SHARED / "clothing" / "images" / file, what, committable=True)
 
 
 def photos() -> list[Photo]:
@@ -121,6 +127,7 @@ def serve(home: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def shoot(url: str, shots: list[Photo], out: Path) -> list[dict]:
+    """Screenshot each photo's results: committable ones in ``out``, the rest in ``out/local``."""
     from playwright.sync_api import sync_playwright
 
     rows = []
@@ -144,13 +151,17 @@ def shoot(url: str, shots: list[Photo], out: Path) -> list[dict]:
                     ".slice(0, 12).every(img => img.complete)",
                     timeout=60_000,
                 )
-                file = out / f"{n:02d}-{photo.name}.png"
-                page.screenshot(path=str(file), full_page=True)
+                folder = out if photo.committable else out / LOCAL
+                folder.mkdir(parents=True, exist_ok=True)
+                file = folder / f"{n:02d}-{photo.name}.jpg"
+                # the first screen (the photo and the top results) as a JPEG: small enough to commit
+                page.screenshot(path=str(file), type="jpeg", quality=80)
                 page.close()
                 top = [r["category"] for r in body["results"][:3]]
                 rows.append(
                     {
                         "file": file.name,
+                        "committed": photo.committable,
                         "photo": f"{photo.path.parent.parent.name}/{photo.path.name}",
                         "what": photo.what,
                         "top3": top,
@@ -166,19 +177,41 @@ def shoot(url: str, shots: list[Photo], out: Path) -> list[dict]:
 
 
 def write_readme(out: Path, rows: list[dict], command: str) -> None:
+    """``out/README.md`` for the committed screenshots, ``out/local/README.md`` for all."""
+    for folder, shown in ((out, [r for r in rows if r["committed"]]), (out / LOCAL, rows)):
+        if shown:
+            _readme(folder, shown, rows, command, local=folder != out)
+
+
+def _readme(folder: Path, rows: list[dict], every: list[dict], command: str, local: bool) -> None:
+    left_out = len(every) - len(rows)
     lines = [
         "# Screenshots of the search page",
         "",
-        f"Taken by `{command}` (real `lookalike serve`, real Chromium, a full page per photo)",
-        f"with model `{rows[0]['model']}` and index `{rows[0]['index']}`.",
+        f"Taken by `{command}` (real `lookalike serve`, real Chromium, the first screen per photo)",
+        f"with model `{every[0]['model']}` and index `{every[0]['index']}`.",
         "",
+    ]
+    if left_out:
+        lines += [
+            f"The {left_out} street-photo screenshots of the same run are not committed (the",
+            f"street set may not be copied into the project); they are in `{LOCAL}/`.",
+            "",
+        ]
+    lines += [
         "| screenshot | photo | what it shows | top 3 categories |",
         "|---|---|---|---|",
     ]
     for r in rows:
         top = ", ".join(r["top3"])
-        lines.append(f"| [{r['file']}]({r['file']}) | `{r['photo']}` | {r['what']} | {top} |")
-    (out / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        link = (
+            r["file"]
+            if local == (not r["committed"])
+            else (f"../{r['file']}" if local else f"{LOCAL}/{r['file']}")
+        )
+        lines.append(f"| [{r['file']}]({link}) | `{r['photo']}` | {r['what']} | {top} |")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def main() -> None:
