@@ -11,6 +11,11 @@ imported and indexed, and a pre-filter fitted on demo photos (the same library c
 CLI); a ``--home`` with a promoted ``post_prefilter`` and search index is used as it is.
 Photos: ``--photos`` (default ../shared/data/street/images, real street photos). Prints a table
 (median and p95 of posts/s over the runs, each stage's share) and writes JSON.
+
+``--answers FILE`` times nothing: it writes every post's answer (score, safety, enqueue, garment
+box, detector parts, catalog matches) to FILE, or, when FILE exists, compares with it (scores and
+boxes within 1e-5, the same matches in the same order) and exits 1 on a difference — run it
+before and after a change that should only make scoring faster.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from lookalike.core.images import load_image_file
 from lookalike.core.settings import Settings
 from lookalike.lifecycle import LoadContext, ProductSlot, StepPools, promote
 from lookalike.moderation.kind import PrefilterKind
-from lookalike.moderation.prefilter import MATCHES, score_posts
+from lookalike.moderation.prefilter import catalog_matches, score_posts
 from lookalike.registry import Registry
 from lookalike.search.kind import SearchKind
 
@@ -97,18 +102,63 @@ def run_once(prefilter, search, images, batch: int) -> dict[str, float]:  # noqa
         # the same batch again, stage by stage, for the shares (extract = detector + backbone)
         ex = scorer.extractor
         _, t_detect = _timed(ex.detector.detect, chunk)
-        feats, t_extract = _timed(ex.extract, chunk, None, scorer.classifier.blocks)
+        captions = [p.caption for p in posts]
+        feats, t_extract = _timed(ex.extract, chunk, captions, scorer.classifier.blocks)
         stages["detector"] += t_detect
         stages["backbone"] += max(t_extract - t_detect, 0.0)
-        _, t = _timed(scorer.classifier.score, feats.matrix(scorer.classifier.blocks))
+        answers, t = _timed(scorer.answer, feats)
         stages["classifier"] += t
         if search is not None:
-            t0 = time.perf_counter()
-            for img, garments in zip(chunk, feats.garments, strict=True):
-                full = next((g.box for g in garments if g.label == "full"), None)
-                search.service.search_image(img, k=MATCHES, box=full, phases=search)
-            stages["catalog match"] += time.perf_counter() - t0
+            _, t = _timed(catalog_matches, search, chunk, answers)
+            stages["catalog match"] += t
     return {"total_s": total, **stages}
+
+
+def answers_check(prefilter, search, images, names: list[str], path: Path) -> None:  # noqa: ANN001
+    """Write each post's answer to ``path`` (absent) or compare with the answers there: a code
+    change that should not change results is run once before and once after it."""
+    rows = []
+    for start in range(0, len(images), 16):
+        chunk = images[start : start + 16]
+        posts = [_Post(start + i) for i in range(len(chunk))]
+        records, _ = score_posts(prefilter, posts, chunk, search=search)
+        parts = prefilter.scorer.extractor.detector.detect(chunk)
+        answers = prefilter.scorer.score(chunk, [p.caption for p in posts])
+        for i, (r, a) in enumerate(zip(records, answers, strict=True)):
+            rows.append({"photo": names[start + i], "score": r.score, "safe": r.safe,
+                         "enqueue": r.enqueue, "box": a.garment_box, "matches": r.matches,
+                         "parts": [[p.label, p.score, *p.box] for p in parts[i]]})  # fmt: skip
+    if not path.exists():
+        path.write_text(json.dumps(rows))
+        print(f"{len(rows)} answers written to {path}: run again after the change to compare")
+        return
+    before = json.loads(path.read_text())
+    differ = [
+        b["photo"]
+        for b, a in zip(before, rows, strict=True)
+        if b["photo"] != a["photo"] or not _same_answer(b, a)
+    ]
+    print(f"{len(rows)} posts compared with {path}: {len(differ)} differ {differ[:10]}")
+    if differ:
+        sys.exit(1)
+
+
+def _same_answer(b: dict, a: dict, tol: float = 1e-5) -> bool:
+    def close(x: list, y: list) -> bool:
+        return len(x) == len(y) and bool(np.allclose(x, y, atol=tol))
+
+    same_parts = len(b["parts"]) == len(a["parts"]) and all(
+        p[0] == q[0] and close(p[1:], q[1:]) for p, q in zip(b["parts"], a["parts"], strict=True)
+    )
+    return (
+        abs(b["score"] - a["score"]) <= tol
+        and (b["safe"], b["enqueue"]) == (a["safe"], a["enqueue"])
+        and (b["box"] is None) == (a["box"] is None)
+        and (b["box"] is None or close(b["box"], a["box"]))
+        and [m[0] for m in b["matches"]] == [m[0] for m in a["matches"]]
+        and close([m[1] for m in b["matches"]], [m[1] for m in a["matches"]])
+        and same_parts
+    )
 
 
 def main() -> None:
@@ -119,6 +169,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--json", type=Path, default=Path("artifacts/bench_prefilter.json"))
+    ap.add_argument(
+        "--answers",
+        type=Path,
+        default=None,
+        help="no timing: write the posts' answers here, or compare them with the ones there",
+    )
     args = ap.parse_args()
     photos = sorted(args.photos.glob("*.jpg"))[: args.posts] if args.photos.is_dir() else []
     if not photos:
@@ -137,6 +193,11 @@ def main() -> None:
         search_slot = ProductSlot(SearchKind(settings), context).load()
         search = search_slot.generation if search_slot.ready else None
         assert prefilter is not None and prefilter.scorer is not None, "no pre-filter loads"
+        if args.answers is not None:
+            answers_check(prefilter, search, images, [p.name for p in photos], args.answers)
+            catalog.close()
+            pools.close()
+            return
         run_once(prefilter, search, images[: args.batch], args.batch)  # warm-up
         runs = []
         for r in range(args.runs):

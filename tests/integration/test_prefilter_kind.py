@@ -219,3 +219,69 @@ def test_score_command_fills_the_queue(
         assert len(q.matches) == 3 and q.score >= threshold
     assert store.near_duplicate_of("p9-again") == "p0"
     assert len(queued) <= len(posts) and dresses
+
+
+def test_catalog_matches_from_the_prefilter_rows_equal_search_image(
+    fresh_demo_home: Path,
+) -> None:
+    """The match reuses the pre-filter's backbone rows of the garment crops: the same items and
+    scores as ``search_image(image, k=3, box=garment_box)`` embedding each photo again."""
+    from lookalike.catalog import CatalogStore
+    from lookalike.moderation.features import BLOCKS
+    from lookalike.moderation.prefilter import MATCHES, catalog_matches
+    from lookalike.search.kind import SearchKind
+    from lookalike.search.service import SearchService
+
+    settings = Settings(home=fresh_demo_home)
+    kind = PrefilterKind(settings)
+    # blocks whole + parts: the crop rows the match needs are computed though no block reads them
+    assert promote(kind, "model", good_prefilter(kind.registry("model"))).promoted
+    street = REPO.parent / "shared" / "data" / "street" / "images"
+    paths = sorted(street.glob("*.jpg"))[:10] + [s.path for s in demo_samples(3)]
+    images = [load_image_file(p) for p in paths]
+    catalog = CatalogStore(settings.db_url, settings.media_dir)
+    pools = StepPools(2)
+    try:
+        context = LoadContext(settings, pools, shared={"catalog": catalog})
+        prefilter = ProductSlot(kind, context).load().generation
+        search = ProductSlot(SearchKind(settings), context).load().generation
+        answers, served_by, _ = prefilter.score(images, None)
+        assert served_by == "prefilter-logreg"
+        assert all(a.match_row is not None and a.backbone == ("effnet_lite0:1", "int8")
+                   for a in answers)  # fmt: skip
+        found, version = catalog_matches(search, images, answers)
+        service = search.service
+        for image, a, got in zip(images, answers, found, strict=True):
+            want = service.search_image(image, k=MATCHES, box=a.garment_box, phases=search)
+            assert [i for i, _ in got] == [h.item.item_id for h in want.hits]
+            assert np.allclose([s for _, s in got], [h.score for h in want.hits], atol=1e-5)
+            assert len(got) == MATCHES and version == want.model_version
+        boxes = [a.garment_box for a in answers]
+        rows = np.stack([a.match_row for a in answers])
+        results = service.search_rows(images, boxes, rows, backbone=answers[0].backbone, k=3)
+        assert all(r is not None and r.served_by == "backbone-rows" for r in results)
+        # rows of another model file do not stand in: every photo is searched as usual
+        other = service.search_rows(images, boxes, rows, backbone=("effnet_lite0:1", "fp32"))
+        assert other == [None] * len(images)
+        # a crop mode that cuts a photo without a person itself: only boxed photos reuse rows
+        garment = SearchService(catalog, service.embedder, service.index, crops="garment")
+        mixed = garment.search_rows(images, boxes, rows, backbone=answers[0].backbone, k=3)
+        assert [r is not None for r in mixed] == [b is not None for b in boxes]
+        if street.is_dir():
+            assert any(b is not None for b in boxes) and any(b is None for b in boxes)
+        # the crop block is the match rows; reading the whole block too changes neither
+        extractor = prefilter.scorer.extractor
+        every = extractor.extract(images, None, BLOCKS)
+        crop_only = extractor.extract(images, None, ("crop",))
+        assert np.allclose(every.blocks["crop"], crop_only.blocks["crop"], atol=1e-6)
+        assert np.allclose(every.blocks["crop"], rows, atol=1e-6)
+        persons = [i for i, b in enumerate(boxes) if b is not None]
+        no_person = [i for i, b in enumerate(boxes) if b is None]
+        whole = extractor.embedder.embed_backbone(images)
+        assert np.allclose(every.blocks["whole"], whole, atol=1e-5)
+        assert np.allclose(every.blocks["crop"][no_person], whole[no_person], atol=1e-5)
+        if persons:  # a person's crop row is its garment's, not the photo's
+            assert not np.allclose(every.blocks["crop"][persons], whole[persons], atol=1e-3)
+    finally:
+        catalog.close()
+        pools.close()

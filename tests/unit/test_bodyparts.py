@@ -8,6 +8,7 @@ from PIL import Image
 
 from lookalike.core.errors import ConfigError, InvalidInput
 from lookalike.embed.bodyparts import (
+    DETECT_BATCH,
     BodyPartDetector,
     Part,
     _nms,
@@ -125,6 +126,37 @@ def test_detector_takes_any_size_and_mode(detector: BodyPartDetector) -> None:
         detector.detect([np.zeros((10, 10, 3))])  # type: ignore[list-item]
 
 
+def test_batched_detector_equals_one_photo_runs(
+    detector: BodyPartDetector, worn_photo: Image.Image, flat_photo: Image.Image, shared_data
+) -> None:
+    pytest.importorskip("onnx", reason="freeing the packaged graph's batch needs onnx")
+    street = sorted((shared_data / "street" / "images").glob("*.jpg"))[:8]
+    photos = [worn_photo, flat_photo, *(Image.open(p).convert("RGB") for p in street)]
+    photos.append(Image.new("L", (40, 300), 90))  # 11 photos: a full run of 8 and a short one
+    assert detector.batch == DETECT_BATCH > 1  # the packaged graph (batch 1) was freed in memory
+    one = BodyPartDetector(packaged_detector(), threads=1)
+    one.batch = 1  # the path a fixed graph takes without onnx installed
+    batched = detector.detect(photos)
+    assert batched == one.detect(photos)
+    assert any(garment_boxes(parts) for parts in batched)  # people were found, not just nothing
+
+
+def test_a_graph_whose_batch_cannot_be_freed_runs_one_photo_at_a_time(tmp_path) -> None:
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    # a fixed batch of one but not the YOLOv8 head: left as it is, one photo a run
+    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 64, 64])
+    y = helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 3, 64, 64])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["images"], ["output0"])], "g", [x], [y]
+    )
+    path = tmp_path / "other.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    other = BodyPartDetector(path)
+    assert (other.batch, other.size) == (1, 64)
+
+
 def test_a_broken_detector_file_is_a_config_error(tmp_path) -> None:
     bad = tmp_path / "detector.onnx"
     bad.write_bytes(b"not an onnx graph")
@@ -145,6 +177,11 @@ def test_a_resized_detector_finds_the_same_garment(
 
     small = tmp_path / "256.onnx"
     resize_detector(packaged_detector(), small, 256)
+    import onnx
+
+    written = onnx.load(str(small)).graph
+    assert written.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"  # any batch
+    assert written.output[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     resized = BodyPartDetector(small, threads=1)
     assert resized.size == 256
     worn, flat = resized.detect([worn_photo, flat_photo])

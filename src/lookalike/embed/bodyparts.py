@@ -16,12 +16,16 @@ Two uses, one runtime:
 * **safety** (:func:`exposure`): the highest score of each *exposed* class — the moderation
   pre-filter's nudity check.
 
-Serving needs numpy, Pillow and onnxruntime only.
+Serving needs numpy, Pillow and onnxruntime only. The packaged graph takes one photo a run;
+with ``onnx`` installed (the build extra) :class:`BodyPartDetector` frees its batch dimension in
+memory (:func:`free_batch`; the file, and so its checksum, is untouched) and runs
+``DETECT_BATCH`` photos a run, else one at a time. Models built since write the freed graph.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,13 +41,16 @@ from lookalike.embed.regions import Box
 __all__ = [
     "DETECTOR_FILE",
     "DETECTOR_PACKAGE",
+    "DETECT_BATCH",
     "EXPOSED",
     "LABELS",
     "BodyPartDetector",
     "Part",
     "exposure",
+    "free_batch",
     "garment_boxes",
     "packaged_detector",
+    "scoring_session",
 ]
 
 DETECTOR_PACKAGE = "nudenet"
@@ -82,6 +89,19 @@ NMS_IOU = 0.45
 # A part must be this sure to place a garment (chosen by eye on clothing/ demo photos: feet
 # and faces of 0.2-0.3 were often a shoe or a print).
 PART_SCORE = 0.35
+# Photos per detector run: 8 ran 13 vs 15 ms a photo (one at a time) on the idle 2-core machine,
+# 32 no faster than 8; beside a CPU-heavy neighbour batching gains nothing and costs ~10 %.
+DETECT_BATCH = 8
+# YOLOv8's head reshapes carry the batch of one the graph was exported with: the three
+# per-stride reshapes (1, 64 + classes, -1) and the two DFL reshapes (1, 4, 16, A), (1, 4, A).
+_HEAD_RESHAPES = (
+    "/model.22/Constant_output_0",
+    "/model.22/Constant_1_output_0",
+    "/model.22/Constant_2_output_0",
+    "/model.22/dfl/Constant_output_0",
+    "/model.22/dfl/Constant_1_output_0",
+)
+log = logging.getLogger("lookalike.embed")
 
 
 @dataclass(frozen=True)
@@ -106,6 +126,81 @@ def packaged_detector() -> Path:
         if path.is_file():
             return path
     raise ConfigError(f"{DETECTOR_PACKAGE} is installed but has no {DETECTOR_FILE}: pin 3.0.8")
+
+
+def scoring_session(model: Path | bytes, threads: int | None = None) -> Any:
+    """A CPU ONNX Runtime session for batch scoring on a shared machine (the detector, the
+    pre-filter's backbone copy): intra-op threads = usable cores, as ``onnx_session``, but they
+    sleep between kernels instead of spin-waiting. Beside another CPU-heavy process on 2 cores
+    spinning threads fight it for the cores: the detector ran 2x slower (50 vs 25 ms a photo,
+    ``benchmarks/bench_prefilter.py``); idle, sleeping costs little."""
+    import onnxruntime as ort
+
+    from lookalike.embed.measure import cpu_threads
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.intra_op_num_threads = threads or cpu_threads()
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.log_severity_level = 3  # warnings about unused initialisers are noise here
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+
+
+def free_batch(model: Any) -> None:
+    """Make a YOLOv8 detector graph (an ``onnx.ModelProto``) take any batch, in place.
+
+    Its head's reshape shapes get 0 on the batch axis (ONNX: "as the input") and its input and
+    output a symbolic ``batch`` dimension; the rest of the graph is convolutional. Each photo's
+    output is unchanged (tested against one-photo runs). ``ConfigError`` for another graph.
+    """
+    from onnx import numpy_helper
+
+    reshapes = {n.input[1] for n in model.graph.node if n.op_type == "Reshape"}
+    found = 0
+    for node in model.graph.node:
+        if node.op_type != "Constant" or node.output[0] not in _HEAD_RESHAPES:
+            continue
+        shape = numpy_helper.to_array(node.attribute[0].t).copy()
+        if node.output[0] not in reshapes or shape[0] not in (0, 1):
+            raise ConfigError(f"{node.output[0]} is not a batch-of-one reshape shape")
+        shape[0] = 0
+        node.attribute[0].t.CopyFrom(numpy_helper.from_array(shape, node.output[0]))
+        found += 1
+    allow_zero = [
+        a.i for n in model.graph.node if n.op_type == "Reshape" for a in n.attribute
+        if a.name == "allowzero"
+    ]  # fmt: skip
+    if found != len(_HEAD_RESHAPES) or any(allow_zero):
+        raise ConfigError("not the YOLOv8 head whose batch this code knows how to free")
+    for value in (model.graph.input[0], model.graph.output[0]):
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    del model.graph.value_info[:]
+
+
+def _detector_session(path: Path, threads: int | None) -> tuple[Any, int]:
+    """The detector's session and photos per run (1 when its batch stays fixed, logged why)."""
+    try:
+        import onnx
+    except ImportError:
+        onnx = None
+    if onnx is None:
+        session = scoring_session(path, threads)
+        if not isinstance(session.get_inputs()[0].shape[0], int):
+            return session, DETECT_BATCH
+        log.info("detector %s: one photo a run (its batch is fixed; onnx is not installed)", path)
+        return session, 1
+    model = onnx.load(str(path))
+    if model.graph.input[0].type.tensor_type.shape.dim[0].HasField("dim_param"):
+        return scoring_session(path, threads), DETECT_BATCH
+    try:
+        free_batch(model)
+    except ConfigError as exc:
+        log.info("detector %s: one photo a run (%s)", path, exc.message)
+        return scoring_session(path, threads), 1
+    return scoring_session(model.SerializeToString(), threads), DETECT_BATCH
 
 
 def _letterbox(image: Image.Image, size: int) -> tuple[np.ndarray, float, int, int]:
@@ -144,11 +239,9 @@ class BodyPartDetector:
     """The body-part detector on one ONNX Runtime session (thread-safe, like the embedder's)."""
 
     def __init__(self, path: Path, *, threads: int | None = None) -> None:
-        from lookalike.embed.runtime import onnx_session
-
         self.path = Path(path)
         try:
-            self._session: Any = onnx_session(self.path, ["CPUExecutionProvider"], threads)
+            self._session, self.batch = _detector_session(self.path, threads)
         except Exception as exc:  # onnxruntime raises its own types for a bad file
             raise ConfigError(f"cannot load the garment detector {self.path}: {exc}") from exc
         inp = self._session.get_inputs()[0]
@@ -164,10 +257,13 @@ class BodyPartDetector:
             if not isinstance(img, Image.Image):
                 raise InvalidInput(f"expected PIL images, got {type(img).__name__}")
         out: list[list[Part]] = []
-        for img in images:  # the packaged graph has a fixed batch of one
-            pixels, scale, left, top = _letterbox(img, self.size)
-            raw = self._session.run(None, {self._input: pixels[None]})[0][0]  # (22, anchors)
-            out.append(self._parts(raw, scale, left, top, img.size))
+        for start in range(0, len(images), self.batch):
+            chunk = images[start : start + self.batch]
+            boxed = [_letterbox(img, self.size) for img in chunk]
+            pixels = np.stack([b[0] for b in boxed])
+            raw = self._session.run(None, {self._input: pixels})[0]  # (n, 22, anchors)
+            for rows, (_, scale, left, top), img in zip(raw, boxed, chunk, strict=True):
+                out.append(self._parts(rows, scale, left, top, img.size))
         return out
 
     @staticmethod

@@ -34,11 +34,18 @@ import numpy as np
 from PIL import Image
 
 from lookalike.core.errors import ConfigError
-from lookalike.embed.bodyparts import LABELS, BodyPartDetector, Part, exposure, garment_boxes
+from lookalike.embed.bodyparts import (
+    LABELS,
+    BodyPartDetector,
+    Part,
+    exposure,
+    garment_boxes,
+    scoring_session,
+)
 from lookalike.embed.localize import Garment
 from lookalike.embed.preprocess import PreprocessConfig
 from lookalike.embed.regions import crop_box
-from lookalike.embed.runtime import EmbedderInfo, LoadedEmbedder, onnx_session
+from lookalike.embed.runtime import EmbedderInfo, LoadedEmbedder
 
 __all__ = [
     "BLOCKS",
@@ -84,11 +91,17 @@ def parts_features(parts: Sequence[Part], garments: Sequence[Garment]) -> np.nda
 
 @dataclass
 class PostFeatures:
-    """One batch's features: the blocks as ``(n, width)`` rows plus what safety needs."""
+    """One batch's features: the blocks as ``(n, width)`` rows plus what safety needs.
+
+    ``match_rows`` are the backbone rows of what a catalog match of each post embeds: its
+    ``full`` garment crop, the whole photo without a person (the ``crop`` block's rows, also
+    when the classifier does not read that block).
+    """
 
     blocks: dict[str, np.ndarray]
     exposure: list[dict[str, float]] = field(default_factory=list)
     garments: list[list[Garment]] = field(default_factory=list)
+    match_rows: np.ndarray | None = None
 
     def matrix(self, names: Sequence[str]) -> np.ndarray:
         return stack_blocks(self.blocks, names)
@@ -119,7 +132,7 @@ class Extractor:
         threads: int | None = None,
     ) -> None:
         try:
-            sess = onnx_session(Path(backbone), ["CPUExecutionProvider"], threads)
+            sess = scoring_session(Path(backbone), threads)
         except Exception as exc:  # onnxruntime raises its own types for a bad file
             raise ConfigError(f"cannot load the pre-filter backbone {backbone}: {exc}") from exc
         output = sess.get_outputs()[0].name
@@ -144,21 +157,25 @@ class Extractor:
         captions = list(captions) if captions is not None else [None] * n
         parts = self.detector.detect(images)
         garments = [garment_boxes(p) for p in parts]
-        crops: list[Image.Image | None] = []
-        for img, found in zip(images, garments, strict=True):
+        # One backbone row per post for the ``crop`` block (and the catalog match): its garment
+        # crop, or the whole photo without a person; the whole photo of a person only when the
+        # ``whole`` block is read.
+        regions: list[Image.Image] = []
+        persons: list[int] = []
+        for i, (img, found) in enumerate(zip(images, garments, strict=True)):
             full = next((g for g in found if g.label == "full"), None)
-            crops.append(crop_box(img, full.box) if full is not None else None)
-        want_crop = "crop" in blocks
-        batch = list(images) + ([c for c in crops if c is not None] if want_crop else [])
+            regions.append(crop_box(img, full.box) if full is not None else img)
+            if full is not None:
+                persons.append(i)
+        want_whole = "whole" in blocks
+        batch = regions + ([images[i] for i in persons] if want_whole else [])
         rows = self.embedder.embed_backbone(batch)
-        out: dict[str, np.ndarray] = {"whole": rows[:n]}
-        if want_crop:
-            crop_rows = rows[:n].copy()
-            rest = iter(rows[n:])
-            for i, c in enumerate(crops):
-                if c is not None:
-                    crop_rows[i] = next(rest)
-            out["crop"] = crop_rows
+        match_rows = rows[:n]
+        out: dict[str, np.ndarray] = {"crop": match_rows}
+        if want_whole:
+            whole = match_rows.copy()
+            whole[persons] = rows[n:]
+            out["whole"] = whole
         out["parts"] = np.zeros((n, PARTS_WIDTH), np.float32)
         out["caption"] = np.zeros((n, 3), np.float32)
         for i in range(n):
@@ -168,4 +185,5 @@ class Extractor:
             {k: v for k, v in out.items() if k in blocks},
             [exposure(p) for p in parts],
             garments,
+            match_rows,
         )

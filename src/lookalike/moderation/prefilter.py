@@ -44,6 +44,7 @@ __all__ = [
     "PostScore",
     "Scorer",
     "SendToHumans",
+    "catalog_matches",
 ]
 
 CLASSIFIER_FILE = "classifier.npz"
@@ -121,13 +122,20 @@ class Classifier:
 
 @dataclass
 class PostScore:
-    """The pre-filter's answer for one post."""
+    """The pre-filter's answer for one post.
+
+    ``match_row`` is the backbone row of what the catalog match embeds (the garment box's
+    crop, the whole photo without one) and ``backbone`` the search model file that computed it
+    (model ref, variant): :func:`catalog_matches` reuses the row instead of embedding again.
+    """
 
     score: float
     passed: bool  # score ≥ threshold
     safe: bool
     exposure: dict[str, float] = field(default_factory=dict)
     garment_box: tuple[float, float, float, float] | None = None
+    match_row: np.ndarray | None = field(default=None, repr=False, compare=False)
+    backbone: tuple[str, str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -139,7 +147,12 @@ class PostScore:
         }
 
 
-def _answers(feats: PostFeatures, scores: np.ndarray, threshold: float) -> list[PostScore]:
+def _answers(
+    feats: PostFeatures,
+    scores: np.ndarray,
+    threshold: float,
+    backbone: tuple[str, str] | None = None,
+) -> list[PostScore]:
     out = []
     for i, s in enumerate(scores):
         exp = feats.exposure[i] if feats.exposure else {}
@@ -155,6 +168,8 @@ def _answers(feats: PostFeatures, scores: np.ndarray, threshold: float) -> list[
                 not any(v >= UNSAFE_SCORE for v in exp.values()),
                 exp,
                 full.box if full is not None else None,
+                feats.match_rows[i] if feats.match_rows is not None else None,
+                backbone,
             )
         )
     return out
@@ -174,6 +189,13 @@ class Scorer:
             label=f"post_prefilter:{version}",
         )
         self.threshold = self.classifier.threshold
+        source = manifest.get("backbone") or {}
+        # the search model file the backbone was copied from (its rows stand in for a search's)
+        self.backbone = (
+            (str(source["from"]), str(source["variant"]))
+            if source.get("from") and source.get("variant")
+            else None
+        )
 
     @property
     def served_by(self) -> str:
@@ -187,11 +209,14 @@ class Scorer:
     def score(
         self, images: Sequence[Image.Image], captions: Sequence[str | None] | None = None
     ) -> list[PostScore]:
-        feats = self.features(images, captions)
+        return self.answer(self.features(images, captions))
+
+    def answer(self, feats: PostFeatures) -> list[PostScore]:
+        """The answers for a batch's :meth:`features` (the classifier and the safety check)."""
         scores = self.classifier.score(feats.matrix(self.classifier.blocks))
         if not np.all(np.isfinite(scores)):
             raise IntegrityError("the classifier gave a non-finite score")
-        return _answers(feats, scores, self.threshold)
+        return _answers(feats, scores, self.threshold, self.backbone)
 
 
 @dataclass
@@ -253,14 +278,9 @@ def score_posts(
     fell_back = served_by == "send-to-humans"
     threshold = prefilter.threshold if not fell_back else 0.0
     version = "send-to-humans" if fell_back else prefilter.version
-    search_version = ""
+    found, search_version = catalog_matches(search, images, answers)
     records = []
-    for post, image, a in zip(posts, images, answers, strict=True):
-        matches: list[tuple[str, float]] = []
-        if search is not None:
-            result = search.service.search_image(image, k=MATCHES, box=a.garment_box, phases=search)
-            matches = [(h.item.item_id, float(h.score)) for h in result.hits[:MATCHES]]
-            search_version = result.model_version
+    for post, a, matches in zip(posts, answers, found, strict=True):
         enqueue = a.passed and a.safe
         records.append(
             Record(
@@ -279,3 +299,36 @@ def score_posts(
     served = {"model_version": prefilter.version, "served_by": served_by,
               "fallback": "; ".join(reasons) or None}  # fmt: skip
     return records, served
+
+
+def catalog_matches(
+    search: Any, images: Sequence[Image.Image], answers: Sequence[PostScore]
+) -> tuple[list[list[tuple[str, float]]], str]:
+    """Each post's top-3 catalog items ``(item_id, score)`` and the search model version ("" and
+    no matches without ``search``, a search generation).
+
+    What ``search_image(image, k=3, box=garment_box)`` finds. When the pre-filter's backbone is
+    the search model's own file, its rows of the garment crops stand in for the search's
+    embedding (:meth:`~lookalike.search.service.SearchService.search_rows`: no second decode,
+    preprocess or CNN pass, one index search for the batch); other posts are searched as usual.
+    """
+    if search is None:
+        return [[] for _ in images], ""
+    service = search.service
+    results: list[Any] = [None] * len(images)
+    backbones = {a.backbone for a in answers}
+    if answers and all(a.match_row is not None for a in answers) and len(backbones) == 1:
+        backbone = backbones.pop()
+        if backbone is not None:
+            rows = np.stack([a.match_row for a in answers if a.match_row is not None])
+            boxes = [a.garment_box for a in answers]
+            results = service.search_rows(
+                images, boxes, rows, backbone=backbone, k=MATCHES, phases=search
+            )
+    found, version = [], ""
+    for image, a, result in zip(images, answers, results, strict=True):
+        if result is None:
+            result = service.search_image(image, k=MATCHES, box=a.garment_box, phases=search)
+        found.append([(h.item.item_id, float(h.score)) for h in result.hits[:MATCHES]])
+        version = result.model_version
+    return found, version

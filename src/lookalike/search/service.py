@@ -30,7 +30,7 @@ from lookalike.catalog import CatalogStore, Item
 from lookalike.core.errors import LookalikeError, NotFound
 from lookalike.core.images import load_image_file
 from lookalike.embed import Embedder
-from lookalike.embed.regions import crop_box
+from lookalike.embed.regions import FIXED_REGIONS, crop_box
 from lookalike.search.crops import QueryCrop, embed_query_crops, merge_best, resolve_mode
 from lookalike.search.indexing import LoadedIndex
 
@@ -291,6 +291,78 @@ class SearchService:
         """The embedding step of :meth:`search_image`: its crops and their query vectors."""
         return embed_query_crops(self.embedder, image, crops or self.crops)
 
+    def search_rows(
+        self,
+        images: Sequence[Image.Image],
+        boxes: Sequence[Box | None],
+        rows: np.ndarray,
+        *,
+        backbone: tuple[str, str],
+        k: int = 20,
+        phases: Phases | None = None,
+    ) -> list[SearchResult | None]:
+        """:meth:`search_image` ``(images[i], k=k, box=boxes[i])`` for a batch of photos whose
+        backbone rows were computed already, with one index lookup for the batch.
+
+        ``rows[i]`` is the unit backbone row of ``images[i]`` cut to ``boxes[i]`` (the whole
+        photo for None), computed on ONNX Runtime CPU by the model file ``backbone`` names:
+        (model ref, variant), e.g. ``("effnet_lite0:3", "int8")``. This service's head turns
+        them into query vectors, so no photo is preprocessed or embedded again. An entry is
+        None where the rows cannot stand for this service's own embedding (another model,
+        variant or engine; a photo without a box that this model's crop mode cuts itself; a
+        non-finite row): search that photo with :meth:`search_image`.
+        """
+        started = time.perf_counter()
+        out: list[SearchResult | None] = [None] * len(images)
+        info = self.embedder.info
+        project = getattr(self.embedder, "project", None)
+        ref, variant = backbone
+        same = (info.ref, info.variant, info.served_by) == (
+            ref,
+            variant,
+            f"onnxruntime-cpu:{variant}",
+        )
+        if not same or project is None:
+            return out
+        mode = resolve_mode(self.embedder, self.crops)
+        todo: list[tuple[int, QueryCrop]] = []
+        for i, box in enumerate(boxes):
+            if box is not None:
+                todo.append((i, QueryCrop("box", box)))
+            elif mode == "whole":  # what query_vectors cuts for this mode: the photo as it is
+                todo.append((i, QueryCrop("whole", FIXED_REGIONS["whole"])))
+        todo = [(i, c) for i, c in todo if np.all(np.isfinite(rows[i]))]
+        if not todo:
+            return out
+        crops = [crop_box(images[i], c.box) for i, c in todo]
+        vectors = _finite(project(np.asarray(rows[[i for i, _ in todo]]), "query", crops))
+        regions = [c for _, c in todo]
+        each, at, why = (phases or _Direct(self)).lookup(
+            lambda s: s._hits_each(regions, vectors, k=k)
+        )
+        for (i, region), hits in zip(todo, each, strict=True):
+            out[i] = self._result(
+                hits, started, self, at, why, crop_mode=region.region, served_by="backbone-rows"
+            )
+        return out
+
+    def _hits_each(
+        self, regions: Sequence[QueryCrop], vectors: np.ndarray, *, k: int
+    ) -> list[list[Hit]]:
+        """:meth:`search_crops` of each region alone (one query vector each), in one lookup."""
+        out = []
+        for region, ranked in zip(regions, self._ranked_many(vectors, k=k), strict=True):
+            merged = merge_best([ranked], k)
+            items = self.view.items([item_id for item_id, *_ in merged])
+            out.append(
+                [
+                    self._hit(items[item_id], score, image_id, region)
+                    for item_id, score, image_id, _ in merged
+                    if item_id in items
+                ]
+            )
+        return out
+
     def search_crops(
         self,
         regions: Sequence[QueryCrop],
@@ -421,28 +493,49 @@ class SearchService:
         exclude: Sequence[str] = (),
     ) -> list[tuple[str, float, int]]:
         """Top ``k`` ``(item_id, score, image_id)``, best image per item, without catalog rows."""
+        return self._ranked_many(
+            vector.reshape(1, -1), k=k, category=category, available=available, exclude=exclude
+        )[0]
+
+    def _ranked_many(
+        self,
+        vectors: np.ndarray,
+        *,
+        k: int,
+        category: str | None = None,
+        available: bool | None = None,
+        exclude: Sequence[str] = (),
+    ) -> list[list[tuple[str, float, int]]]:
+        """:meth:`_ranked` of each row of ``vectors`` ``(m, dim)``, in one index search (a row
+        that finds fewer than ``k`` items is searched again, deeper, on its own)."""
+        queries = np.asarray(vectors, dtype=np.float32).reshape(len(vectors), -1)
+        out: list[list[tuple[str, float, int]]] = [[] for _ in queries]
         allowed = self.view.allowed(category, available)
         if allowed is not None and len(allowed) == 0:
-            return []
+            return out
         index = self.index.index
         total = index.ntotal if allowed is None else min(index.ntotal, len(allowed))
         fetch = min(total, max(3 * k, k + 10))
-        query = vector.reshape(1, -1).astype(np.float32)
         image_item = self.view.image_items()  # one snapshot for the whole lookup
-        while True:
-            scores, ids = index.search(query, max(fetch, 1), allowed=allowed)
-            best: dict[str, tuple[float, int]] = {}
-            for score, image_id in zip(scores[0], ids[0], strict=True):
-                if image_id < 0:
-                    continue
-                item_id = image_item.get(int(image_id))
-                if item_id is None or item_id in exclude or item_id in best:
-                    continue  # results are sorted: the first image seen is the item's best
-                best[item_id] = (float(score), int(image_id))
-            if len(best) >= k or fetch >= total:
-                break
+        todo = list(range(len(queries)))
+        while todo:
+            scores, ids = index.search(queries[todo], max(fetch, 1), allowed=allowed)
+            short = []
+            for row, qi in enumerate(todo):
+                best: dict[str, tuple[float, int]] = {}
+                for score, image_id in zip(scores[row], ids[row], strict=True):
+                    if image_id < 0:
+                        continue
+                    item_id = image_item.get(int(image_id))
+                    if item_id is None or item_id in exclude or item_id in best:
+                        continue  # results are sorted: the first image seen is the item's best
+                    best[item_id] = (float(score), int(image_id))
+                out[qi] = [(item_id, s, image_id) for item_id, (s, image_id) in best.items()][:k]
+                if len(best) < k and fetch < total:
+                    short.append(qi)
+            todo = short
             fetch = min(total, fetch * 4)
-        return [(item_id, score, image_id) for item_id, (score, image_id) in best.items()][:k]
+        return out
 
     def _result(
         self,
