@@ -37,6 +37,7 @@ from PIL import Image
 from lookalike.core.errors import ConfigError, InvalidInput
 from lookalike.embed.localize import Garment
 from lookalike.embed.regions import Box
+from lookalike.embed.session import onnx_session
 
 __all__ = [
     "DETECTOR_FILE",
@@ -50,7 +51,6 @@ __all__ = [
     "free_batch",
     "garment_boxes",
     "packaged_detector",
-    "scoring_session",
 ]
 
 DETECTOR_PACKAGE = "nudenet"
@@ -128,27 +128,6 @@ def packaged_detector() -> Path:
     raise ConfigError(f"{DETECTOR_PACKAGE} is installed but has no {DETECTOR_FILE}: pin 3.0.8")
 
 
-def scoring_session(model: Path | bytes, threads: int | None = None) -> Any:
-    """A CPU ONNX Runtime session for batch scoring on a shared machine (the detector, the
-    pre-filter's backbone copy): intra-op threads = usable cores, as ``onnx_session``, but they
-    sleep between kernels instead of spin-waiting. Beside another CPU-heavy process on 2 cores
-    spinning threads fight it for the cores: the detector ran 2x slower (50 vs 25 ms a photo,
-    ``benchmarks/bench_prefilter.py``); idle, sleeping costs little."""
-    import onnxruntime as ort
-
-    from lookalike.embed.measure import cpu_threads
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.intra_op_num_threads = threads or cpu_threads()
-    opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.log_severity_level = 3  # warnings about unused initialisers are noise here
-    source = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
-
-
 def free_batch(model: Any) -> None:
     """Make a YOLOv8 detector graph (an ``onnx.ModelProto``) take any batch, in place.
 
@@ -187,20 +166,20 @@ def _detector_session(path: Path, threads: int | None) -> tuple[Any, int]:
     except ImportError:
         onnx = None
     if onnx is None:
-        session = scoring_session(path, threads)
+        session = onnx_session(path, threads=threads)
         if not isinstance(session.get_inputs()[0].shape[0], int):
             return session, DETECT_BATCH
         log.info("detector %s: one photo a run (its batch is fixed; onnx is not installed)", path)
         return session, 1
     model = onnx.load(str(path))
     if model.graph.input[0].type.tensor_type.shape.dim[0].HasField("dim_param"):
-        return scoring_session(path, threads), DETECT_BATCH
+        return onnx_session(path, threads=threads), DETECT_BATCH
     try:
         free_batch(model)
     except ConfigError as exc:
         log.info("detector %s: one photo a run (%s)", path, exc.message)
-        return scoring_session(path, threads), 1
-    return scoring_session(model.SerializeToString(), threads), DETECT_BATCH
+        return onnx_session(path, threads=threads), 1
+    return onnx_session(model.SerializeToString(), threads=threads), DETECT_BATCH
 
 
 def _letterbox(image: Image.Image, size: int) -> tuple[np.ndarray, float, int, int]:

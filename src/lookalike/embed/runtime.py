@@ -43,6 +43,7 @@ from lookalike.embed.localize import FMAP_OUTPUT, Garment, LocalizerHead
 from lookalike.embed.measure import cpu_threads
 from lookalike.embed.preprocess import PreprocessConfig, preprocess_batch
 from lookalike.embed.regions import Box, crop_box
+from lookalike.embed.session import onnx_session
 from lookalike.registry import Ref, Registry
 
 __all__ = [
@@ -310,18 +311,6 @@ class LoadedEmbedder:
             self.localizer.boxes(p, img.size, size) for p, img in zip(probs, images, strict=True)
         ]
         return self.project(feats.astype(np.float32), role, images), garments
-
-
-def onnx_session(path: Path, providers: list[str], threads: int | None = None) -> Any:
-    """An ONNX Runtime session tuned for this machine (intra-op threads = usable cores)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads or cpu_threads()
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3  # warnings about unused initialisers are noise here
-    return ort.InferenceSession(str(path), opts, providers=providers)
 
 
 def _load_check(emb: LoadedEmbedder) -> None:

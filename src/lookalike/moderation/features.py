@@ -40,12 +40,12 @@ from lookalike.embed.bodyparts import (
     Part,
     exposure,
     garment_boxes,
-    scoring_session,
 )
 from lookalike.embed.localize import Garment
 from lookalike.embed.preprocess import PreprocessConfig
 from lookalike.embed.regions import crop_box
 from lookalike.embed.runtime import EmbedderInfo, LoadedEmbedder
+from lookalike.embed.session import onnx_session
 
 __all__ = [
     "BLOCKS",
@@ -132,7 +132,7 @@ class Extractor:
         threads: int | None = None,
     ) -> None:
         try:
-            sess = scoring_session(Path(backbone), threads)
+            sess = onnx_session(Path(backbone), threads=threads)
         except Exception as exc:  # onnxruntime raises its own types for a bad file
             raise ConfigError(f"cannot load the pre-filter backbone {backbone}: {exc}") from exc
         output = sess.get_outputs()[0].name
