@@ -18,8 +18,15 @@ from typer.testing import CliRunner
 
 from lookalike.core.images import load_image_file
 from lookalike.core.settings import Settings
+from lookalike.embed.bodyparts import packaged_detector
 from lookalike.lifecycle import LoadContext, ProductSlot, StepPools, promote, rollback
-from lookalike.moderation.fit import Sample, build_prefilter, register_prefilter
+from lookalike.moderation.fit import (
+    Sample,
+    SearchParts,
+    build_prefilter,
+    register_prefilter,
+    search_backbone,
+)
 from lookalike.moderation.kind import ARTIFACT_NAME, PrefilterKind, read_holdout
 from lookalike.moderation.prefilter import (
     BACKBONE_FILE,
@@ -69,10 +76,30 @@ def bad_prefilter(registry: Registry) -> Ref:
     blocks, y, paths = read_holdout(folder)
     holdout = [Sample(p, int(label), "demo") for p, label in zip(paths, y, strict=True)]
     manifest = registry.manifest(good)
-    return register_prefilter(
-        registry, flipped, folder / BACKBONE_FILE, manifest["preprocess"],
-        folder / DETECTOR_FILE, blocks, holdout, {"note": "weights reversed on purpose"},
+    parts = SearchParts(
+        folder / BACKBONE_FILE, manifest["preprocess"], manifest["backbone"]["variant"],
+        folder / DETECTOR_FILE, manifest["detector"]["input"],
     )  # fmt: skip
+    return register_prefilter(
+        registry, flipped, parts, blocks, holdout, {"note": "weights reversed on purpose"}
+    )
+
+
+def test_prefilter_reads_the_search_models_own_detector(garment_models: Path) -> None:
+    """The shipped search model finds garments with a 256 px detector: a pre-filter built on it
+    reads the same file (one detector for both products, and the faster one)."""
+    registry = Registry(garment_models, "model")
+    parts = search_backbone(registry, BACKBONE)
+    search = registry.manifest(registry.resolve(BACKBONE))
+    folder = registry.path(registry.resolve(BACKBONE))
+    assert parts.detector == folder / search["detector"]["file"]
+    assert parts.detector_input == search["detector"]["input"] == 256
+    assert parts.onnx == folder / search["variants"][search["default_variant"]]
+    # features of one detector are never read as another's
+    packaged = SearchParts(parts.onnx, parts.preprocess, parts.variant, packaged_detector(), 320)
+    assert parts.cache_key() != packaged.cache_key()
+    extractor = parts.extractor()
+    assert extractor.detector.size == 256
 
 
 @pytest.fixture()
@@ -92,6 +119,10 @@ def test_artifact_round_trip_and_checksums(kind: PrefilterKind) -> None:
     search = json.loads((source / "manifest.json").read_text())
     src_onnx = source / search["variants"][search["default_variant"]]
     assert sha256_file(folder / BACKBONE_FILE) == sha256_file(src_onnx)
+    # this search model (the plain ImageNet one) has no detector: the packaged one is copied
+    assert "detector" not in search
+    assert sha256_file(folder / DETECTOR_FILE) == sha256_file(packaged_detector())
+    assert manifest["detector"]["input"] == 320
     for name in (BACKBONE_FILE, DETECTOR_FILE, CLASSIFIER_FILE):
         assert manifest["files"][name]["sha256"] == sha256_file(folder / name)
     assert registry.verify(ref) == []

@@ -80,8 +80,6 @@ def compare_cmd(
 ) -> None:
     """One row per feature set on the seed data's held-out split (L2, threshold on validation)."""
     from lookalike.cli.progress import progress_bar
-    from lookalike.embed.bodyparts import packaged_detector
-    from lookalike.moderation.features import Extractor
     from lookalike.moderation.fit import (
         cached_blocks,
         compare_feature_sets,
@@ -89,19 +87,14 @@ def compare_cmd(
         seed_samples,
         stratified_split,
     )
-    from lookalike.registry import sha256_file
 
     settings = _settings()
     try:
-        onnx, preprocess, _ = search_backbone(
-            Registry(settings.models_dir, "model"), Ref.parse(backbone)
-        )
+        parts = search_backbone(Registry(settings.models_dir, "model"), Ref.parse(backbone))
         samples = seed_samples(data)
-        detector = packaged_detector()
-        key = f"{sha256_file(onnx)[:12]}-{sha256_file(detector)[:12]}"
         with progress_bar(f"features of {len(samples)} photos") as bar:
             blocks = cached_blocks(
-                Extractor(onnx, preprocess, detector), samples, _cache(settings, cache), key,
+                parts.extractor(), samples, _cache(settings, cache), parts.cache_key(),
                 lambda d, n: bar("features", d, n),
             )  # fmt: skip
         rows = compare_feature_sets(blocks, samples, stratified_split(samples))

@@ -39,6 +39,7 @@ __all__ = [
     "L2_GRID",
     "VALIDATION",
     "Sample",
+    "SearchParts",
     "Split",
     "build_prefilter",
     "register_prefilter",
@@ -275,13 +276,39 @@ def compare_feature_sets(
     return rows
 
 
-def search_backbone(registry: Registry, ref: Ref) -> tuple[Path, dict, str]:
-    """The ONNX file (its default variant), preprocess constants and variant of a search model."""
+@dataclass(frozen=True)
+class SearchParts:
+    """What a pre-filter reads through, taken from a search model: its default ONNX variant,
+    preprocess constants, and the body-part detector that model searches with (the packaged
+    320 px one when the model has none), so both products see a post's garment the same way."""
+
+    onnx: Path
+    preprocess: dict
+    variant: str
+    detector: Path
+    detector_input: int
+
+    def extractor(self) -> Extractor:
+        return Extractor(self.onnx, self.preprocess, self.detector)
+
+    def cache_key(self) -> str:
+        """Names the features these files give: a cache never mixes two extractors."""
+        return f"{sha256_file(self.onnx)[:12]}-{sha256_file(self.detector)[:12]}"
+
+
+def search_backbone(registry: Registry, ref: Ref) -> SearchParts:
+    """The parts of search model ``ref`` (``effnet_lite0:production``) a pre-filter reads."""
+    from lookalike.embed.bodyparts import packaged_detector
+
     resolved = registry.resolve(ref)
     manifest = registry.manifest(resolved)
     variant = manifest.get("default_variant", "fp32")
-    path = registry.path(resolved) / manifest["variants"][variant]
-    return path, manifest["preprocess"], variant
+    folder = registry.path(resolved)
+    own = manifest.get("detector")
+    detector = folder / own["file"] if own else packaged_detector()
+    size = int(own.get("input", 320)) if own else 320
+    return SearchParts(folder / manifest["variants"][variant], manifest["preprocess"], variant,
+                       detector, size)  # fmt: skip
 
 
 def build_prefilter(
@@ -299,18 +326,14 @@ def build_prefilter(
 ) -> tuple[Ref, dict]:
     """Embed, split, fit, evaluate and register ``post_prefilter:N`` (not promoted).
 
-    ``backbone`` is a search model (``effnet_lite0:production``): its ONNX file and the
-    packaged detector are copied into the artifact. ``extra_holdout`` (held-out moderator
-    decisions) is evaluated too and kept in ``holdout.csv`` with the seed's held-out photos.
+    ``backbone`` is a search model (``effnet_lite0:production``): its ONNX file and its detector
+    (:func:`search_backbone`) are copied into the artifact. ``extra_holdout`` (held-out
+    moderator decisions) is evaluated too and kept in ``holdout.csv`` with the seed's held-out
+    photos.
     """
-    from lookalike.embed.bodyparts import packaged_detector
-
-    onnx, preprocess, variant = search_backbone(registry, backbone)
-    detector = packaged_detector()
-    extractor = Extractor(onnx, preprocess, detector)
-    key = f"{sha256_file(onnx)[:12]}-{sha256_file(detector)[:12]}"
+    parts = search_backbone(registry, backbone)
     everything = list(samples) + list(extra_holdout)
-    feats = cached_blocks(extractor, everything, cache, key, progress)
+    feats = cached_blocks(parts.extractor(), everything, cache, parts.cache_key(), progress)
     seed_n = len(samples)
     y = np.array([s.label for s in everything])
     split = stratified_split(samples, seed=seed)
@@ -330,7 +353,7 @@ def build_prefilter(
     for part, idx in (("train", split.train), ("validation", split.validation), ("holdout", held)):
         counts[part] = {"photos": int(len(idx)), "positives": int(y[idx].sum())}
     manifest = {
-        "backbone": {"from": str(registry.resolve(backbone)), "variant": variant},
+        "backbone": {"from": str(registry.resolve(backbone)), "variant": parts.variant},
         "selection": choice,
         "metrics": metrics,
         "split": f"stratified by (source, label), seed {seed}: {HOLDOUT:.0%} held out, "
@@ -340,7 +363,7 @@ def build_prefilter(
     }  # fmt: skip
     held_blocks = {k: v[held] for k, v in feats.items()}
     ref = register_prefilter(
-        registry, clf, onnx, preprocess, detector, held_blocks, [everything[i] for i in held],
+        registry, clf, parts, held_blocks, [everything[i] for i in held],
         manifest,
     )  # fmt: skip
     return ref, metrics
@@ -349,9 +372,7 @@ def build_prefilter(
 def register_prefilter(
     registry: Registry,
     clf: Classifier,
-    backbone: Path,
-    preprocess: dict,
-    detector: Path,
+    parts: SearchParts,
     holdout_blocks: dict[str, np.ndarray],
     holdout: Sequence[Sample],
     manifest: dict,
@@ -373,14 +394,19 @@ def register_prefilter(
         "blocks": list(clf.blocks),
         "threshold": clf.threshold,
         "recall_target": clf.recall_target,
-        "preprocess": preprocess,
-        "detector": {"package": "nudenet", "file": "best.onnx", "licence": "MIT"},
+        "preprocess": parts.preprocess,
+        "detector": {
+            "package": "nudenet",
+            "file": "best.onnx",
+            "licence": "MIT",
+            "input": parts.detector_input,
+        },
         **manifest,
     }
     y = np.array([s.label for s in holdout], int)
     with registry.create(ARTIFACT_NAME, doc) as writer:
-        shutil.copy2(backbone, writer.path / BACKBONE_FILE)
-        shutil.copy2(detector, writer.path / DETECTOR_FILE)
+        shutil.copy2(parts.onnx, writer.path / BACKBONE_FILE)
+        shutil.copy2(parts.detector, writer.path / DETECTOR_FILE)
         clf.save(writer.path / CLASSIFIER_FILE)
         np.savez(writer.path / HOLDOUT_NPZ, y=y, **holdout_blocks)
         with (writer.path / HOLDOUT_CSV).open("w", newline="") as fh:
