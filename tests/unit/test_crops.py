@@ -11,7 +11,13 @@ from PIL import Image
 from lookalike.core.errors import ConfigError, InvalidInput
 from lookalike.embed.heads import ProjectionHead, Tower
 from lookalike.embed.localize import CLASSES, LocalizerHead, letterbox_geometry, mask_targets
-from lookalike.embed.regions import FIXED_REGIONS, colour_histogram, crop_box, expand_box
+from lookalike.embed.regions import (
+    FIXED_REGIONS,
+    box_iou,
+    colour_histogram,
+    crop_box,
+    expand_box,
+)
 from lookalike.search.crops import merge_best
 
 
@@ -19,6 +25,14 @@ from lookalike.search.crops import merge_best
 def photo(demo_images: list[Path]) -> Image.Image:
     with Image.open(demo_images[0]) as img:
         return img.convert("RGB")
+
+
+def test_box_iou() -> None:
+    a = (0.0, 0.0, 0.5, 1.0)
+    assert box_iou(a, a) == 1.0
+    assert box_iou(a, (0.5, 0.0, 1.0, 1.0)) == 0.0  # touching, not overlapping
+    assert box_iou(a, (0.25, 0.0, 0.75, 1.0)) == pytest.approx(0.25 / 0.75)
+    assert box_iou((0.2, 0.2, 0.2, 0.2), (0.2, 0.2, 0.2, 0.2)) == 0.0  # empty boxes
 
 
 def test_crop_box_cuts_the_named_region(photo: Image.Image) -> None:

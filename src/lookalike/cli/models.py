@@ -57,6 +57,14 @@ def build_default_cmd(
         int | None,
         typer.Option(help="garment detector input, px (multiple of 32; default 256, packaged 320)"),
     ] = None,
+    detector_fp32: Annotated[
+        bool,
+        typer.Option(
+            "--detector-fp32",
+            help="serve the detector in fp32 (default: int8 when "
+            "it agrees with fp32 on the labelled photos)",
+        ),
+    ] = False,
 ) -> None:
     """Build the default embedder: EfficientNet-Lite0 (ImageNet) as ONNX fp32 + int8, plus the
     garment detector and a head fitted on the demo photos; measure, register, promote."""
@@ -96,6 +104,7 @@ def build_default_cmd(
                 progress=progress,
                 labelled=labelled,
                 detector_size=detector_size,
+                detector_int8=not detector_fp32,
             )
     except LookalikeError as exc:
         raise _fail(exc) from exc

@@ -47,6 +47,7 @@ __all__ = [
     "LABELS",
     "BodyPartDetector",
     "Part",
+    "detector_pixels",
     "exposure",
     "free_batch",
     "garment_boxes",
@@ -182,6 +183,11 @@ def _detector_session(path: Path, threads: int | None) -> tuple[Any, int]:
     return onnx_session(model.SerializeToString(), threads=threads), DETECT_BATCH
 
 
+def detector_pixels(images: Sequence[Image.Image], size: int) -> np.ndarray:
+    """The detector's input for ``images``: (n, 3, size, size) float32, as :meth:`detect` makes."""
+    return np.stack([_letterbox(img, size)[0] for img in images])
+
+
 def _letterbox(image: Image.Image, size: int) -> tuple[np.ndarray, float, int, int]:
     """nudenet's preprocessing: longest side to ``size``, centred on black, RGB / 255, CHW."""
     rgb = image.convert("RGB")
@@ -224,7 +230,7 @@ class BodyPartDetector:
         except Exception as exc:  # onnxruntime raises its own types for a bad file
             raise ConfigError(f"cannot load the garment detector {self.path}: {exc}") from exc
         inp = self._session.get_inputs()[0]
-        self._input = inp.name
+        self._input = self.input_name = inp.name
         dims = [d if isinstance(d, int) else INPUT_SIZE for d in inp.shape[2:]]
         if len(dims) != 2 or dims[0] != dims[1]:
             raise ConfigError(f"{self.path}: expected a square image input, got {inp.shape}")

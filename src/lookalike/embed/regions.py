@@ -20,12 +20,23 @@ from lookalike.core.errors import InvalidInput
 __all__ = [
     "FIXED_REGIONS",
     "Box",
+    "box_iou",
     "colour_histogram",
     "crop_box",
     "expand_box",
 ]
 
 Box = tuple[float, float, float, float]
+
+
+def box_iou(a: Box, b: Box) -> float:
+    """Intersection over union of two boxes (x0, y0, x1, y1); 0 when both are empty."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
 
 # Chosen by eye on viton-dev *train* person photos (torso-centred, 3:4), never tuned on val.
 FIXED_REGIONS: dict[str, Box] = {

@@ -32,6 +32,7 @@ from lookalike.embed.localize import (
     mask_targets,
 )
 from lookalike.embed.preprocess import PreprocessConfig, preprocess_batch
+from lookalike.embed.regions import box_iou
 from lookalike.embed.runtime import onnx_session
 from lookalike.registry import Registry
 from lookalike.training.candidate import BASE_ONLY, TrainedCandidate, in_holdout
@@ -65,14 +66,6 @@ def _box_of(mask: np.ndarray) -> tuple[float, float, float, float] | None:
         return None
     h, w = mask.shape
     return (xs.min() / w, ys.min() / h, (xs.max() + 1) / w, (ys.max() + 1) / h)
-
-
-def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def fit_localizer(
@@ -224,7 +217,7 @@ def _box_figures(
             truth = _box_of(classes == k)
             if truth is None or (classes == k).mean() < 0.01:
                 continue
-            ious.append(_iou(found[label], truth) if label in found else 0.0)
+            ious.append(box_iou(found[label], truth) if label in found else 0.0)
     arr = np.asarray(ious) if ious else np.zeros(1)
     return {
         "garments": len(ious),
