@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from lookalike.catalog import CatalogStore, Item
-from lookalike.core.errors import LookalikeError, NotFound
+from lookalike.core.errors import LookalikeError, NotFound, Unavailable
 from lookalike.core.images import load_image_file
 from lookalike.embed import Embedder
 from lookalike.embed.regions import FIXED_REGIONS, crop_box
@@ -125,7 +125,9 @@ class _CatalogView:
 
     The revision is read at most every ``ttl`` seconds, so a catalog change (an item rented
     out, a new item, an import) is visible to search within that time, and a search reads no
-    database row. One view per catalog store (:func:`_view_of`): the services of a generation
+    database row. While the database is unreachable search keeps answering from the rows it
+    holds (logged once, and again when the database is back); only a view that never read the
+    catalog fails. One view per catalog store (:func:`_view_of`): the services of a generation
     (primary, fallbacks) and the next generation share it.
     """
 
@@ -136,6 +138,7 @@ class _CatalogView:
         self._checked = 0.0
         self._snap = _EMPTY
         self._filters: dict[tuple[str | None, bool | None], np.ndarray] = {}
+        self._unreachable = False
 
     def _refresh(self) -> _Snapshot:
         now = time.monotonic()
@@ -144,12 +147,26 @@ class _CatalogView:
         with self._lock:
             if now - self._checked < self.ttl:  # another thread refreshed while this one waited
                 return self._snap
-            revision = self.catalog.revision()
-            if revision != self._snap.revision:
-                image_item = {img.image_id: img.item_id for img in self.catalog.iter_images()}
-                rows = self.catalog.get_items(list(dict.fromkeys(image_item.values())))
-                self._filters = {}
-                self._snap = _Snapshot(revision, image_item, frozenset(image_item), rows)
+            try:
+                revision = self.catalog.revision()
+                if revision != self._snap.revision:
+                    image_item = {i.image_id: i.item_id for i in self.catalog.iter_images()}
+                    rows = self.catalog.get_items(list(dict.fromkeys(image_item.values())))
+                    self._filters = {}
+                    self._snap = _Snapshot(revision, image_item, frozenset(image_item), rows)
+            except Unavailable as exc:
+                if self._snap is _EMPTY:
+                    raise
+                if not self._unreachable:
+                    log.warning(
+                        "catalog unreachable: search answers from the rows of revision %d "
+                        "until it is back (%s)", self._snap.revision, exc.message,
+                    )  # fmt: skip
+                self._unreachable = True
+            else:
+                if self._unreachable:
+                    log.info("catalog reachable again at revision %d", self._snap.revision)
+                self._unreachable = False
             self._checked = now
             return self._snap
 
