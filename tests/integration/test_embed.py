@@ -121,15 +121,11 @@ def test_the_int8_detector_finds_the_people_and_garments_fp32_finds(
     assert det["variant"] == figures["served"] in ("int8", "fp32")
     assert figures["agreement_with_fp32"]["photos"] > 100
     assert set(figures["ms_per_photo_batch8"]) == {"fp32", "int8"}
-    agreement, ms = figures["agreement_with_fp32"], figures["ms_per_photo_batch8"]
-    if det["variant"] == "fp32":  # a bar failed on this machine (int8 slower, say): shown why
-        assert (
-            ms["int8"] >= ms["fp32"]
-            or agreement["person_agreement"] < 0.95
-            or (agreement["score_diff_p95"] > figures["bars"]["score_diff_p95"])
-            or (agreement["median_box_iou"] or 1.0) < 0.95
-        )
+    agreement = figures["agreement_with_fp32"]
+    if det["variant"] == "fp32":  # a bar failed on this machine (int8 slower, say): it says which
+        assert figures["failed"], figures
         return
+    assert figures["failed"] == []
     assert agreement["person_agreement"] >= DETECTOR_INT8_MIN_AGREEMENT
     served = BodyPartDetector(reg.path(reg.resolve(MODEL)) / det["file"], threads=1)
     resize_detector(packaged_detector(), tmp_path / "fp32.onnx", det["input"])

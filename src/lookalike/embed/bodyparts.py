@@ -230,7 +230,7 @@ class BodyPartDetector:
         except Exception as exc:  # onnxruntime raises its own types for a bad file
             raise ConfigError(f"cannot load the garment detector {self.path}: {exc}") from exc
         inp = self._session.get_inputs()[0]
-        self._input = self.input_name = inp.name
+        self.input_name = inp.name
         dims = [d if isinstance(d, int) else INPUT_SIZE for d in inp.shape[2:]]
         if len(dims) != 2 or dims[0] != dims[1]:
             raise ConfigError(f"{self.path}: expected a square image input, got {inp.shape}")
@@ -246,7 +246,7 @@ class BodyPartDetector:
             chunk = images[start : start + self.batch]
             boxed = [_letterbox(img, self.size) for img in chunk]
             pixels = np.stack([b[0] for b in boxed])
-            raw = self._session.run(None, {self._input: pixels})[0]  # (n, 22, anchors)
+            raw = self._session.run(None, {self.input_name: pixels})[0]  # (n, 22, anchors)
             for rows, (_, scale, left, top), img in zip(raw, boxed, chunk, strict=True):
                 out.append(self._parts(rows, scale, left, top, img.size))
         return out

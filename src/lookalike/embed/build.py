@@ -461,22 +461,24 @@ def quantise_detector(
         for v, d in (("fp32", det32), ("int8", det8))
     }
     iou = agreement["median_box_iou"]
-    ok = (
-        agreement["person_agreement"] >= DETECTOR_INT8_MIN_AGREEMENT
-        and (iou is None or iou >= DETECTOR_INT8_MIN_IOU)
-        and agreement["score_diff_p95"] <= DETECTOR_INT8_MAX_SCORE_DIFF
-        and lat["int8"] < lat["fp32"]
-    )
+    passed = {
+        "person_agreement": agreement["person_agreement"] >= DETECTOR_INT8_MIN_AGREEMENT,
+        "median_box_iou": iou is None or iou >= DETECTOR_INT8_MIN_IOU,
+        "score_diff_p95": agreement["score_diff_p95"] <= DETECTOR_INT8_MAX_SCORE_DIFF,
+        "faster": lat["int8"] < lat["fp32"],
+    }
+    failed = [name for name, ok in passed.items() if not ok]
     figures = {
         "agreement_with_fp32": agreement,
         "ms_per_photo_batch8": {k: round(v, 2) for k, v in lat.items()},
         "fp32_nodes": len(keep),
-        "served": "int8" if ok else "fp32",
+        "served": "fp32" if failed else "int8",
+        "failed": failed,
         "bars": {"person_agreement": DETECTOR_INT8_MIN_AGREEMENT,
                  "median_box_iou": DETECTOR_INT8_MIN_IOU,
                  "score_diff_p95": DETECTOR_INT8_MAX_SCORE_DIFF, "faster": True},
     }  # fmt: skip
-    return ok, figures
+    return not failed, figures
 
 
 def _garment_aware(

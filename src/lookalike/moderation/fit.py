@@ -298,7 +298,7 @@ class SearchParts:
 
 def search_backbone(registry: Registry, ref: Ref) -> SearchParts:
     """The parts of search model ``ref`` (``effnet_lite0:production``) a pre-filter reads."""
-    from lookalike.embed.bodyparts import packaged_detector
+    from lookalike.embed.bodyparts import INPUT_SIZE, packaged_detector
 
     resolved = registry.resolve(ref)
     manifest = registry.manifest(resolved)
@@ -306,7 +306,7 @@ def search_backbone(registry: Registry, ref: Ref) -> SearchParts:
     folder = registry.path(resolved)
     own = manifest.get("detector")
     detector = folder / own["file"] if own else packaged_detector()
-    size = int(own.get("input", 320)) if own else 320
+    size = int(own.get("input", INPUT_SIZE)) if own else INPUT_SIZE
     return SearchParts(folder / manifest["variants"][variant], manifest["preprocess"], variant,
                        detector, size)  # fmt: skip
 
