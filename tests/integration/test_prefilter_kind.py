@@ -316,3 +316,72 @@ def test_catalog_matches_from_the_prefilter_rows_equal_search_image(
     finally:
         catalog.close()
         pools.close()
+
+
+def test_catalog_matches_reuse_rows_of_photos_without_a_person(
+    tmp_path: Path, garment_models: Path
+) -> None:
+    """With the shipped garment-aware search model, a photo in which its detector finds no one
+    is searched whole; the pre-filter that reads the same detector already holds that row, so
+    the match reuses it and finds what ``search_image`` finds. A detector of another key does
+    not stand in."""
+    from lookalike.catalog import CatalogStore
+    from lookalike.embed import load_embedder
+    from lookalike.moderation.prefilter import MATCHES, catalog_matches
+    from lookalike.search import build_index
+    from lookalike.search.kind import SearchKind
+
+    shutil.copytree(garment_models, tmp_path / "models")
+    settings = Settings(home=tmp_path)
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    catalog = CatalogStore(settings.db_url, settings.media_dir)
+    catalog.create_schema()
+    assert catalog.import_file(DEMO / "items.csv", DEMO).ok
+    models = Registry(settings.models_dir, "model")
+    index = build_index(
+        catalog, load_embedder(models, BACKBONE), Registry(settings.index_dir, "index")
+    )
+    assert promote(SearchKind(settings), "index", index).promoted
+    kind = PrefilterKind(settings)
+    ref, _ = build_prefilter(
+        models, demo_samples(12), backbone=BACKBONE, blocks=("crop",), data={"seed": "test"}
+    )
+    assert promote(kind, "model", ref).promoted
+    street = REPO.parent / "shared" / "data" / "street" / "images"
+    paths = sorted(street.glob("*.jpg"))[:6] + [s.path for s in demo_samples(3)]
+    images = [load_image_file(p) for p in paths]
+    pools = StepPools(2)
+    try:
+        context = LoadContext(settings, pools, shared={"catalog": catalog})
+        prefilter = ProductSlot(kind, context).load().generation
+        search = ProductSlot(SearchKind(settings), context).load().generation
+        service = search.service
+        answers, _, _ = prefilter.score(images, None)
+        key = service.embedder.detector.key
+        unworn = [a.nothing_worn for a in answers]
+        assert prefilter.scorer.extractor.detector.key == key  # one detector for both
+        assert set(unworn[-3:]) == {key}  # garments alone: nobody wears them
+        assert all(
+            u is None for a, u in zip(answers, unworn, strict=True) if a.garment_box is not None
+        )
+        found, _ = catalog_matches(search, images, answers)
+        for image, a, got in zip(images, answers, found, strict=True):
+            want = service.search_image(image, k=MATCHES, box=a.garment_box, phases=search)
+            assert [i for i, _ in got] == [h.item.item_id for h in want.hits]
+            assert np.allclose([s for _, s in got], [h.score for h in want.hits], atol=1e-5)
+        boxes = [a.garment_box for a in answers]
+        rows = np.stack([a.match_row for a in answers])
+        backbone = answers[0].backbone
+        reused = service.search_rows(images, boxes, rows, backbone=backbone, unworn=unworn)
+        assert [r is not None for r in reused] == [
+            b is not None or u is not None for b, u in zip(boxes, unworn, strict=True)
+        ]
+        assert all(
+            r.crop_mode == "whole" for r, u in zip(reused, unworn, strict=True) if u is not None
+        )
+        other = ["0" * 16 + "@256" if u else None for u in unworn]
+        alone = service.search_rows(images, boxes, rows, backbone=backbone, unworn=other)
+        assert [r is not None for r in alone] == [b is not None for b in boxes]
+    finally:
+        catalog.close()
+        pools.close()

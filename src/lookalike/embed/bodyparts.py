@@ -24,6 +24,7 @@ memory (:func:`free_batch`; the file, and so its checksum, is untouched) and run
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 from collections.abc import Sequence
@@ -185,11 +186,17 @@ def _detector_session(path: Path, threads: int | None) -> tuple[Any, int]:
 
 def detector_pixels(images: Sequence[Image.Image], size: int) -> np.ndarray:
     """The detector's input for ``images``: (n, 3, size, size) float32, as :meth:`detect` makes."""
-    return np.stack([_letterbox(img, size)[0] for img in images])
+    out = np.empty((len(images), 3, size, size), np.float32)
+    for i, img in enumerate(images):
+        _letterbox(img, size, out=out[i])
+    return out
 
 
-def _letterbox(image: Image.Image, size: int) -> tuple[np.ndarray, float, int, int]:
-    """nudenet's preprocessing: longest side to ``size``, centred on black, RGB / 255, CHW."""
+def _letterbox(
+    image: Image.Image, size: int, *, out: np.ndarray | None = None
+) -> tuple[np.ndarray, float, int, int]:
+    """nudenet's preprocessing: longest side to ``size``, centred on black, RGB / 255, CHW
+    (written into ``out``, a ``(3, size, size)`` float32 array, when given)."""
     rgb = image.convert("RGB")
     w, h = rgb.size
     scale = size / max(w, h)
@@ -197,8 +204,11 @@ def _letterbox(image: Image.Image, size: int) -> tuple[np.ndarray, float, int, i
     canvas = Image.new("RGB", (size, size))
     left, top = (size - nw) // 2, (size - nh) // 2
     canvas.paste(rgb.resize((nw, nh), Image.Resampling.BILINEAR), (left, top))
-    pixels = np.asarray(canvas, dtype=np.float32).transpose(2, 0, 1) / 255.0
-    return pixels, scale, left, top
+    if out is None:
+        out = np.empty((3, size, size), np.float32)
+    # one pass from the uint8 pixels into ``out`` (the same float32 division as x / 255.0)
+    np.divide(np.asarray(canvas).transpose(2, 0, 1), np.float32(255.0), out=out, dtype=np.float32)
+    return out, scale, left, top
 
 
 def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
@@ -235,6 +245,10 @@ class BodyPartDetector:
         if len(dims) != 2 or dims[0] != dims[1]:
             raise ConfigError(f"{self.path}: expected a square image input, got {inp.shape}")
         self.size = int(dims[0])
+        # what the detector is: its file's bytes and input size. Two detectors of one key find
+        # the same parts in the same photo (the pre-filter's copy and the search model's own).
+        digest = hashlib.sha256(self.path.read_bytes()).hexdigest()[:16]
+        self.key = f"{digest}@{self.size}"
 
     def detect(self, images: Sequence[Image.Image]) -> list[list[Part]]:
         """Body parts per image, best first (boxes normalised to each image)."""
@@ -244,8 +258,8 @@ class BodyPartDetector:
         out: list[list[Part]] = []
         for start in range(0, len(images), self.batch):
             chunk = images[start : start + self.batch]
-            boxed = [_letterbox(img, self.size) for img in chunk]
-            pixels = np.stack([b[0] for b in boxed])
+            pixels = np.empty((len(chunk), 3, self.size, self.size), np.float32)
+            boxed = [_letterbox(img, self.size, out=pixels[j]) for j, img in enumerate(chunk)]
             raw = self._session.run(None, {self.input_name: pixels})[0]  # (n, 22, anchors)
             for rows, (_, scale, left, top), img in zip(raw, boxed, chunk, strict=True):
                 out.append(self._parts(rows, scale, left, top, img.size))

@@ -95,13 +95,15 @@ class PostFeatures:
 
     ``match_rows`` are the backbone rows of what a catalog match of each post embeds: its
     ``full`` garment crop, the whole photo without a person (the ``crop`` block's rows, also
-    when the classifier does not read that block).
+    when the classifier does not read that block). ``detector`` is the key of the detector
+    that found the garments (:attr:`~lookalike.embed.bodyparts.BodyPartDetector.key`).
     """
 
     blocks: dict[str, np.ndarray]
     exposure: list[dict[str, float]] = field(default_factory=list)
     garments: list[list[Garment]] = field(default_factory=list)
     match_rows: np.ndarray | None = None
+    detector: str | None = None
 
     def matrix(self, names: Sequence[str]) -> np.ndarray:
         return stack_blocks(self.blocks, names)
@@ -186,4 +188,5 @@ class Extractor:
             [exposure(p) for p in parts],
             garments,
             match_rows,
+            self.detector.key,
         )

@@ -127,6 +127,8 @@ class PostScore:
     ``match_row`` is the backbone row of what the catalog match embeds (the garment box's
     crop, the whole photo without one) and ``backbone`` the search model file that computed it
     (model ref, variant): :func:`catalog_matches` reuses the row instead of embedding again.
+    ``nothing_worn`` is the key of the detector that found no worn garment in the photo (None
+    when it found one): a search model with that detector embeds such a photo whole.
     """
 
     score: float
@@ -136,6 +138,7 @@ class PostScore:
     garment_box: tuple[float, float, float, float] | None = None
     match_row: np.ndarray | None = field(default=None, repr=False, compare=False)
     backbone: tuple[str, str] | None = None
+    nothing_worn: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -170,6 +173,7 @@ def _answers(
                 full.box if full is not None else None,
                 feats.match_rows[i] if feats.match_rows is not None else None,
                 backbone,
+                feats.detector if feats.garments and not feats.garments[i] else None,
             )
         )
     return out
@@ -310,7 +314,8 @@ def catalog_matches(
     What ``search_image(image, k=3, box=garment_box)`` finds. When the pre-filter's backbone is
     the search model's own file, its rows of the garment crops stand in for the search's
     embedding (:meth:`~lookalike.search.service.SearchService.search_rows`: no second decode,
-    preprocess or CNN pass, one index search for the batch); other posts are searched as usual.
+    preprocess or CNN pass, one index search for the batch), and so do the rows of photos in
+    which the search model's own detector found no one; other posts are searched as usual.
     """
     if search is None:
         return [[] for _ in images], ""
@@ -322,8 +327,9 @@ def catalog_matches(
         if backbone is not None:
             rows = np.stack([a.match_row for a in answers if a.match_row is not None])
             boxes = [a.garment_box for a in answers]
+            unworn = [a.nothing_worn for a in answers]
             results = service.search_rows(
-                images, boxes, rows, backbone=backbone, k=MATCHES, phases=search
+                images, boxes, rows, backbone=backbone, unworn=unworn, k=MATCHES, phases=search
             )
     found, version = [], ""
     for image, a, result in zip(images, answers, results, strict=True):

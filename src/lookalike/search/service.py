@@ -315,6 +315,7 @@ class SearchService:
         rows: np.ndarray,
         *,
         backbone: tuple[str, str],
+        unworn: Sequence[str | None] | None = None,
         k: int = 20,
         phases: Phases | None = None,
     ) -> list[SearchResult | None]:
@@ -328,6 +329,11 @@ class SearchService:
         None where the rows cannot stand for this service's own embedding (another model,
         variant or engine; a photo without a box that this model's crop mode cuts itself; a
         non-finite row): search that photo with :meth:`search_image`.
+
+        ``unworn[i]``, for a photo without a box, is the key of the body-part detector that found
+        no worn garment in it (:attr:`~lookalike.embed.bodyparts.BodyPartDetector.key`): when it
+        is this model's own detector, a garment or multi-crop search would embed the photo
+        whole, so ``rows[i]`` (the whole photo's row) stands in for that too.
         """
         started = time.perf_counter()
         out: list[SearchResult | None] = [None] * len(images)
@@ -342,11 +348,14 @@ class SearchService:
         if not same or project is None:
             return out
         mode = resolve_mode(self.embedder, self.crops)
+        detector = getattr(self.embedder, "detector", None)
+        own = detector.key if detector is not None and mode not in FIXED_REGIONS else None
         todo: list[tuple[int, QueryCrop]] = []
         for i, box in enumerate(boxes):
             if box is not None:
                 todo.append((i, QueryCrop("box", box)))
-            elif mode == "whole":  # what query_vectors cuts for this mode: the photo as it is
+            elif mode == "whole" or (own is not None and unworn and unworn[i] == own):
+                # what query_vectors cuts then: the photo as it is
                 todo.append((i, QueryCrop("whole", FIXED_REGIONS["whole"])))
         todo = [(i, c) for i, c in todo if np.all(np.isfinite(rows[i]))]
         if not todo:
