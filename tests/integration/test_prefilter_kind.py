@@ -379,7 +379,7 @@ def test_catalog_matches_reuse_rows_of_photos_without_a_person(
         assert all(
             r.crop_mode == "whole" for r, u in zip(reused, unworn, strict=True) if u is not None
         )
-        other = ["0" * 16 + "@256" if u else None for u in unworn]
+        other = ["0" * 16 + "@256-rect" if u else None for u in unworn]
         alone = service.search_rows(images, boxes, rows, backbone=backbone, unworn=other)
         assert [r is not None for r in alone] == [b is not None for b in boxes]
     finally:

@@ -12,6 +12,7 @@ from lookalike.embed.bodyparts import (
     BodyPartDetector,
     Part,
     _nms,
+    canvas_shape,
     exposure,
     garment_boxes,
     packaged_detector,
@@ -196,3 +197,44 @@ def test_a_resized_detector_finds_the_same_garment(
     assert garment_boxes(flat) == []
     with pytest.raises(InvalidInput, match="multiple of 32"):
         resize_detector(packaged_detector(), tmp_path / "x.onnx", 250)
+
+
+def test_a_photo_runs_on_the_narrowest_input_that_holds_it() -> None:
+    assert canvas_shape(212, 320, 256) == (192, 256)  # a 2:3 street photo: 25 % fewer pixels
+    assert canvas_shape(320, 212, 256) == (256, 192)
+    assert canvas_shape(800, 1000, 256) == (224, 256)  # 4:5, Instagram's portrait
+    assert canvas_shape(192, 256, 256) == (224, 256)  # 3:4 keeps a border: 192 + 2 × 8
+    assert canvas_shape(500, 500, 256) == (256, 256)
+    assert canvas_shape(500, 490, 256) == (256, 256)  # nearly square: no narrower input
+    assert canvas_shape(40, 300, 256) == (64, 256)
+    assert canvas_shape(1, 1000, 320) == (32, 320)
+
+
+def test_the_narrow_input_finds_what_the_square_one_finds(shared_data, flat_photo) -> None:
+    """Portraits, landscapes (the same photos turned) and a garment alone on their narrow
+    inputs against the square letterbox: the same people and garment boxes, no safety flip."""
+    pytest.importorskip("onnx", reason="reshaping the graph's input needs onnx")
+    from lookalike.embed.build import parts_agreement
+
+    street = sorted((shared_data / "street" / "images").glob("*.jpg"))[::40][:30]
+    portraits = [Image.open(p).convert("RGB") for p in street]
+    photos = [*portraits, *(p.transpose(Image.Transpose.ROTATE_90) for p in portraits[:10])]
+    photos.append(flat_photo)
+    square = BodyPartDetector(packaged_detector(), canvas="square")
+    rect = BodyPartDetector(packaged_detector())
+    assert rect.rect and not square.rect and rect.key != square.key
+    assert rect.canvas(portraits[0]) == canvas_shape(*portraits[0].size, 320)
+    assert rect.canvas(portraits[0])[0] < 320 and square.canvas(portraits[0]) == (320, 320)
+    a, b = square.detect(photos), rect.detect(photos)
+    agree = parts_agreement(a, b)
+    assert agree["person_agreement"] >= 0.95, agree
+    assert agree["median_box_iou"] >= 0.95, agree
+
+    def unsafe(found: list[list[Part]]) -> list[bool]:
+        return [any(v >= 0.5 for v in exposure(parts).values()) for parts in found]
+
+    assert unsafe(a) == unsafe(b)
+    assert garment_boxes(b[-1]) == []
+    assert len(rect._sessions) >= 3  # the square, portrait and landscape inputs
+    with pytest.raises(ConfigError, match="canvas"):
+        BodyPartDetector(packaged_detector(), canvas="round")

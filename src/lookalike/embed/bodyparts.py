@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ from lookalike.embed.regions import Box
 from lookalike.embed.session import onnx_session
 
 __all__ = [
+    "CANVAS",
     "DETECTOR_FILE",
     "DETECTOR_PACKAGE",
     "DETECT_BATCH",
@@ -48,11 +50,14 @@ __all__ = [
     "LABELS",
     "BodyPartDetector",
     "Part",
+    "anchor_grid",
+    "canvas_shape",
     "detector_pixels",
     "exposure",
     "free_batch",
     "garment_boxes",
     "packaged_detector",
+    "set_input_shape",
 ]
 
 DETECTOR_PACKAGE = "nudenet"
@@ -103,6 +108,16 @@ _HEAD_RESHAPES = (
     "/model.22/dfl/Constant_output_0",
     "/model.22/dfl/Constant_1_output_0",
 )
+# YOLOv8's detection head bakes its input's shape into five constants: the two DFL reshapes
+# (anchor count) and the anchor points (two copies) and strides of its 8/16/32-pixel grids.
+_DFL_SHAPES = ("/model.22/dfl/Constant_output_0", "/model.22/dfl/Constant_1_output_0")
+_ANCHOR_POINTS = ("/model.22/Constant_9_output_0", "/model.22/Constant_10_output_0")
+_ANCHOR_STRIDES = "/model.22/Constant_12_output_0"
+STRIDES = (8, 16, 32)
+# How a photo meets the detector: "rect", on the narrowest input that holds it (canvas_shape).
+# Part of what names a detector's answers (BodyPartDetector.key, the pre-filter's feature cache).
+CANVAS = "rect"
+CANVAS_MARGIN = 8  # pixels of black at least on each side of a photo's short side
 log = logging.getLogger("lookalike.embed")
 
 
@@ -161,8 +176,60 @@ def free_batch(model: Any) -> None:
     del model.graph.value_info[:]
 
 
-def _detector_session(path: Path, threads: int | None) -> tuple[Any, int]:
-    """The detector's session and photos per run (1 when its batch stays fixed, logged why)."""
+def anchor_grid(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Anchor centres (1, 2, A) and strides (1, A) of a ``width``×``height`` input
+    (ultralytics' ``make_anchors``: x varies fastest, cell centres at +0.5)."""
+    points, strides = [], []
+    for stride in STRIDES:
+        w, h = width // stride, height // stride
+        ys, xs = np.meshgrid(np.arange(h) + 0.5, np.arange(w) + 0.5, indexing="ij")
+        points.append(np.stack([xs.ravel(), ys.ravel()]))
+        strides.append(np.full(w * h, float(stride)))
+    return np.concatenate(points, 1)[None], np.concatenate(strides)[None]
+
+
+def set_input_shape(model: Any, width: int, height: int) -> None:
+    """Make a YOLOv8 detector graph (an ``onnx.ModelProto``, fp32 or quantised) take a
+    ``width``×``height`` input, in place: the graph is convolutional but for its head's
+    constants, which are rewritten for the new grid. A constant whose shape does not change
+    must keep its values (so the grid is the one this code expects); ``ConfigError`` for
+    another graph, or a side that is not a multiple of the largest stride."""
+    from onnx import numpy_helper
+
+    if width % STRIDES[-1] or height % STRIDES[-1] or min(width, height) < STRIDES[-1]:
+        raise ConfigError(f"detector input {width}x{height}: each side a multiple of 32")
+    points, strides = anchor_grid(width, height)
+    anchors = points.shape[2]
+    # the constants are Constant nodes in the packaged graph, initialisers once quantised
+    tensors = [n.attribute[0].t for n in model.graph.node if n.op_type == "Constant"]
+    names = [n.output[0] for n in model.graph.node if n.op_type == "Constant"]
+    tensors += list(model.graph.initializer)
+    names += [t.name for t in model.graph.initializer]
+    found = set()
+    for name, tensor in zip(names, tensors, strict=True):
+        if name not in (*_DFL_SHAPES, *_ANCHOR_POINTS, _ANCHOR_STRIDES):
+            continue
+        old = numpy_helper.to_array(tensor)
+        if name in _DFL_SHAPES:
+            new = np.array([*old[:-1], anchors], dtype=old.dtype)
+        else:
+            new = points if name in _ANCHOR_POINTS else strides
+            if old.shape == new.shape and not np.allclose(old, new):
+                raise ConfigError(f"{name} is not the anchor grid this code expects")
+        tensor.CopyFrom(numpy_helper.from_array(new.astype(old.dtype), tensor.name))
+        found.add(name)
+    if len(found) != 5:
+        raise ConfigError("not the YOLOv8 head this code knows how to resize")
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_value, dims[3].dim_value = height, width
+    model.graph.output[0].type.tensor_type.shape.dim[2].dim_value = anchors
+    del model.graph.value_info[:]
+
+
+def _detector_session(path: Path, threads: int | None) -> tuple[Any, int, Any]:
+    """The detector's session, photos per run (1 when its batch stays fixed, logged why) and
+    its batch-free graph (an ``onnx.ModelProto``; None without ``onnx``, or when its head is
+    not the one this code knows: then every photo runs on the square input)."""
     try:
         import onnx
     except ImportError:
@@ -170,44 +237,72 @@ def _detector_session(path: Path, threads: int | None) -> tuple[Any, int]:
     if onnx is None:
         session = onnx_session(path, threads=threads)
         if not isinstance(session.get_inputs()[0].shape[0], int):
-            return session, DETECT_BATCH
+            return session, DETECT_BATCH, None
         log.info("detector %s: one photo a run (its batch is fixed; onnx is not installed)", path)
-        return session, 1
+        return session, 1, None
     model = onnx.load(str(path))
     if model.graph.input[0].type.tensor_type.shape.dim[0].HasField("dim_param"):
-        return onnx_session(path, threads=threads), DETECT_BATCH
+        return onnx_session(path, threads=threads), DETECT_BATCH, model
     try:
         free_batch(model)
     except ConfigError as exc:
         log.info("detector %s: one photo a run (%s)", path, exc.message)
-        return onnx_session(path, threads=threads), 1
-    return onnx_session(model.SerializeToString(), threads=threads), DETECT_BATCH
+        return onnx_session(path, threads=threads), 1, None
+    return onnx_session(model.SerializeToString(), threads=threads), DETECT_BATCH, model
 
 
 def detector_pixels(images: Sequence[Image.Image], size: int) -> np.ndarray:
-    """The detector's input for ``images``: (n, 3, size, size) float32, as :meth:`detect` makes."""
+    """The detector's square input for ``images``: (n, 3, size, size) float32 (what the int8
+    build calibrates on; :meth:`BodyPartDetector.detect` runs most photos on a narrower one)."""
     out = np.empty((len(images), 3, size, size), np.float32)
     for i, img in enumerate(images):
         _letterbox(img, size, out=out[i])
     return out
 
 
+def _fitted(w: int, h: int, size: int) -> tuple[float, int, int]:
+    """The scale that brings a ``w``×``h`` photo's longest side to ``size``, and its new size."""
+    scale = size / max(w, h)
+    return scale, max(1, round(w * scale)), max(1, round(h * scale))
+
+
+def canvas_shape(w: int, h: int, size: int) -> tuple[int, int]:
+    """The detector input (width, height) a ``w``×``h`` photo runs on: its longest side
+    ``size``; the other side its scaled length plus ``CANVAS_MARGIN`` of black on each side,
+    rounded up to a multiple of 32 (ultralytics' minimal letterbox, with a border). A 2:3
+    portrait runs on 192×256 at 256 px: 25 % fewer pixels than the square, at the same scale.
+    Without the border a 3:4 photo would fill its 192×256 input edge to edge, and on viton-dev
+    that lost retrieval (mAP 0.133 against 0.145 square; 0.146 with the border:
+    docs/search-quality.md)."""
+    _, nw, nh = _fitted(w, h, size)
+    step = STRIDES[-1]
+
+    def side(n: int) -> int:
+        return size if n >= size else min(size, -(-(n + 2 * CANVAS_MARGIN) // step) * step)
+
+    return side(nw), side(nh)
+
+
 def _letterbox(
-    image: Image.Image, size: int, *, out: np.ndarray | None = None
+    image: Image.Image,
+    size: int,
+    *,
+    canvas: tuple[int, int] | None = None,
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float, int, int]:
-    """nudenet's preprocessing: longest side to ``size``, centred on black, RGB / 255, CHW
-    (written into ``out``, a ``(3, size, size)`` float32 array, when given)."""
+    """nudenet's preprocessing: longest side to ``size``, centred on black, RGB / 255, CHW, on a
+    ``canvas`` (width, height; default square ``size``), written into ``out`` when given."""
     rgb = image.convert("RGB")
     w, h = rgb.size
-    scale = size / max(w, h)
-    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    canvas = Image.new("RGB", (size, size))
-    left, top = (size - nw) // 2, (size - nh) // 2
-    canvas.paste(rgb.resize((nw, nh), Image.Resampling.BILINEAR), (left, top))
+    scale, nw, nh = _fitted(w, h, size)
+    cw, ch = canvas or (size, size)
+    board = Image.new("RGB", (cw, ch))
+    left, top = (cw - nw) // 2, (ch - nh) // 2
+    board.paste(rgb.resize((nw, nh), Image.Resampling.BILINEAR), (left, top))
     if out is None:
-        out = np.empty((3, size, size), np.float32)
+        out = np.empty((3, ch, cw), np.float32)
     # one pass from the uint8 pixels into ``out`` (the same float32 division as x / 255.0)
-    np.divide(np.asarray(canvas).transpose(2, 0, 1), np.float32(255.0), out=out, dtype=np.float32)
+    np.divide(np.asarray(board).transpose(2, 0, 1), np.float32(255.0), out=out, dtype=np.float32)
     return out, scale, left, top
 
 
@@ -233,10 +328,13 @@ def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
 class BodyPartDetector:
     """The body-part detector on one ONNX Runtime session (thread-safe, like the embedder's)."""
 
-    def __init__(self, path: Path, *, threads: int | None = None) -> None:
+    def __init__(self, path: Path, *, threads: int | None = None, canvas: str = CANVAS) -> None:
+        if canvas not in ("rect", "square"):
+            raise ConfigError(f"detector canvas must be 'rect' or 'square', got {canvas!r}")
         self.path = Path(path)
+        self._threads = threads
         try:
-            self._session, self.batch = _detector_session(self.path, threads)
+            self._session, self.batch, self._graph = _detector_session(self.path, threads)
         except Exception as exc:  # onnxruntime raises its own types for a bad file
             raise ConfigError(f"cannot load the garment detector {self.path}: {exc}") from exc
         inp = self._session.get_inputs()[0]
@@ -245,24 +343,61 @@ class BodyPartDetector:
         if len(dims) != 2 or dims[0] != dims[1]:
             raise ConfigError(f"{self.path}: expected a square image input, got {inp.shape}")
         self.size = int(dims[0])
-        # what the detector is: its file's bytes and input size. Two detectors of one key find
-        # the same parts in the same photo (the pre-filter's copy and the search model's own).
+        # A photo runs on the narrowest input that holds it (canvas_shape) when the graph can
+        # be reshaped: one session per input shape, made on first use.
+        self.rect = canvas == "rect" and self._graph is not None and self.size % STRIDES[-1] == 0
+        self._sessions: dict[tuple[int, int], Any] = {(self.size, self.size): self._session}
+        self._lock = threading.Lock()
+        # what the detector is: its file's bytes, input size and canvas rule. Two detectors of
+        # one key find the same parts in the same photo (the pre-filter's copy and the search
+        # model's own).
         digest = hashlib.sha256(self.path.read_bytes()).hexdigest()[:16]
-        self.key = f"{digest}@{self.size}"
+        self.key = f"{digest}@{self.size}" + ("-rect" if self.rect else "")
+
+    def canvas(self, image: Image.Image) -> tuple[int, int]:
+        """The input (width, height) ``image`` runs on (square without a reshapable graph)."""
+        if not self.rect:
+            return self.size, self.size
+        return canvas_shape(*image.size, self.size)
+
+    def _session_for(self, shape: tuple[int, int]) -> Any:
+        session = self._sessions.get(shape)
+        if session is not None:
+            return session
+        with self._lock:
+            if shape not in self._sessions:
+                import onnx
+
+                model = onnx.ModelProto()
+                model.CopyFrom(self._graph)
+                set_input_shape(model, *shape)
+                self._sessions[shape] = onnx_session(
+                    model.SerializeToString(), threads=self._threads
+                )
+                log.debug("detector %s: a session for %dx%d input", self.path.name, *shape)
+            return self._sessions[shape]
 
     def detect(self, images: Sequence[Image.Image]) -> list[list[Part]]:
         """Body parts per image, best first (boxes normalised to each image)."""
         for img in images:
             if not isinstance(img, Image.Image):
                 raise InvalidInput(f"expected PIL images, got {type(img).__name__}")
-        out: list[list[Part]] = []
-        for start in range(0, len(images), self.batch):
-            chunk = images[start : start + self.batch]
-            pixels = np.empty((len(chunk), 3, self.size, self.size), np.float32)
-            boxed = [_letterbox(img, self.size, out=pixels[j]) for j, img in enumerate(chunk)]
-            raw = self._session.run(None, {self.input_name: pixels})[0]  # (n, 22, anchors)
-            for rows, (_, scale, left, top), img in zip(raw, boxed, chunk, strict=True):
-                out.append(self._parts(rows, scale, left, top, img.size))
+        out: list[list[Part]] = [[] for _ in images]
+        by_shape: dict[tuple[int, int], list[int]] = {}
+        for i, img in enumerate(images):
+            by_shape.setdefault(self.canvas(img), []).append(i)
+        for (cw, ch), which in by_shape.items():
+            session = self._session_for((cw, ch))
+            for start in range(0, len(which), self.batch):
+                chunk = which[start : start + self.batch]
+                pixels = np.empty((len(chunk), 3, ch, cw), np.float32)
+                boxed = [
+                    _letterbox(images[i], self.size, canvas=(cw, ch), out=pixels[j])
+                    for j, i in enumerate(chunk)
+                ]
+                raw = session.run(None, {self.input_name: pixels})[0]  # (n, 22, anchors)
+                for rows, (_, scale, left, top), i in zip(raw, boxed, chunk, strict=True):
+                    out[i] = self._parts(rows, scale, left, top, images[i].size)
         return out
 
     @staticmethod

@@ -306,27 +306,9 @@ def export_variants(
     )
 
 
-# YOLOv8's detection head bakes its input size into four constants: the two DFL reshapes
-# (anchor count) and the anchor points and strides of its 8/16/32-pixel grids.
-_DFL_SHAPES = ("/model.22/dfl/Constant_output_0", "/model.22/dfl/Constant_1_output_0")
-_ANCHOR_POINTS = ("/model.22/Constant_9_output_0", "/model.22/Constant_10_output_0")
-_ANCHOR_STRIDES = "/model.22/Constant_12_output_0"
-_STRIDES = (8, 16, 32)
 # The shipped default runs the detector at 256 px: 1.4x faster than the packaged 320 px, and no
 # measurable change in retrieval or in the street check (docs/search-quality.md).
 DETECTOR_SIZE = 256
-
-
-def _anchor_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Anchor centres (1, 2, A) and strides (1, A) of a square ``size`` input (ultralytics'
-    ``make_anchors``: x varies fastest, cell centres at +0.5)."""
-    points, strides = [], []
-    for stride in _STRIDES:
-        n = size // stride
-        ys, xs = np.meshgrid(np.arange(n) + 0.5, np.arange(n) + 0.5, indexing="ij")
-        points.append(np.stack([xs.ravel(), ys.ravel()]))
-        strides.append(np.full(n * n, float(stride)))
-    return np.concatenate(points, 1)[None], np.concatenate(strides)[None]
 
 
 def resize_detector(source: Path, dest: Path, size: int) -> None:
@@ -337,38 +319,16 @@ def resize_detector(source: Path, dest: Path, size: int) -> None:
     batch is freed too (:func:`~lookalike.embed.bodyparts.free_batch`): photos run 8 at a time.
     """
     import onnx
-    from onnx import numpy_helper
 
-    from lookalike.embed.bodyparts import free_batch
+    from lookalike.embed.bodyparts import STRIDES, free_batch, set_input_shape
 
-    if size % _STRIDES[-1] or not 96 <= size <= 640:
+    if size % STRIDES[-1] or not 96 <= size <= 640:
         raise InvalidInput(f"detector size must be a multiple of 32 in 96..640, got {size}")
     model = onnx.load(str(source))
-    points, strides = _anchor_grid(size)
-    anchors = points.shape[2]
-    found = set()
-    for node in model.graph.node:
-        if node.op_type != "Constant" or node.output[0] not in (
-            *_DFL_SHAPES,
-            *_ANCHOR_POINTS,
-            _ANCHOR_STRIDES,
-        ):
-            continue
-        name = node.output[0]
-        old = numpy_helper.to_array(node.attribute[0].t)
-        if name in _DFL_SHAPES:
-            new = np.array([*old[:-1], anchors], dtype=old.dtype)
-        else:
-            new = points if name in _ANCHOR_POINTS else strides
-            if old.shape == new.shape and not np.allclose(old, new):
-                raise ConfigError(f"{source}: {name} is not the anchor grid this code expects")
-        node.attribute[0].t.CopyFrom(numpy_helper.from_array(new.astype(old.dtype), name))
-        found.add(name)
-    if len(found) != 5:
-        raise ConfigError(f"{source}: not the YOLOv8 head this code knows how to resize")
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    dims[2].dim_value = dims[3].dim_value = size
-    model.graph.output[0].type.tensor_type.shape.dim[2].dim_value = anchors
+    try:
+        set_input_shape(model, size, size)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc.message}") from exc
     free_batch(model)
     onnx.checker.check_model(model)
     onnx.save(model, str(dest))

@@ -292,8 +292,11 @@ class SearchParts:
         return Extractor(self.onnx, self.preprocess, self.detector)
 
     def cache_key(self) -> str:
-        """Names the features these files give: a cache never mixes two extractors."""
-        return f"{sha256_file(self.onnx)[:12]}-{sha256_file(self.detector)[:12]}"
+        """Names the features these files give: a cache never mixes two extractors (nor the
+        detector's square input with the narrower ones it runs portraits on since)."""
+        from lookalike.embed.bodyparts import CANVAS
+
+        return f"{sha256_file(self.onnx)[:12]}-{sha256_file(self.detector)[:12]}-{CANVAS}"
 
 
 def search_backbone(registry: Registry, ref: Ref) -> SearchParts:
