@@ -390,6 +390,28 @@ def test_health_and_metrics_show_age_versions_and_staleness(fresh_demo_home, que
         assert _metric(client, "lookalike_degraded", product="search") == 1
 
 
+def test_a_lost_catalog_database_degrades_search_at_once(fresh_demo_home, query) -> None:
+    """The database file is gone (a new empty one is migrated at start-up) while the index
+    still holds every photo: searches find nothing to show, so /health says so straight away
+    instead of waiting for the index-age limit."""
+    for suffix in ("", "-wal", "-shm"):
+        (fresh_demo_home / "var" / f"catalog.db{suffix}").unlink(missing_ok=True)
+    for client in _app_with_production(fresh_demo_home):
+        found = _search(client, query[0])
+        assert found.status_code == 200 and found.json()["results"] == []
+        health = client.get("/health").json()
+        search = health["products"]["search"]
+        catalog = search["freshness"]["catalog"]
+        indexed = catalog["indexed_images"]
+        assert indexed > 0 and catalog["indexed_images_removed"] == indexed
+        assert search["freshness"]["catalog_lost"] is True and not search["freshness"]["stale"]
+        assert search["status"] == "degraded" and health["status"] == "degraded"
+        (problem,) = [p for p in health["problems"] if "database" in p]
+        assert f"no longer holds {indexed} of the index's {indexed} images" in problem
+        assert "lookalike index build" in problem
+        assert _metric(client, "lookalike_degraded", product="search") == 1
+
+
 def test_a_torch_pinned_primary_has_no_second_embed_step(fresh_demo_home, query) -> None:
     """Pinned to torch-cpu, the chain is one step long and the answer says so."""
     pytest.importorskip("torch")

@@ -266,15 +266,20 @@ class SearchGeneration:
             return out
         behind = bool(missing or gone)
         lag = (now - index_created) if behind and index_created is not None else 0.0
+        indexed = len(self._indexed_ids)
         out["catalog"] = {
             "revision": revision,
             "indexed_revision": self.service.index.manifest.get("catalog_revision"),
             "index_behind": behind,
+            "indexed_images": indexed,
             "images_not_indexed": missing,
             "indexed_images_removed": gone,
             "index_lag_seconds_at_most": round(lag, 1),
         }
         out["stale"] = bool(behind and lag > limit)
+        # Most of what the index finds is gone from the catalog: searches drop those hits and
+        # come back short or empty now, whatever the index's age (a replaced or lost database).
+        out["catalog_lost"] = bool(indexed and 2 * gone > indexed)
         return out
 
     def health(self) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import faiss
 from fastapi import APIRouter, FastAPI, File, Form, Query, Request, UploadFile
@@ -238,6 +238,23 @@ async def _db_problem(state: ServingState) -> str | None:
     return problem if problem is not None else state.schema_problem
 
 
+def _catalog_lost(catalog: dict[str, Any]) -> str:
+    """The problem line for an index most of whose images the catalog no longer has."""
+    indexed, gone = catalog["indexed_images"], catalog["indexed_images_removed"]
+    revision, built_at = catalog["revision"], catalog.get("indexed_revision")
+    backwards = (
+        f"; its revision {revision} is below the {built_at} the index was built at"
+        if isinstance(built_at, int) and revision < built_at
+        else ""
+    )
+    return (
+        f"the catalog database no longer holds {gone} of the index's {indexed} images"
+        f"{backwards} (was the database replaced or lost?): searches drop those items and come "
+        "back short or empty — restore the database, or re-import the catalog and run "
+        "`lookalike index build`"
+    )
+
+
 def _product_health(state: ServingState) -> dict[str, dict]:
     """Each product's /health part; search adds freshness (an index staler than its limit
     makes it degraded)."""
@@ -256,6 +273,10 @@ def _product_health(state: ServingState) -> dict[str, dict]:
                     f"ago (limit {limit_h:g} h) — run `lookalike refresh` or `lookalike index "
                     "build`"
                 )
+                if body["status"] == "ok":
+                    body["status"] = "degraded"
+            if fresh.get("catalog_lost"):
+                body["problems"].append(_catalog_lost(fresh["catalog"]))
                 if body["status"] == "ok":
                     body["status"] = "degraded"
         out[product] = body
@@ -424,9 +445,10 @@ def build_router(max_k: int) -> APIRouter:
 
     @router.get("/health", summary="Liveness, what is being served, and how fresh it is")
     async def health(request: Request) -> dict:
-        """``status``: ok | degraded (a fallback version, or an index staler than its limit) |
-        unavailable. ``freshness`` gives each served artifact's age and the catalog revision
-        the index was built at against the current one."""
+        """``status``: ok | degraded (a fallback version, an index staler than its limit, or a
+        catalog that lost most of the indexed items) | unavailable. ``freshness`` gives each
+        served artifact's age and the catalog revision the index was built at against the
+        current one."""
         state = _state(request)
         products = await run_in_threadpool(_product_health, state)
         db_problem = await _db_problem(state)
