@@ -16,6 +16,7 @@ from lookalike.embed.bodyparts import (
     exposure,
     garment_boxes,
     packaged_detector,
+    split_head,
 )
 
 
@@ -238,3 +239,36 @@ def test_the_narrow_input_finds_what_the_square_one_finds(shared_data, flat_phot
     assert len(rect._sessions) >= 3  # the square, portrait and landscape inputs
     with pytest.raises(ConfigError, match="canvas"):
         BodyPartDetector(packaged_detector(), canvas="round")
+
+
+def test_the_numpy_box_decode_finds_what_the_graph_decode_finds(shared_data, flat_photo) -> None:
+    """The head cut before its box decode (split_head) and decoded in numpy on the anchors
+    that pass MIN_SCORE: the same parts, scores and boxes as the graph's own tail, on the
+    square and the narrow inputs."""
+    pytest.importorskip("onnx", reason="cutting the graph needs onnx")
+    import onnx
+
+    street = sorted((shared_data / "street" / "images").glob("*.jpg"))[::25][:40]
+    photos = [Image.open(p).convert("RGB") for p in street]
+    photos += [photos[0].transpose(Image.Transpose.ROTATE_90), flat_photo]
+    for canvas in ("rect", "square"):
+        numpy_ = BodyPartDetector(packaged_detector(), canvas=canvas)
+        graph = BodyPartDetector(packaged_detector(), canvas=canvas, decode="graph")
+        assert numpy_.split and not graph.split and numpy_.key == graph.key
+        a, b = numpy_.detect(photos), graph.detect(photos)
+        assert sum(map(len, a)) > len(photos)  # people were found
+        for mine, theirs in zip(a, b, strict=True):
+            assert [p.label for p in mine] == [p.label for p in theirs]
+            for p, q in zip(mine, theirs, strict=True):
+                assert p.score == pytest.approx(q.score, abs=1e-4)
+                assert np.allclose(p.box, q.box, atol=1e-5)
+    cut = split_head(onnx.load(str(packaged_detector())))
+    assert [o.name for o in cut.graph.output] == [
+        "/model.22/Split_output_0",
+        "/model.22/Sigmoid_output_0",
+    ]
+    assert not any(n.op_type == "Softmax" for n in cut.graph.node)
+    with pytest.raises(ConfigError, match="box decode"):
+        split_head(cut)  # a graph already cut, or any other head
+    with pytest.raises(ConfigError, match="decode"):
+        BodyPartDetector(packaged_detector(), decode="torch")
