@@ -213,7 +213,8 @@ def test_eval_command_on_a_labelled_folder(
     assert 0.0 <= body["pr_auc"] <= 1.0 and "PR-AUC" in result.output
     bad = CliRunner().invoke(app, ["moderation", "eval", "--labels", str(tmp_path / "nope.csv"),
                                    "--root", str(DEMO)])  # fmt: skip
-    assert bad.exit_code != 0
+    assert bad.exit_code == 1 and "cannot read" in bad.output and "nope.csv" in bad.output
+    assert "Traceback" not in bad.output
 
 
 def test_score_command_fills_the_queue(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +23,53 @@ from lookalike.moderation.fit import (
     Sample,
     cached_blocks,
     fit_classifier,
+    labelled_folder,
     seed_samples,
     stratified_split,
 )
 from lookalike.moderation.prefilter import Classifier
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "cannot read"),  # no such file
+        ("folder", "Is a directory"),
+        (b"\xff\xd8\xff\xe0 a JPEG, not a CSV", "not UTF-8 text (byte 0)"),
+        (b"file,has_dress\na.jpg,1\x00\n", "NUL bytes"),
+        (b"name,label\na.jpg,1\n", "needs columns file and has_dress, has ['label', 'name']"),
+        (b"file,has_dress\na.jpg\n", "line 2: has_dress must be 0 or 1, got ''"),  # short row
+        (b"file,has_dress\na.jpg,1\n,0\n", "line 3: the file column is empty"),
+        (b"file,has_dress\na.jpg,yes\n", "line 2: has_dress must be 0 or 1, got 'yes'"),
+    ],
+)
+def test_a_labels_file_that_cannot_be_read_says_why(
+    tmp_path: Path, content: bytes | str | None, message: str
+) -> None:
+    labels = tmp_path / "labels.csv"
+    if content == "folder":
+        labels.mkdir()
+    elif isinstance(content, bytes):
+        labels.write_bytes(content)
+    with pytest.raises(InvalidInput, match=re.escape(message)):
+        labelled_folder(labels, tmp_path)
+
+
+def test_labels_saved_by_a_spreadsheet_read_like_any_other(tmp_path: Path) -> None:
+    labels = tmp_path / "labels.csv"  # Excel's UTF-8 CSV starts with a byte-order mark
+    labels.write_bytes("\ufefffile,has_dress,note\r\n a.jpg ,1,x\r\nb.jpg,0,\r\n".encode())
+    samples = labelled_folder(labels, tmp_path, "shop")
+    assert [(s.path, s.label, s.source) for s in samples] == [
+        (tmp_path / "a.jpg", 1, "shop"),
+        (tmp_path / "b.jpg", 0, "shop"),
+    ]
+
+
+def test_seed_data_that_is_not_there_says_what_is_expected(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="is not a folder: pass --data"):
+        seed_samples(tmp_path / "nowhere")
+    with pytest.raises(InvalidInput, match=re.escape("street/tags.csv: No such file")):
+        seed_samples(tmp_path)
 
 
 def test_average_precision_bounds_and_random_scorer() -> None:

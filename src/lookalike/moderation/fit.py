@@ -28,6 +28,7 @@ import numpy as np
 
 from lookalike.core.errors import InvalidInput
 from lookalike.core.images import load_image_file
+from lookalike.core.textfiles import csv_rows
 from lookalike.embed.heads import fit_softmax
 from lookalike.moderation.evaluation import average_precision, threshold_for_recall
 from lookalike.moderation.features import Extractor, stack_blocks
@@ -74,35 +75,46 @@ class Split:
     holdout: np.ndarray
 
 
-def _rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as fh:
-        return list(csv.DictReader(fh))
+def _rows(path: Path, columns: Sequence[str]) -> list[dict[str, str]]:
+    """The rows of a label CSV, which must have ``columns`` (others are ignored)."""
+    rows = csv_rows(path)
+    missing = [c for c in columns if rows and c not in rows[0]]
+    if missing:
+        raise InvalidInput(
+            f"{path} needs columns {' and '.join(columns)}, has {sorted(k for k in rows[0] if k)}"
+        )
+    for i, r in enumerate(rows, start=2):
+        if not r["file"].strip():
+            raise InvalidInput(f"{path} line {i}: the file column is empty")
+    return rows
 
 
 def labelled_folder(labels: Path, root: Path, source: str = "labelled") -> list[Sample]:
     """``labels``: a CSV with columns file, has_dress (others ignored); photos under ``root``."""
-    rows = _rows(labels)
-    if rows and not {"file", "has_dress"} <= set(rows[0]):
-        raise InvalidInput(f"{labels} needs columns file and has_dress, has {sorted(rows[0])}")
     out = []
-    for i, r in enumerate(rows, start=2):
+    for i, r in enumerate(_rows(labels, ("file", "has_dress")), start=2):
         if r["has_dress"].strip() not in ("0", "1"):
             raise InvalidInput(
                 f"{labels} line {i}: has_dress must be 0 or 1, got {r['has_dress']!r}"
             )
-        out.append(Sample(Path(root) / r["file"], int(r["has_dress"]), source))
+        out.append(Sample(Path(root) / r["file"].strip(), int(r["has_dress"]), source))
     return out
 
 
 def seed_samples(data: Path) -> list[Sample]:
     """The seed set from a ``../shared/data``-like folder (street, scenes, clothing)."""
     data = Path(data)
+    if not data.is_dir():
+        raise InvalidInput(
+            f"{data} is not a folder: pass --data a folder laid out like ../shared/data "
+            "(street/tags.csv, scenes/labels.csv, clothing/labels.csv and their images/)"
+        )
     out = labelled_folder(data / "street" / "tags.csv", data / "street" / "images", "street")
-    for r in _rows(data / "scenes" / "labels.csv"):
-        out.append(Sample(data / "scenes" / "images" / r["file"], 0, "scenes"))
-    for r in _rows(data / "clothing" / "labels.csv"):
+    for r in _rows(data / "scenes" / "labels.csv", ("file",)):
+        out.append(Sample(data / "scenes" / "images" / r["file"].strip(), 0, "scenes"))
+    for r in _rows(data / "clothing" / "labels.csv", ("file", "label")):
         if r["label"] not in ("Dress", "Not sure"):
-            out.append(Sample(data / "clothing" / "images" / r["file"], 0, "clothing"))
+            out.append(Sample(data / "clothing" / "images" / r["file"].strip(), 0, "clothing"))
     return out
 
 

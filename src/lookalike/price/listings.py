@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.core.errors import InvalidInput
+from lookalike.core.textfiles import read_csv_text
 
 __all__ = [
     "CATEGORICAL",
@@ -285,15 +286,8 @@ def read_listings(
     """Read a listings CSV (or ``text``, its content); see the module docstring."""
     source = str(path)
     if text is None:
-        try:
-            raw = Path(path).read_bytes()
-        except OSError as exc:
-            raise InvalidInput(f"cannot read {source}: {exc.strerror or exc}") from exc
-        try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise InvalidInput(f"{source} is not UTF-8 text (byte {exc.start})") from exc
-    if "\0" in text:
+        text = read_csv_text(path)
+    elif "\0" in text:
         raise InvalidInput(f"{source} holds NUL bytes: not a CSV file")
     reader = csv.DictReader(io.StringIO(text, newline=""))
     try:

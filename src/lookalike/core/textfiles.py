@@ -1,0 +1,45 @@
+"""Reading a CSV file a user hands a command: its text, or an error that says why not.
+
+Every command that takes a CSV (price listings, a labelled photo folder, the seed data's label
+files) reads it here, so a missing file, a folder, a binary file or a spreadsheet saved in
+another encoding gives the same clear :class:`~lookalike.core.errors.InvalidInput` (exit 1 with
+one line), never a traceback. A UTF-8 byte-order mark (what Excel writes) is dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from lookalike.core.errors import InvalidInput
+
+__all__ = ["csv_rows", "read_csv_text"]
+
+
+def read_csv_text(path: Path | str) -> str:
+    """The text of the CSV file at ``path`` (UTF-8, a BOM allowed)."""
+    source = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {source}: {exc.strerror or exc}") from exc
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{source} is not UTF-8 text (byte {exc.start})") from exc
+    if "\0" in text:
+        raise InvalidInput(f"{source} holds NUL bytes: not a CSV file")
+    return text
+
+
+def csv_rows(path: Path | str) -> list[dict[str, str]]:
+    """The rows of the CSV file at ``path`` as dicts keyed by its header.
+
+    A short row's missing fields are ``""`` (not ``None``), so a caller checks values, not types.
+    """
+    reader = csv.DictReader(io.StringIO(read_csv_text(path), newline=""), restval="")
+    try:
+        return list(reader)
+    except csv.Error as exc:
+        raise InvalidInput(f"{path}: not a readable CSV ({exc})") from exc
