@@ -15,7 +15,6 @@ treat an implausible value as missing.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from lookalike.core.errors import InvalidInput
+from lookalike.core.textfiles import csv_rows
 
 __all__ = [
     "DEFAULT_RENTALS",
@@ -202,14 +202,17 @@ def _read_columns(path: str | Path, limit: int | None) -> dict[str, list[Any]]:
     if not path.is_file():
         raise InvalidInput(f"no rental reviews at {path}")
     if path.suffix.lower() in {".parquet", ".pq"}:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pq.read_table(path)
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowException, OSError) as exc:
+            raise InvalidInput(f"{path} is not a readable Parquet file ({exc})") from exc
         if limit is not None:
             table = table.slice(0, limit)
         return {name: table.column(name).to_pylist() for name in table.column_names}
-    with path.open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))[:limit]
+    rows = csv_rows(path)[:limit]
     if not rows:
         raise InvalidInput(f"{path} has no rows")
     return {k: [r.get(k) for r in rows] for k in rows[0]}

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from lookalike.cli import catalog as catalog_cli
 from lookalike.cli import eval as eval_cli
@@ -25,8 +27,28 @@ from lookalike.cli import registry as registry_cli
 from lookalike.core.errors import LookalikeError
 from lookalike.core.settings import Settings
 
+
+class _Commands(TyperGroup):
+    """The top-level group: a project error that no command caught is one line, exit 1.
+
+    Commands translate what they expect (``_fail`` in each sub-app); this catches the rest — a
+    bad file handed to any command (``eval retrieval --pairs`` with the wrong columns, a photo
+    that does not decode) — so a user never gets a traceback for their input. Bugs (anything
+    that is not a :class:`LookalikeError`) still show theirs.
+    """
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LookalikeError as exc:
+            Console(stderr=True).print(f"[red]error:[/red] {exc.message}", soft_wrap=True)
+            raise typer.Exit(code=1) from None
+
+
 app = typer.Typer(
-    help="Lookalike: visual search for a fashion-rental catalog.", no_args_is_help=True
+    cls=_Commands,
+    help="Lookalike: visual search for a fashion-rental catalog.",
+    no_args_is_help=True,
 )
 app.add_typer(models_cli.app, name="models")
 app.add_typer(catalog_cli.app, name="catalog")

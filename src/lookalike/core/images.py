@@ -55,6 +55,7 @@ from PIL import Image, UnidentifiedImageError
 
 from lookalike.core.errors import (
     BadImage,
+    InvalidInput,
     LookalikeError,
     TooLarge,
     Unavailable,
@@ -79,7 +80,9 @@ __all__ = [
     "detect_type",
     "image_sha256",
     "load_image_file",
+    "missing_photo",
     "process_budget",
+    "read_named_photo",
 ]
 
 DEFAULT_MAX_BYTES = 30 * 1024 * 1024
@@ -658,3 +661,22 @@ def _gray_to_uint8(img: Image.Image) -> np.ndarray:
         scaled = (rows.astype(np.float64) - offset) * scale
         out[top : top + rows.shape[0]] = np.clip(np.nan_to_num(scaled), 0, 255).round()
     return out
+
+
+def missing_photo(path: str | Path) -> InvalidInput:
+    """The error for a photo that a user's data file names but that is not there."""
+    return InvalidInput(f"{path}: no such photo", code="photo_missing")
+
+
+def read_named_photo(path: str | Path) -> Image.Image:
+    """:func:`load_image_file` for a photo that a user's data file names (a pairs or labels
+    CSV): a missing file, or one that does not decode, is the user's input, so it raises
+    an error whose message starts with the path: :class:`InvalidInput` for a missing file, the
+    decode error's own class (``BadImage``, ``TooLarge``, …) otherwise.
+    """
+    try:
+        return load_image_file(path)
+    except FileNotFoundError:
+        raise missing_photo(path) from None
+    except LookalikeError as exc:
+        raise type(exc)(f"{path}: {exc.message}", code=exc.code) from exc

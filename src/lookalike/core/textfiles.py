@@ -1,9 +1,10 @@
-"""Reading a CSV file a user hands a command: its text, or an error that says why not.
+"""Reading a text file a user hands a command: its text, or an error that says why not.
 
-Every command that takes a CSV (price listings, a labelled photo folder, the seed data's label
-files) reads it here, so a missing file, a folder, a binary file or a spreadsheet saved in
-another encoding gives the same clear :class:`~lookalike.core.errors.InvalidInput` (exit 1 with
-one line), never a traceback. A UTF-8 byte-order mark (what Excel writes) is dropped.
+Every command that takes a CSV or JSONL file (price listings, a labelled photo folder, the seed
+data's label files, retrieval pairs, rental reviews, post exports) reads it here, so a missing
+file, a folder, a binary file or a spreadsheet saved in another encoding gives the same clear
+:class:`~lookalike.core.errors.InvalidInput` (exit 1 with one line), never a traceback. A UTF-8
+byte-order mark (what Excel writes) is dropped.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from pathlib import Path
 
 from lookalike.core.errors import InvalidInput
 
-__all__ = ["csv_rows", "read_csv_text"]
+__all__ = ["csv_rows", "read_text_file"]
 
 
-def read_csv_text(path: Path | str) -> str:
-    """The text of the CSV file at ``path`` (UTF-8, a BOM allowed)."""
+def read_text_file(path: Path | str, kind: str = "CSV") -> str:
+    """The text of the ``kind`` file (CSV, JSONL) at ``path``: UTF-8, a BOM allowed."""
     source = str(path)
     try:
         raw = Path(path).read_bytes()
@@ -29,7 +30,7 @@ def read_csv_text(path: Path | str) -> str:
     except UnicodeDecodeError as exc:
         raise InvalidInput(f"{source} is not UTF-8 text (byte {exc.start})") from exc
     if "\0" in text:
-        raise InvalidInput(f"{source} holds NUL bytes: not a CSV file")
+        raise InvalidInput(f"{source} holds NUL bytes: not a {kind} file")
     return text
 
 
@@ -38,7 +39,7 @@ def csv_rows(path: Path | str) -> list[dict[str, str]]:
 
     A short row's missing fields are ``""`` (not ``None``), so a caller checks values, not types.
     """
-    reader = csv.DictReader(io.StringIO(read_csv_text(path), newline=""), restval="")
+    reader = csv.DictReader(io.StringIO(read_text_file(path), newline=""), restval="")
     try:
         return list(reader)
     except csv.Error as exc:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lookalike.core.images import load_image_file
+from lookalike.core.images import missing_photo, read_named_photo
 from lookalike.core.progress import Progress
 from lookalike.embed.regions import FIXED_REGIONS, Box, colour_histogram, crop_box
 
@@ -68,7 +68,10 @@ def backbone_key(manifest: dict, variant: str) -> str:
 
 
 def _file_key(path: Path) -> str:
-    st = os.stat(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise missing_photo(path) from None
     return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
 
 
@@ -141,7 +144,7 @@ class FeatureCache:
         self, paths: list[Path], crop: CropSpec, kind: str, progress: Progress | None
     ) -> np.ndarray:
         def load(p: Path) -> Image.Image:
-            return crop.apply(load_image_file(p))
+            return crop.apply(read_named_photo(p))
 
         out: list[np.ndarray] = []
         with ThreadPoolExecutor(max_workers=2) as pool:

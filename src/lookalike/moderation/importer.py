@@ -30,6 +30,7 @@ from PIL import Image
 
 from lookalike.core.errors import InvalidInput, LookalikeError
 from lookalike.core.images import decode_image
+from lookalike.core.textfiles import read_text_file
 from lookalike.moderation.posts import ImportResult, Post
 
 if TYPE_CHECKING:
@@ -125,19 +126,18 @@ def parse_timestamp(value: object) -> datetime | None:
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
     """(line number, record, error) for each non-empty line."""
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield number, None, f"line {number}: not JSON ({exc.msg})"
-                continue
-            if not isinstance(record, dict):
-                yield number, None, f"line {number}: not a JSON object"
-                continue
-            yield number, record, None
+    for number, line in enumerate(read_text_file(path, "JSONL").split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield number, None, f"line {number}: not JSON ({exc.msg})"
+            continue
+        if not isinstance(record, dict):
+            yield number, None, f"line {number}: not a JSON object"
+            continue
+        yield number, record, None
 
 
 Fetch = Callable[[str], bytes]

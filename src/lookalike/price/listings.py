@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.core.errors import InvalidInput
-from lookalike.core.textfiles import read_csv_text
+from lookalike.core.textfiles import read_text_file
 
 __all__ = [
     "CATEGORICAL",
@@ -286,7 +286,7 @@ def read_listings(
     """Read a listings CSV (or ``text``, its content); see the module docstring."""
     source = str(path)
     if text is None:
-        text = read_csv_text(path)
+        text = read_text_file(path)
     elif "\0" in text:
         raise InvalidInput(f"{source} holds NUL bytes: not a CSV file")
     reader = csv.DictReader(io.StringIO(text, newline=""))

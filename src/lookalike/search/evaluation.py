@@ -19,7 +19,6 @@ runs of fixed-region modes take seconds.
 
 from __future__ import annotations
 
-import csv
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,9 +28,10 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.core.errors import InvalidInput
-from lookalike.core.images import load_image_file
+from lookalike.core.images import read_named_photo
 from lookalike.core.metrics import duplicate_groups, hub_share, rank_metrics
 from lookalike.core.progress import Progress, relabelled
+from lookalike.core.textfiles import csv_rows
 from lookalike.embed import Embedder
 from lookalike.embed.cache import CropSpec, FeatureCache
 from lookalike.embed.heads import Role
@@ -76,14 +76,16 @@ class RetrievalReport:
 
 
 def read_pairs(path: Path, split: str | None = None) -> list[Pair]:
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = {"item_id", "person", "product"} - set(reader.fieldnames or [])
-        if missing:
-            raise InvalidInput(f"{path}: missing columns {sorted(missing)}")
-        pairs = [
-            Pair(r["item_id"], r["person"], r["product"], r.get("split") or None) for r in reader
-        ]
+    rows = csv_rows(path)
+    missing = {"item_id", "person", "product"} - set(rows[0] if rows else [])
+    if rows and missing:
+        raise InvalidInput(f"{path}: missing columns {sorted(missing)}")
+    pairs = []
+    for line, r in enumerate(rows, start=2):
+        empty = [c for c in ("person", "product") if not r[c].strip()]
+        if empty:
+            raise InvalidInput(f"{path} line {line}: {' and '.join(empty)} is empty")
+        pairs.append(Pair(r["item_id"], r["person"], r["product"], r.get("split") or None))
     if split is not None:
         if not any(p.split for p in pairs):
             raise InvalidInput(f"{path} has no split column, so --split {split} cannot filter it")
@@ -109,7 +111,7 @@ def embed_paths(
     with ThreadPoolExecutor(max_workers=2) as pool:
         for start in range(0, len(paths), batch_size):
             chunk = paths[start : start + batch_size]
-            images = list(pool.map(load_image_file, chunk))
+            images = list(pool.map(read_named_photo, chunk))
             out.append(embedder.embed(images, role=role))
             if progress:
                 progress("embedding", start + len(chunk), len(paths))
@@ -129,7 +131,7 @@ def _query_rows(
     with ThreadPoolExecutor(max_workers=2) as pool:
         for start in range(0, len(paths), 32):
             chunk = paths[start : start + 32]
-            for i, image in enumerate(pool.map(load_image_file, chunk)):
+            for i, image in enumerate(pool.map(read_named_photo, chunk)):
                 crops, vectors = embed_query_crops(embedder, image, mode)
                 rows.append(vectors)
                 owner.extend([start + i] * len(crops))
