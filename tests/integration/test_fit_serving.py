@@ -125,6 +125,8 @@ def test_fit_route_promote_answer_fallback(tmp_path: Path, data: Path) -> None:
             r = client.post("/v1/fit", json={**SHOPPER, "item_id": "1000", field: bad})
             assert r.status_code == 422, (field, r.text)
             assert field in r.text
+        r = client.post("/v1/fit", json={**SHOPPER, "item_id": "1000", "weight_lbs": "NaN"})
+        assert r.status_code == 422 and "weight_lbs: Input should be a finite number" in r.text
         assert client.get("/health").json()["products"]["fit"]["status"] == "ok"
 
 

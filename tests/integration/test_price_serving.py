@@ -180,6 +180,12 @@ def test_bad_bodies_get_a_422_that_names_the_field(tmp_path: Path, data: Path) -
             r = client.post("/v1/price", json=body, headers={"X-API-Key": key})
             assert r.status_code == 422, (field, r.text)
             assert field in r.json()["error"]["message"], (field, r.text)
+        # "NaN" and "Infinity" parse as floats: refused as not finite, not as out of range
+        for value in ("NaN", "Infinity"):
+            r = client.post(
+                "/v1/price", json={**DRESS, "retail_price": value}, headers={"X-API-Key": key}
+            )
+            assert r.status_code == 422 and "finite number" in r.json()["error"]["message"]
         shares = {**DRESS, "fabrics": {"cotton": 150}}
         r = client.post("/v1/price", json=shares, headers={"X-API-Key": key})
         assert r.status_code == 422 and "between 0 and 100" in r.json()["error"]["message"]

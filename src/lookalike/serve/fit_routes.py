@@ -13,7 +13,6 @@ Access: public (a shopper feature on the item page); it is ~1 ms of numpy.
 
 from __future__ import annotations
 
-import math
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -52,21 +51,14 @@ class FitRequest(BaseModel):
         None, ge=SIZE_RANGE[0], le=SIZE_RANGE[1], description="only this size (default: all)"
     )
     height_in: float | None = Field(
-        None, ge=PLAUSIBLE["height_in"][0], le=PLAUSIBLE["height_in"][1]
+        None, ge=PLAUSIBLE["height_in"][0], le=PLAUSIBLE["height_in"][1], allow_inf_nan=False
     )
     weight_lbs: float | None = Field(
-        None, ge=PLAUSIBLE["weight_lbs"][0], le=PLAUSIBLE["weight_lbs"][1]
+        None, ge=PLAUSIBLE["weight_lbs"][0], le=PLAUSIBLE["weight_lbs"][1], allow_inf_nan=False
     )
     bust: str | None = Field(None, max_length=8, description="band and cup, e.g. `34c`")
     body_type: str | None = Field(None, description="one of " + ", ".join(BODY_TYPES))
     usual_size: int | None = Field(None, ge=SIZE_RANGE[0], le=SIZE_RANGE[1])
-
-    @field_validator("height_in", "weight_lbs")
-    @classmethod
-    def _finite(cls, value: float | None) -> float | None:
-        if value is not None and not math.isfinite(value):
-            raise ValueError("must be a finite number")
-        return value
 
     @field_validator("bust")
     @classmethod
