@@ -79,6 +79,12 @@ def _image(row: Any) -> CatalogImage:
     )
 
 
+
+def _shown(item_id: str) -> str:
+    """An id as an error message quotes it: no id is longer than 64 characters, and a request
+    for a 3,000-character one should not get it echoed back whole."""
+    return repr(item_id if len(item_id) <= 64 else item_id[:64] + "…")
+
 class CatalogStore:
     """The catalog: items with images, in SQLite or PostgreSQL, and their normalised media.
 
@@ -298,11 +304,11 @@ class CatalogStore:
     def get_item(self, item_id: str) -> Item:
         """The item with this id; raises ``NotFound`` naming the id."""
         if not _storable(item_id):
-            raise NotFound(f"catalog item {item_id!r} not found")
+            raise NotFound(f"catalog item {_shown(item_id)} not found")
         with _db_errors(), self._engine.connect() as conn:
             found = self._load_items(conn, [item_id])
         if item_id not in found:
-            raise NotFound(f"catalog item {item_id!r} not found")
+            raise NotFound(f"catalog item {_shown(item_id)} not found")
         return found[item_id]
 
     def get_items(self, ids: Sequence[str]) -> dict[str, Item]:
@@ -387,7 +393,7 @@ class CatalogStore:
     def set_available(self, item_id: str, available: bool) -> None:
         """Mark an item (un)available; raises ``NotFound``. A no-op leaves ``revision`` as is."""
         if not _storable(item_id):
-            raise NotFound(f"catalog item {item_id!r} not found")
+            raise NotFound(f"catalog item {_shown(item_id)} not found")
         with _db_errors(), self._engine.begin() as conn:
             result = conn.execute(
                 update(items)
@@ -398,7 +404,7 @@ class CatalogStore:
                 self._bump(conn)
                 return
             if conn.scalar(select(items.c.item_id).where(items.c.item_id == item_id)) is None:
-                raise NotFound(f"catalog item {item_id!r} not found")
+                raise NotFound(f"catalog item {_shown(item_id)} not found")
 
     def delete_item(self, item_id: str) -> None:
         """Delete an item and its image rows; raises ``NotFound``.
@@ -406,10 +412,10 @@ class CatalogStore:
         Media files stay: they are shared by content hash and cheap to keep.
         """
         if not _storable(item_id):
-            raise NotFound(f"catalog item {item_id!r} not found")
+            raise NotFound(f"catalog item {_shown(item_id)} not found")
         with _db_errors(), self._engine.begin() as conn:
             conn.execute(delete(images).where(images.c.item_id == item_id))
             result = conn.execute(delete(items).where(items.c.item_id == item_id))
             if not result.rowcount:
-                raise NotFound(f"catalog item {item_id!r} not found")
+                raise NotFound(f"catalog item {_shown(item_id)} not found")
             self._bump(conn)
