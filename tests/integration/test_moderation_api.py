@@ -442,6 +442,33 @@ def test_a_failure_mid_decision_leaves_nothing_behind(
     assert store.audit()[0].id == made.id
 
 
+def test_a_decision_is_refused_while_the_sqlite_file_is_gone(
+    tmp_path: Path, demo_catalog: Path
+) -> None:
+    """The database file deleted (or moved) under a running server: a pooled connection still
+    holds the old file, so a decision would be written where nobody reads it again. It is
+    refused with a 503 that says why, no empty database appears in its place, and once the
+    file is back the decision goes through and stays."""
+    from lookalike.core.errors import Unavailable
+
+    settings = Settings(home=tmp_path)
+    store = ModerationStore(settings.db_url)
+    store.create_schema()
+    _queue_two(store, demo_catalog)
+    store.decide("q0", "alice", "reject")
+    db = settings.var_dir / "catalog.db"
+    db.rename(tmp_path / "moved.db")
+    with pytest.raises(Unavailable, match="deleted or moved while the server ran") as refused:
+        store.decide("q1", "alice", "reject")
+    assert refused.value.status == 503
+    assert not db.exists()  # no empty database was made at the path
+    (tmp_path / "moved.db").rename(db)
+    [made] = store.decide("q1", "alice", "reject")
+    assert [d.post_id for d in store.audit()] == ["q1", "q0"] and store.audit()[0].id == made.id
+    fresh = ModerationStore(settings.db_url)  # what a restarted server reads
+    assert {d.post_id for d in fresh.audit()} == {"q0", "q1"}
+
+
 def test_the_store_on_both_databases(any_store: ModerationStore, demo_catalog: Path) -> None:
     import sqlalchemy as sa
 

@@ -241,3 +241,36 @@ def test_a_nul_byte_in_an_item_id_is_not_found(tmp_path: Path) -> None:
     assert store.get_items(["\x00"]) == {}
     with pytest.raises(NotFound):
         store.delete_item("\x00")
+
+
+def test_a_sqlite_file_gone_or_replaced_under_an_engine(tmp_path: Path) -> None:
+    """Gone: refused (503) on every use, and no empty database is made at the path; moved
+    back: used again; replaced by another file: the pool drops its connections to the old one."""
+    import sqlite3
+
+    db = tmp_path / "x.db"
+    engine = get_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE t (a INTEGER)"))
+        conn.execute(sa.text("INSERT INTO t VALUES (1)"))
+    with engine.begin() as conn:  # checkpoint, so the file alone holds the row
+        conn.execute(sa.text("PRAGMA wal_checkpoint(TRUNCATE)"))
+    db.rename(tmp_path / "away.db")
+    for _ in range(3):  # the refused connection is dropped; its replacement must not be made
+        with pytest.raises(Unavailable, match="deleted or moved while the server ran"):
+            with engine.begin() as conn:
+                conn.execute(sa.text("INSERT INTO t VALUES (2)"))
+        assert not db.exists()
+    (tmp_path / "away.db").rename(db)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM t")).scalar() == 1
+    for side in ("-wal", "-shm"):  # another database moved into place, as from a backup
+        (tmp_path / f"x.db{side}").unlink(missing_ok=True)
+    other = sqlite3.connect(tmp_path / "other.db")
+    other.execute("CREATE TABLE t (a INTEGER)")
+    other.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(10)])
+    other.commit()
+    other.close()
+    (tmp_path / "other.db").replace(db)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM t")).scalar() == 10

@@ -319,7 +319,7 @@ def _sqlite_engine(parsed: URL, opts: DatabaseSettings) -> Engine:
         )
 
     @event.listens_for(engine, "connect")
-    def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    def _sqlite_pragmas(dbapi_conn: Any, record: Any) -> None:
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         if not memory:
@@ -327,8 +327,60 @@ def _sqlite_engine(parsed: URL, opts: DatabaseSettings) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
+        if not memory:
+            record.info["file_id"] = opened = _file_id(path)
+            existed[0] = existed[0] or opened is not None
+
+    if not memory:
+        path = Path(parsed.database)  # type: ignore[arg-type]
+        existed = [False]  # has this engine ever opened the file? Then it must not make one.
+
+        @event.listens_for(engine, "do_connect")
+        def _no_new_file(_dialect: Any, _record: Any, _cargs: Any, _cparams: Any) -> None:
+            if existed[0] and _file_id(path) is None:
+                raise _gone()
+
+        @event.listens_for(engine, "checkout")
+        def _same_file(_dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+            _check_same_file(path, record.info.get("file_id"))
 
     return engine
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _check_same_file(path: Path, opened: tuple[int, int] | None) -> None:
+    """Before a pooled SQLite connection is used: is its file still the one at ``path``?
+
+    A connection keeps the file it opened, so a database deleted while the server runs still
+    answers — and every write (a moderator's decision, an import) lands in a file that is gone
+    once the server stops. Deleted or moved away: refuse (503, the same for reads and writes)
+    instead of writing into it or creating an empty database in its place; the message says
+    what to do. Replaced by another file (a backup moved into place): this connection is
+    dropped and the pool opens the new file.
+    """
+    if opened is None:
+        return
+    now = _file_id(path)
+    if now == opened:
+        return
+    if now is None:
+        raise _gone()
+    raise sa.exc.DisconnectionError("the SQLite database file was replaced")
+
+
+def _gone() -> Unavailable:
+    # A new connection would make an empty database in its place: refused as well.
+    return _unavailable(
+        "the SQLite database file was deleted or moved while the server ran; nothing is "
+        "read or written until it is back (restore it, or restart to start a new one)"
+    )
 
 
 def _build_engine(key: str, opts: DatabaseSettings) -> Engine:
