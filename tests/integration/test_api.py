@@ -103,7 +103,7 @@ def test_items_images_similar_and_categories(client) -> None:
     assert len(ids) == 5 and "LK-0001" not in ids
     missing = client.get("/v1/items/NOPE-1")
     assert missing.status_code == 404 and "NOPE-1" in missing.json()["error"]["message"]
-    huge = client.get("/v1/items/" + "A" * 3000)  # not echoed back whole
+    huge = client.get("/v1/items/" + "A" * 3000)  # quoted up to 64 characters, the id limit
     assert huge.status_code == 404 and len(huge.json()["error"]["message"]) < 120
     assert client.get("/v1/items/LK-0001/image", params={"n": 5}).status_code == 404
     cats = {c["name"]: c["count"] for c in client.get("/v1/categories").json()["categories"]}

@@ -79,11 +79,11 @@ def _image(row: Any) -> CatalogImage:
     )
 
 
-
 def _shown(item_id: str) -> str:
-    """An id as an error message quotes it: no id is longer than 64 characters, and a request
-    for a 3,000-character one should not get it echoed back whole."""
+    """An id as an error message quotes it: no stored id is longer than 64 characters, so a
+    longer one is cut there (the API's 500-character cap on messages would keep 470 of them)."""
     return repr(item_id if len(item_id) <= 64 else item_id[:64] + "…")
+
 
 class CatalogStore:
     """The catalog: items with images, in SQLite or PostgreSQL, and their normalised media.

@@ -318,6 +318,9 @@ def _sqlite_engine(parsed: URL, opts: DatabaseSettings) -> Engine:
             hide_parameters=True,
         )
 
+    path = Path(parsed.database or "")  # unused for an in-memory database
+    existed = [False]  # has this engine ever opened the file? Then it must not make one.
+
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_conn: Any, record: Any) -> None:
         cursor = dbapi_conn.cursor()
@@ -332,8 +335,6 @@ def _sqlite_engine(parsed: URL, opts: DatabaseSettings) -> Engine:
             existed[0] = existed[0] or opened is not None
 
     if not memory:
-        path = Path(parsed.database)  # type: ignore[arg-type]
-        existed = [False]  # has this engine ever opened the file? Then it must not make one.
 
         @event.listens_for(engine, "do_connect")
         def _no_new_file(_dialect: Any, _record: Any, _cargs: Any, _cparams: Any) -> None:

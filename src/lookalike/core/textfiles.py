@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lookalike.core.errors import InvalidInput
 
-__all__ = ["csv_rows", "read_text_file"]
+__all__ = ["check_text", "csv_rows", "read_text_file"]
 
 
 def read_text_file(path: Path | str, kind: str = "CSV") -> str:
@@ -29,6 +29,11 @@ def read_text_file(path: Path | str, kind: str = "CSV") -> str:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InvalidInput(f"{source} is not UTF-8 text (byte {exc.start})") from exc
+    return check_text(text, source, kind)
+
+
+def check_text(text: str, source: str, kind: str = "CSV") -> str:
+    """``text`` (a file's content, however it was read), refused when it holds NUL bytes."""
     if "\0" in text:
         raise InvalidInput(f"{source} holds NUL bytes: not a {kind} file")
     return text

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.core.errors import InvalidInput
-from lookalike.core.textfiles import read_text_file
+from lookalike.core.textfiles import check_text, read_text_file
 
 __all__ = [
     "CATEGORICAL",
@@ -285,10 +285,7 @@ def read_listings(
 ) -> tuple[Listings, ReadReport]:
     """Read a listings CSV (or ``text``, its content); see the module docstring."""
     source = str(path)
-    if text is None:
-        text = read_text_file(path)
-    elif "\0" in text:
-        raise InvalidInput(f"{source} holds NUL bytes: not a CSV file")
+    text = read_text_file(path) if text is None else check_text(text, source)
     reader = csv.DictReader(io.StringIO(text, newline=""))
     try:
         header = {_key(h) for h in (reader.fieldnames or []) if h is not None}
