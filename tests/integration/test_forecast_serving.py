@@ -214,4 +214,4 @@ def test_cli_build_and_buy(tmp_path: Path, data: Path) -> None:
     assert all(r["model_version"] == "demand_forecast:1" for r in rows.values())
     assert all(r["method"] == "ridge_tsb" for r in rows.values())  # the served blend
     missing = run_cli(tmp_path / "empty", "forecast", "buy", "--out", str(tmp_path / "x.csv"))
-    assert missing.returncode == 1 and "lookalike forecast build" in missing.stdout
+    assert missing.returncode == 1 and "lookalike forecast build" in missing.stderr

@@ -207,4 +207,4 @@ def test_cli_build_and_suggest(tmp_path: Path, data: Path) -> None:
     assert all(float(r["low"]) <= float(r["suggested_price"]) <= float(r["high"]) for r in rows)
     assert rows[0]["reason"] and rows[0]["model_version"] == "rental_price:1"
     missing = run_cli(tmp_path / "empty", "price", "suggest", str(items))
-    assert missing.returncode == 1 and "lookalike price build" in missing.stdout
+    assert missing.returncode == 1 and "lookalike price build" in missing.stderr

@@ -37,11 +37,6 @@ DataOpt = Annotated[
 ]
 
 
-def _fail(exc: LookalikeError) -> typer.Exit:
-    console.print(f"[red]error:[/red] {exc.message}")
-    return typer.Exit(code=2)
-
-
 def print_checks(check: RentalCheck) -> None:
     """The data checks of a rentals file: counts, span, implausible and missing values."""
     console.print(
@@ -76,17 +71,14 @@ def import_rentals(
 ) -> None:
     """Import rental reviews into the catalog database; importing again adds nothing."""
     settings = Settings()
-    try:
-        settings.var_dir.mkdir(parents=True, exist_ok=True)
-        store = RentalStore.for_settings(settings)
-        store.create_schema()
-        with progress_bar(f"importing {file.name}") as progress:
-            check, report = store.import_file(
-                file, limit=limit, progress=lambda done, total: progress("rows", done, total)
-            )
-        counts = store.counts()
-    except LookalikeError as exc:
-        raise _fail(exc) from exc
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    store = RentalStore.for_settings(settings)
+    store.create_schema()
+    with progress_bar(f"importing {file.name}") as progress:
+        check, report = store.import_file(
+            file, limit=limit, progress=lambda done, total: progress("rows", done, total)
+        )
+    counts = store.counts()
     print_checks(check)
     console.print(
         f"batch {report.batch}: {report.rows_read} rows read, {report.added} added, "
@@ -116,12 +108,9 @@ def eval_fit(
     from lookalike.catalog.rentals import read_rentals
     from lookalike.recs.fit_build import evaluate_fit  # fitting code: CLI-only import
 
-    try:
-        source = _data(data)
-        with console.status(f"reading {source} and fitting on the past"):
-            figures = evaluate_fit(read_rentals(source), test_from=test_from)
-    except LookalikeError as exc:
-        raise _fail(exc) from exc
+    source = _data(data)
+    with console.status(f"reading {source} and fitting on the past"):
+        figures = evaluate_fit(read_rentals(source), test_from=test_from)
     table = Table(
         title=f"fit prediction — {figures['split']}; {figures['train_rows']} train / "
         f"{figures['test_rows']} test reviews (reviews are a lower bound on rentals)"
@@ -165,14 +154,11 @@ def build_cmd(
     from lookalike.registry import Registry
 
     settings = Settings()
-    try:
-        source = _data(data)
-        registry = Registry(settings.models_dir, "model")
-        with console.status(f"fitting a fit model on {source}"):
-            ref = build_fit_model(registry, source, test_from=test_from)
-        m = registry.manifest(ref)
-    except LookalikeError as exc:
-        raise _fail(exc) from exc
+    source = _data(data)
+    registry = Registry(settings.models_dir, "model")
+    with console.status(f"fitting a fit model on {source}"):
+        ref = build_fit_model(registry, source, test_from=test_from)
+    m = registry.manifest(ref)
     f, b = m["metrics"], m["baseline"]
     console.print(
         f"built {ref}: macro-F1 {f['macro_f1']:.4f} (baseline {b['macro_f1']:.4f}), mean AUC "

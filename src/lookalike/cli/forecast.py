@@ -43,11 +43,6 @@ LOWER_BOUND = "reviews are a lower bound on rentals: real demand is higher"
 STOCK_COLUMNS = ("stock", "units", "quantity", "on_hand")
 
 
-def _fail(exc: LookalikeError) -> typer.Exit:
-    console.print(f"[red]error:[/red] {exc.message}")
-    return typer.Exit(code=1)
-
-
 def _data(data: Path | None) -> Path:
     path = data or DEFAULT_RENTALS
     if not path.is_file():
@@ -67,12 +62,9 @@ def build_cmd(
 
     settings = Settings()
     registry = Registry(settings.models_dir, "model")
-    try:
-        source = _data(data)
-        with console.status(f"forecasting demand from {source}") as status:
-            ref = build_forecast(registry, source, progress=status.update)
-    except LookalikeError as exc:
-        raise _fail(exc) from exc
+    source = _data(data)
+    with console.status(f"forecasting demand from {source}") as status:
+        ref = build_forecast(registry, source, progress=status.update)
     m = registry.manifest(ref)
     f = m["metrics"]
     console.print(
@@ -187,14 +179,11 @@ def buy_cmd(
     """
     registry = Registry(Settings().models_dir, "model")
     try:
-        try:
-            ref = registry.resolve(Ref(ARTIFACT_NAME, version))
-        except LookalikeError as exc:
-            raise LookalikeError(f"{exc.message} — run `{BUILD_FIX}`") from exc
-        stock = read_stock(stock_csv) if stock_csv else {}
-        rows, method = buy_units(registry.path(ref), weeks, service_level, stock)
+        ref = registry.resolve(Ref(ARTIFACT_NAME, version))
     except LookalikeError as exc:
-        raise _fail(exc) from exc
+        raise LookalikeError(f"{exc.message} — run `{BUILD_FIX}`") from exc
+    stock = read_stock(stock_csv) if stock_csv else {}
+    rows, method = buy_units(registry.path(ref), weeks, service_level, stock)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="", encoding="utf-8") as f:
         fields = [*rows[0].keys(), "model_version", "method"] if rows else ["item_id"]
@@ -266,9 +255,8 @@ def eval_forecast(
         demand = weekly_demand(read_rentals(source))
         with console.status("backtesting") as status:
             bt = backtest(demand, progress=status.update)
-    except (LookalikeError, ValueError) as exc:
-        err = exc if isinstance(exc, LookalikeError) else InvalidInput(str(exc))
-        raise _fail(err) from exc
+    except ValueError as exc:  # a series too short to backtest: the user's data, not a bug
+        raise InvalidInput(str(exc)) from exc
     figures = summarise(bt, demand)
     origins = figures["origins"]
     out = Console(width=max(console.width, 150))  # the tables are wide: never wrap a figure

@@ -31,10 +31,11 @@ from lookalike.core.settings import Settings
 class _Commands(TyperGroup):
     """The top-level group: a project error that no command caught is one line, exit 1.
 
-    Commands translate what they expect (``_fail`` in each sub-app); this catches the rest — a
-    bad file handed to any command (``eval retrieval --pairs`` with the wrong columns, a photo
-    that does not decode) — so a user never gets a traceback for their input. Bugs (anything
-    that is not a :class:`LookalikeError`) still show theirs.
+    Commands raise what they find wrong as a :class:`LookalikeError` and this is the one place
+    that turns it into a message — a bad file handed to any command (``eval retrieval --pairs``
+    with the wrong columns, a photo that does not decode, a model that fails its checks) — so a
+    user never gets a traceback for their input. Bugs (anything that is not a
+    :class:`LookalikeError`) still show theirs.
     """
 
     def invoke(self, ctx: typer.Context) -> Any:

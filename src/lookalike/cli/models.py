@@ -31,11 +31,6 @@ def _registry(settings: Settings) -> Registry:
     return Registry(settings.models_dir, "model")
 
 
-def _fail(exc: LookalikeError) -> typer.Exit:
-    console.print(f"[red]error:[/red] {exc.message}")
-    return typer.Exit(code=1)
-
-
 @app.command("build-default")
 def build_default_cmd(
     calibration: Annotated[
@@ -90,24 +85,21 @@ def build_default_cmd(
         )
         raise typer.Exit(code=1) from exc
     registry = _registry(settings)
-    try:
-        with console.status("building the default model") as status:
+    with console.status("building the default model") as status:
 
-            def progress(msg: str, *_count: int | None) -> None:  # build_default: lines only
-                console.log(msg)
-                status.update(msg)
+        def progress(msg: str, *_count: int | None) -> None:  # build_default: lines only
+            console.log(msg)
+            status.update(msg)
 
-            ref = build_default(
-                registry,
-                images,
-                name=name,
-                progress=progress,
-                labelled=labelled,
-                detector_size=detector_size,
-                detector_int8=not detector_fp32,
-            )
-    except LookalikeError as exc:
-        raise _fail(exc) from exc
+        ref = build_default(
+            registry,
+            images,
+            name=name,
+            progress=progress,
+            labelled=labelled,
+            detector_size=detector_size,
+            detector_int8=not detector_fp32,
+        )
     m = registry.manifest(ref)
     _print_summary([(ref, m)], registry)
     console.print(f"built {ref}, serving [bold]{m['default_variant']}[/bold]: {m['reason']}")
@@ -254,18 +246,15 @@ def run_promote(
     from the manifest's ``task`` (or the artifact's name).
     """
     kinds = default_kinds(settings)
-    try:
-        kind, role = _owner(kinds, settings, registry_kind, ref)
-        with console.status(f"checking {ref}"):
-            outcome = promote(
-                kind,
-                role,
-                ref,
-                force=force,
-                check_options=check_options,
-            )
-    except LookalikeError as exc:
-        raise _fail(exc) from exc
+    kind, role = _owner(kinds, settings, registry_kind, ref)
+    with console.status(f"checking {ref}"):
+        outcome = promote(
+            kind,
+            role,
+            ref,
+            force=force,
+            check_options=check_options,
+        )
     if outcome.status == "already":
         console.print(f"{outcome.ref} is already production; nothing to do")
         return outcome
@@ -323,11 +312,8 @@ def _first_role(kind: Kind, registry_kind: str) -> str:
 def run_rollback(settings: Settings, registry_kind: str, name: str) -> None:
     """The CLI face of the one rollback: the artifact and what must move with it."""
     kinds = default_kinds(settings)
-    try:
-        kind, role = kinds.owner(registry_kind, name)
-        outcome = rollback(kind, role, name)
-    except LookalikeError as exc:
-        raise _fail(exc) from exc
+    kind, role = kinds.owner(registry_kind, name)
+    outcome = rollback(kind, role, name)
     for moved_role, (before, after) in outcome.moved.items():
         console.print(
             f"{moved_role}: now serving [bold]{after}[/bold] (was {before})"
@@ -354,13 +340,10 @@ def run_checks(
 ) -> CheckReport:
     """Run the owning kind's checks on ``ref`` without promoting (recorded in its manifest)."""
     kinds = default_kinds(settings)
-    try:
-        kind, role = _owner(kinds, settings, registry_kind, ref)
-        resolved = kind.registry(role).resolve(Ref.parse(ref, default_version="latest"))
-        with console.status(f"checking {resolved}"):
-            return kind.check(role, resolved, **check_options)
-    except LookalikeError as exc:
-        raise _fail(exc) from exc
+    kind, role = _owner(kinds, settings, registry_kind, ref)
+    resolved = kind.registry(role).resolve(Ref.parse(ref, default_version="latest"))
+    with console.status(f"checking {resolved}"):
+        return kind.check(role, resolved, **check_options)
 
 
 @app.command("check")

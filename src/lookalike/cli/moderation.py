@@ -25,7 +25,7 @@ import typer
 from rich.console import Console
 
 from lookalike.cli import prefilter
-from lookalike.core.errors import LookalikeError, NotFound
+from lookalike.core.errors import NotFound
 from lookalike.core.settings import Settings
 from lookalike.moderation.posts import ImportResult
 
@@ -41,11 +41,6 @@ prefilter.add_commands(app)
 
 console = Console()
 err = Console(stderr=True)
-
-
-def _fail(exc: LookalikeError) -> typer.Exit:
-    err.print(f"[red]error:[/red] {exc.message}")
-    return typer.Exit(code=1)
 
 
 def post_media_dir(settings: Settings) -> Path:
@@ -89,16 +84,13 @@ def import_cmd(
     from lookalike.moderation.instagram import download as fetch_url
 
     settings = Settings()
-    try:
-        result = import_jsonl(
-            _store(settings),
-            jsonl,
-            images,
-            post_media_dir(settings),
-            fetch=fetch_url if download else None,
-        )
-    except LookalikeError as exc:
-        raise _fail(exc) from None
+    result = import_jsonl(
+        _store(settings),
+        jsonl,
+        images,
+        post_media_dir(settings),
+        fetch=fetch_url if download else None,
+    )
     _print_result(result, str(jsonl))
 
 
@@ -132,28 +124,25 @@ def ingest_cmd(
         err.print("[red]error:[/red] give --hashtag TAG and/or --tagged")
         raise typer.Exit(code=2)
     settings = Settings()
-    try:
-        client = ig.GraphClient(
-            token=ig.token_from_env(),
-            user_id=user_id or os.environ.get(ig.USER_ID_ENV, ""),
-            api_base=api_base or ig.DEFAULT_API_BASE,
-            max_retries=max_retries,
-            backoff_s=backoff,
+    client = ig.GraphClient(
+        token=ig.token_from_env(),
+        user_id=user_id or os.environ.get(ig.USER_ID_ENV, ""),
+        api_base=api_base or ig.DEFAULT_API_BASE,
+        max_retries=max_retries,
+        backoff_s=backoff,
+    )
+    store = _store(settings)
+    crawls = [ig.hashtag_edge(client, tag, store) for tag in hashtag or []]
+    if tagged:
+        crawls.append(ig.tagged_edge(client))
+    for crawl in crawls:
+        result = ig.ingest(client, crawl, store, post_media_dir(settings), max_pages=max_pages)
+        state = "to the end" if result.finished else "stopped; the next run resumes"
+        console.print(
+            f"{crawl.source}: {result.pages} pages, {result.media} media "
+            f"({'resumed' if result.resumed_from else 'from the newest'}, {state})"
         )
-        store = _store(settings)
-        crawls = [ig.hashtag_edge(client, tag, store) for tag in hashtag or []]
-        if tagged:
-            crawls.append(ig.tagged_edge(client))
-        for crawl in crawls:
-            result = ig.ingest(client, crawl, store, post_media_dir(settings), max_pages=max_pages)
-            state = "to the end" if result.finished else "stopped; the next run resumes"
-            console.print(
-                f"{crawl.source}: {result.pages} pages, {result.media} media "
-                f"({'resumed' if result.resumed_from else 'from the newest'}, {state})"
-            )
-            _print_result(result.imported, crawl.source)
-    except LookalikeError as exc:
-        raise _fail(exc) from None
+        _print_result(result.imported, crawl.source)
 
 
 users = typer.Typer(help="Moderator and admin accounts.", no_args_is_help=True)
@@ -173,10 +162,7 @@ def users_create(
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
-    try:
-        account = _store(Settings()).create_account(username, password, role)
-    except LookalikeError as exc:
-        raise _fail(exc) from None
+    account = _store(Settings()).create_account(username, password, role)
     console.print(f"created {account.role} {account.username}")
 
 
@@ -193,12 +179,9 @@ def export_pairs(
     from lookalike.catalog.store import CatalogStore
 
     settings = Settings()
-    try:
-        pairs = _store(settings).approved_pairs()
-        catalog = CatalogStore.for_settings(settings)
-        items = catalog.get_items(sorted({item for _, item in pairs}))
-    except LookalikeError as exc:
-        raise _fail(exc) from None
+    pairs = _store(settings).approved_pairs()
+    catalog = CatalogStore.for_settings(settings)
+    items = catalog.get_items(sorted({item for _, item in pairs}))
     base = (root or Path.cwd()).resolve()
 
     def rel(path: Path) -> str:
@@ -224,4 +207,4 @@ def export_pairs(
             f"{', '.join(sorted(set(skipped))[:10])}"
         )
     if not rows and pairs:
-        raise _fail(NotFound("no approved post's item is in the catalog"))
+        raise NotFound("no approved post's item is in the catalog")

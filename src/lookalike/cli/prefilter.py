@@ -37,11 +37,6 @@ BackboneOpt = Annotated[
 ]
 
 
-def _fail(exc: LookalikeError) -> typer.Exit:
-    console.print(f"[red]error:[/red] {exc.message}")
-    return typer.Exit(code=1)
-
-
 def _settings() -> Settings:
     return Settings()
 
@@ -89,17 +84,14 @@ def compare_cmd(
     )
 
     settings = _settings()
-    try:
-        parts = search_backbone(Registry(settings.models_dir, "model"), Ref.parse(backbone))
-        samples = seed_samples(data)
-        with progress_bar(f"features of {len(samples)} photos") as bar:
-            blocks = cached_blocks(
-                parts.extractor(), samples, _cache(settings, cache), parts.cache_key(),
-                lambda d, n: bar("features", d, n),
-            )  # fmt: skip
-        rows = compare_feature_sets(blocks, samples, stratified_split(samples))
-    except LookalikeError as exc:
-        raise _fail(exc) from exc
+    parts = search_backbone(Registry(settings.models_dir, "model"), Ref.parse(backbone))
+    samples = seed_samples(data)
+    with progress_bar(f"features of {len(samples)} photos") as bar:
+        blocks = cached_blocks(
+            parts.extractor(), samples, _cache(settings, cache), parts.cache_key(),
+            lambda d, n: bar("features", d, n),
+        )  # fmt: skip
+    rows = compare_feature_sets(blocks, samples, stratified_split(samples))
     console.print(rows_table(rows, f"pre-filter feature sets — held-out split of {data}"))
     if json_out:
         json_out.write_text(json.dumps(rows, indent=2))
@@ -120,25 +112,22 @@ def train_cmd(
 
     settings = _settings()
     registry = Registry(settings.models_dir, "model")
-    try:
-        samples = seed_samples(data)
-        extra_train, extra_hold = [], []
-        if decisions:
-            try:
-                extra_train, extra_hold = split_decisions(settings)
-            except LookalikeError as exc:  # no moderation database yet: the seed data alone
-                console.print(f"[yellow]no moderator decisions:[/yellow] {exc.message}")
-        with progress_bar("pre-filter features") as bar:
-            ref, metrics = build_prefilter(
-                registry, samples + extra_train, backbone=Ref.parse(backbone),
-                cache=_cache(settings, cache), extra_holdout=extra_hold,
-                data={"seed": str(data), "decisions_train": len(extra_train),
-                      "decisions_holdout": len(extra_hold)},
-                progress=lambda d, n: bar("features", d, n),
-            )  # fmt: skip
-        registry.set_aliases(ref.name, candidate=ref.version)
-    except LookalikeError as exc:
-        raise _fail(exc) from exc
+    samples = seed_samples(data)
+    extra_train, extra_hold = [], []
+    if decisions:
+        try:
+            extra_train, extra_hold = split_decisions(settings)
+        except LookalikeError as exc:  # no moderation database yet: the seed data alone
+            console.print(f"[yellow]no moderator decisions:[/yellow] {exc.message}")
+    with progress_bar("pre-filter features") as bar:
+        ref, metrics = build_prefilter(
+            registry, samples + extra_train, backbone=Ref.parse(backbone),
+            cache=_cache(settings, cache), extra_holdout=extra_hold,
+            data={"seed": str(data), "decisions_train": len(extra_train),
+                  "decisions_holdout": len(extra_hold)},
+            progress=lambda d, n: bar("features", d, n),
+        )  # fmt: skip
+    registry.set_aliases(ref.name, candidate=ref.version)
     for part, f in metrics.items():
         console.print(
             f"{part}: precision {f['precision']:.3f}, recall {f['recall']:.3f}, "
@@ -172,36 +161,33 @@ def eval_cmd(
     from lookalike.moderation.fit import labelled_folder
 
     settings = _settings()
-    try:
-        samples = labelled_folder(labels, root)
-        if not samples:
-            raise LookalikeError(f"{labels} has no rows")
-        gen = _production(settings)
-        scores: list[float] = []
-        served: set[str] = set()
-        unreadable = 0
-        with progress_bar(f"scoring {len(samples)} photos") as bar:
-            kept = []
-            for start in range(0, len(samples), batch):
-                chunk, images = [], []
-                for s in samples[start : start + batch]:
-                    try:
-                        images.append(load_image_file(s.path))
-                        chunk.append(s)
-                    except (OSError, LookalikeError):
-                        unreadable += 1
-                if images:
-                    answers, by, _ = gen.score(images)
-                    served.add(by)
-                    scores += [a.score for a in answers]
-                    kept += chunk
-                bar("scoring", min(start + batch, len(samples)), len(samples))
-        y = np.array([s.label for s in kept])
-        if not len(y):
-            raise LookalikeError("no photo could be read")
-        f = figures(np.array(scores), y, gen.threshold, gen.manifest.get("recall_target", 0.9))
-    except LookalikeError as exc:
-        raise _fail(exc) from exc
+    samples = labelled_folder(labels, root)
+    if not samples:
+        raise LookalikeError(f"{labels} has no rows")
+    gen = _production(settings)
+    scores: list[float] = []
+    served: set[str] = set()
+    unreadable = 0
+    with progress_bar(f"scoring {len(samples)} photos") as bar:
+        kept = []
+        for start in range(0, len(samples), batch):
+            chunk, images = [], []
+            for s in samples[start : start + batch]:
+                try:
+                    images.append(load_image_file(s.path))
+                    chunk.append(s)
+                except (OSError, LookalikeError):
+                    unreadable += 1
+            if images:
+                answers, by, _ = gen.score(images)
+                served.add(by)
+                scores += [a.score for a in answers]
+                kept += chunk
+            bar("scoring", min(start + batch, len(samples)), len(samples))
+    y = np.array([s.label for s in kept])
+    if not len(y):
+        raise LookalikeError("no photo could be read")
+    f = figures(np.array(scores), y, gen.threshold, gen.manifest.get("recall_target", 0.9))
     out = {"model_version": gen.version, "served_by": sorted(served),
            "fallback": sorted(served) != [gen.served_by] or gen.scorer is None,
            "photos": len(y), "unreadable": unreadable, **f}  # fmt: skip
@@ -277,8 +263,6 @@ def score_cmd(
                     totals["queued"] += sum(r.enqueue for r in records)
                     totals["unsafe"] += sum(not r.safe for r in records)
                 bar("scoring", totals["scored"], None)
-    except LookalikeError as exc:
-        raise _fail(exc) from exc
     finally:
         if catalog is not None:
             catalog.close()

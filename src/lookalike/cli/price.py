@@ -43,11 +43,6 @@ def _cell(text: str) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-def _fail(exc: LookalikeError) -> typer.Exit:
-    console.print(f"[red]error:[/red] {exc.message}")
-    return typer.Exit(code=1)
-
-
 def evaluation_table(ev: Evaluation) -> Table:
     table = Table(
         title=f"price models — {ev.split}; test {ev.test_rows} dresses "
@@ -80,17 +75,14 @@ def eval_price(
 
     No files: the seeded random 80/20 split of the shared rtr_dresses.csv.
     """
-    try:
-        if train is None and test is None and not default_data().is_file():
-            raise LookalikeError(
-                f"no --train/--test given and {default_data()} is absent: pass files of the "
-                "rtr_dresses.csv columns"
-            )
-        tr, te, how, reads = load_split(train, test, seed=seed)
-        with console.status("cross-validating on the training file") as status:
-            ev = evaluate(tr, te, split=how, reads=reads, seed=seed, progress=status.update)
-    except LookalikeError as exc:
-        raise _fail(exc) from exc
+    if train is None and test is None and not default_data().is_file():
+        raise LookalikeError(
+            f"no --train/--test given and {default_data()} is absent: pass files of the "
+            "rtr_dresses.csv columns"
+        )
+    tr, te, how, reads = load_split(train, test, seed=seed)
+    with console.status("cross-validating on the training file") as status:
+        ev = evaluate(tr, te, split=how, reads=reads, seed=seed, progress=status.update)
     for read in ev.reads:
         if read.dropped or read.filled:
             console.print(
@@ -135,10 +127,7 @@ def _train(data: Path | None, seed: int, method: str | None) -> Ref:
 @app.command("train")
 def train_cmd(data: DataOpt = None, seed: SeedOpt = DEFAULT_SEED, method: MethodOpt = None) -> None:
     """Fit and register a price model (not promoted: `lookalike models promote NAME:VERSION`)."""
-    try:
-        ref = _train(data, seed, method)
-    except LookalikeError as exc:
-        raise _fail(exc) from exc
+    ref = _train(data, seed, method)
     console.print(f"promote it with `lookalike models promote {ref}`")
 
 
@@ -152,10 +141,7 @@ def build_cmd(
     """Fit, register, check (MAPE vs production) and promote a price model."""
     from lookalike.cli.models import run_promote
 
-    try:
-        ref = _train(data, seed, method)
-    except LookalikeError as exc:
-        raise _fail(exc) from exc
+    ref = _train(data, seed, method)
     run_promote(Settings(), "model", str(ref), force=force)
 
 
@@ -168,14 +154,11 @@ def suggest_cmd(
     """Price a batch of dresses into a CSV a merchandiser can review."""
     registry = Registry(Settings().models_dir, "model")
     try:
-        try:
-            ref = registry.resolve(Ref(ARTIFACT_NAME, version))
-        except LookalikeError as exc:
-            raise LookalikeError(f"{exc.message} — run `{BUILD_FIX}`") from exc
-        engine = ModelEngine(PriceModel.load(registry.path(ref)), str(ref))
-        listings, report = read_listings(items, require_rent=False)
+        ref = registry.resolve(Ref(ARTIFACT_NAME, version))
     except LookalikeError as exc:
-        raise _fail(exc) from exc
+        raise LookalikeError(f"{exc.message} — run `{BUILD_FIX}`") from exc
+    engine = ModelEngine(PriceModel.load(registry.path(ref)), str(ref))
+    listings, report = read_listings(items, require_rent=False)
     answers = engine.price(listings)
     target = out or items.with_name(items.stem + ".priced.csv")
     fields = [

@@ -34,11 +34,6 @@ JsonOpt = Annotated[Path | None, typer.Option("--json", help="write the figures 
 NOTE = "reviews are a lower bound on rentals: a 'next rental' is the next reviewed one"
 
 
-def _fail(exc: LookalikeError) -> typer.Exit:
-    console.print(f"[red]error:[/red] {exc.message}")
-    return typer.Exit(code=2)
-
-
 def _source(data: Path | None) -> Path:
     source = data or DEFAULT_RENTALS
     if not source.is_file():
@@ -78,10 +73,7 @@ def _evaluate(data: Path | None, which: str) -> dict[str, Any]:
 
 def eval_similar(data: DataOpt = None, json_out: JsonOpt = None) -> None:
     """You may also like: hit rate@10 and NDCG@10 of each user's next rental vs popularity."""
-    try:
-        doc = _evaluate(data, "similar")
-    except LookalikeError as exc:
-        raise _fail(exc) from exc
+    doc = _evaluate(data, "similar")
     table = Table(title=f"you may also like — {doc['split']}; {doc['cases']} next rentals")
     for col in ("list", "hit@10", "NDCG@10"):
         table.add_column(col, justify="left" if col == "list" else "right")
@@ -96,10 +88,7 @@ def eval_similar(data: DataOpt = None, json_out: JsonOpt = None) -> None:
 
 def eval_home(data: DataOpt = None, json_out: JsonOpt = None) -> None:
     """Home page: hit rate@20 of the page a user sees vs the popular layout."""
-    try:
-        doc = _evaluate(data, "home")
-    except LookalikeError as exc:
-        raise _fail(exc) from exc
+    doc = _evaluate(data, "home")
     table = Table(
         title=f"home page — {doc['split']}; {doc['cases']} later users, "
         f"{doc['users_with_history']} with a history"
@@ -143,9 +132,8 @@ def build_cmd(
                 source={"file": source.name, "sha256": sha256_file(source), "rows": len(rentals)},
                 progress=status.update,
             )
-    except (LookalikeError, ValueError) as exc:
-        err = exc if isinstance(exc, LookalikeError) else LookalikeError(str(exc))
-        raise _fail(err) from exc
+    except ValueError as exc:  # rentals that cannot be fitted: the user's data, not a bug
+        raise LookalikeError(str(exc)) from exc
     m = registry.manifest(ref)["metrics"]
     console.print(
         f"built {ref}: NDCG@10 {m['ndcg@10']:.4f}, hit@10 {m['hit@10']:.4f}, home hit@20 "
