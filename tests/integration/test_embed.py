@@ -281,18 +281,19 @@ def test_nan_variant_steps_down_to_fp32(tmp_path: Path, caplog: pytest.LogCaptur
 def test_models_cli_list_promote_rollback(
     home_with_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lookalike.cli.models import app
+    from lookalike.cli import app
 
     monkeypatch.setenv("LOOKALIKE_HOME", str(home_with_model))
     runner = CliRunner()
-    out = runner.invoke(app, ["list"], env={"COLUMNS": "250"})
+    out = runner.invoke(app, ["models", "list"], env={"COLUMNS": "250"})
     assert out.exit_code == 0, out.output
     assert "effnet_lite0" in out.output and "production" in out.output
-    out = runner.invoke(app, ["rollback", "effnet_lite0"])
-    assert out.exit_code == 1 and "no previous version" in out.output
+    out = runner.invoke(app, ["models", "rollback", "effnet_lite0"])
+    assert isinstance(out.exception, SystemExit), out.exception  # an error line, not a traceback
+    assert out.exit_code == 1 and "no previous version" in out.stderr
     registry = Registry(home_with_model / "models", "model")
     version = registry.resolve(MODEL).version
-    out = runner.invoke(app, ["promote", f"effnet_lite0:{version}"])
+    out = runner.invoke(app, ["models", "promote", f"effnet_lite0:{version}"])
     assert out.exit_code == 0, out.output
     assert registry.aliases("effnet_lite0")["production"] == version
 
