@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from lookalike.core.errors import InvalidInput
+from lookalike.core.errors import IntegrityError, InvalidInput
 from lookalike.price.evaluation import default_data, evaluate, row_figures
-from lookalike.price.fit import fit_price_model
+from lookalike.price.fit import STEPS, fit_price_model
 from lookalike.price.listings import FABRICS, parse_price, read_listings
-from lookalike.price.model import PriceModel
+from lookalike.price.model import PriceModel, snap
 
 REAL = default_data()
 HEADER = (
@@ -90,6 +91,10 @@ def test_model_rows_on_a_real_slice(real_slice) -> None:
     train, test = real_slice
     ev = evaluate(train, test, split="seeded slice of rtr_dresses.csv")
     names = [r.name for r in ev.rows]
+    if ev.selection.step:  # the chosen row as served, rounded to the CV's step, comes last
+        assert names.pop() == f"{ev.chosen.name}" and ev.chosen.name.endswith(
+            f", rounded to ${ev.selection.step:g}"
+        )
     assert names == [
         "rule",
         "rule, floored",
@@ -155,3 +160,36 @@ def test_row_figures() -> None:
     figures = row_figures(np.array([30.0, 60.0]), np.array([30.0, 50.0]), 30.0)
     assert figures["mae"] == 5.0 and figures["mape"] == 0.1
     assert figures["mae_above_floor"] == 10.0 and figures["floored_share"] == 0.5
+
+
+def test_snap_rounds_to_the_step_and_keeps_the_floor() -> None:
+    price = np.array([30.0, 31.9, 32.6, 47.4, 47.6, 99.0])
+    np.testing.assert_array_equal(snap(price, 0.0, 30.0), price)  # step 0: as is
+    np.testing.assert_array_equal(snap(price, 5.0, 30.0), [30, 30, 35, 45, 50, 100])
+    np.testing.assert_array_equal(snap(price, 10.0, 32.0), [32, 32, 32, 50, 50, 100])
+
+
+def test_the_rounding_step_is_chosen_from_the_prices_and_served(
+    real_slice, fitted, tmp_path: Path
+) -> None:
+    train, test = real_slice
+    model, selection = fitted
+    assert set(selection.step_mape) == set(STEPS) and model.step == selection.step
+    assert selection.step_mape[selection.step] == min(selection.step_mape.values())
+    out = model.suggest(test)
+    if model.step:
+        on_grid = np.isclose(out.price / model.step, np.round(out.price / model.step))
+        assert np.all(on_grid | (out.price == model.floor))
+    assert np.all(out.low <= out.price) and np.all(out.price <= out.high)
+    # rents off any grid (a business pricing to the cent): rounding to $5 or $10 only adds error
+    off = train.take(np.arange(len(train)))
+    off.rent[:] = np.maximum(off.rent * np.random.default_rng(3).uniform(0.93, 1.07, len(off)), 30)
+    _, sel = fit_price_model(off, boost=False)
+    assert sel.step in (0.0, 1.0), sel.step_mape
+    # a damaged step in model.json is refused at load
+    model.save(tmp_path / "m")
+    doc = json.loads((tmp_path / "m" / "model.json").read_text())
+    doc["step"] = -5
+    (tmp_path / "m" / "model.json").write_text(json.dumps(doc))
+    with pytest.raises(IntegrityError, match="step -5"):
+        PriceModel.load(tmp_path / "m")

@@ -96,6 +96,8 @@ def eval_price(
         f"CV ({sel.folds} folds on the training file, seed {sel.seed}): alpha {sel.alpha:g}, "
         f"k {sel.k}, brand weight {sel.brand_weight:g}, blend {sel.blend:g}, scale {sel.scale:g}"
         f"; CV MAPE {', '.join(f'{k} {v:.4f}' for k, v in sel.cv_mape.items())}"
+        f"; rounding {', '.join(f'${s:g} {v:.4f}' for s, v in sel.step_mape.items())}"
+        f" (chosen: {f'${sel.step:g}' if sel.step else 'none'})"
     )
     console.print(
         f"interval: {ev.interval['level']:.0%} ({ev.interval['quantiles']}); "

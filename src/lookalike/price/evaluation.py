@@ -159,6 +159,11 @@ def evaluate(
             Row(name, method, row_figures(pred, test.rent, model.floor), name == chosen_name)
         )
     own = evaluate_model(model, test)
+    if model.step > 0:  # the chosen row as served: rounded to the step the CV chose
+        for row in rows:
+            row.chosen = False
+        name = f"{chosen_name}, rounded to ${model.step:g}"
+        rows.append(Row(name, selection.method, {k: own[k] for k in rows[0].figures}, True))
     return Evaluation(
         rows=rows,
         selection=selection,

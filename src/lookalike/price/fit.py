@@ -26,7 +26,7 @@ import numpy as np
 from lookalike.core.errors import InvalidInput
 from lookalike.price.boost import fit_boost
 from lookalike.price.listings import CATEGORICAL, Listings
-from lookalike.price.model import FeatureSpace, PriceModel
+from lookalike.price.model import FeatureSpace, PriceModel, snap
 
 __all__ = [
     "ALPHAS",
@@ -45,6 +45,7 @@ KS = (5, 10, 20)
 BRAND_WEIGHTS = (2.0, 4.0, 8.0)
 BLENDS = tuple(round(0.1 * i, 1) for i in range(11))
 SCALES = tuple(round(0.85 + 0.01 * i, 2) for i in range(21))
+STEPS = (0.0, 1.0, 5.0, 10.0)  # rounding of a suggestion in dollars, chosen by CV (0: none)
 RETAIL_WEIGHT = 3.0  # in the neighbour space, retail price counts 3× a standardised column
 REVIEWS_WEIGHT = 0.5
 INTERVAL = (0.1, 0.9)
@@ -73,6 +74,8 @@ class Selection:
     boost_knn: float = 0.0
     boost_scale: float = 1.0
     boost: str = "fitted"  # or why it was not ("LightGBM is not installed")
+    step: float = 0.0  # the suggestions' rounding in dollars (0: none), by CV
+    step_mape: dict[float, float] = field(default_factory=dict)  # out-of-fold MAPE per step
 
     def scale_of(self, method: str) -> float:
         """The calibration scale ``method`` is served with (1.0 for an uncalibrated one)."""
@@ -92,6 +95,8 @@ class Selection:
             "boost_scale": self.boost_scale,
             "boost": self.boost,
             "cv_mape": {k: round(v, 5) for k, v in self.cv_mape.items()},
+            "step": self.step,
+            "step_mape": {str(k): round(v, 5) for k, v in self.step_mape.items()},
         }
 
 
@@ -254,6 +259,9 @@ def fit_price_model(
         alpha, k, bw, blend, scale, chosen, folds, seed, cv, boost_knn, boost_scale, boost_note
     )
     chosen_scale = selection.scale_of(chosen)
+    oof_price = np.maximum(np.exp(oofs[chosen]) * chosen_scale, floor)
+    selection.step_mape = {s: mape(snap(oof_price, s, floor), y) for s in STEPS}
+    selection.step = min(STEPS, key=lambda s: (selection.step_mape[s], s))
     residual = np.log(y) - (oofs[chosen] + np.log(chosen_scale))
     model = fit_parts(
         train, alpha=alpha, k=k, brand_weight=bw, blend=blend, scale=chosen_scale, method="ridge"
@@ -263,6 +271,7 @@ def fit_price_model(
         model.boost_features, model.trees = fit_boost(train, seed=seed)
         model.boost_knn = boost_knn
     model.method = chosen
+    model.step = selection.step
     model.interval = (
         float(np.quantile(residual, INTERVAL[0])),
         float(np.quantile(residual, INTERVAL[1])),

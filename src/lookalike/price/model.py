@@ -15,6 +15,8 @@ k nearest priced dresses, a brand mismatch costing ``brand_weight``²), ``blend`
 (``(1 - w)·ridge + w·knn`` in log space), ``gbm`` (gradient-boosted trees on log rent,
 :mod:`lookalike.price.boost`), ``boost`` (``(1 - v)·gbm + v·knn``). Every prediction is
 multiplied by ``scale`` and then floored at ``floor`` (the lowest rental price seen in training).
+A model's suggestion (not the rule of thumb) is then rounded to ``step`` dollars when its training
+chose one (:func:`snap`; 0: not rounded) and floored again.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ __all__ = [
     "Neighbour",
     "PriceModel",
     "Suggestions",
+    "snap",
 ]
 
 MODEL_FILE = "model.json"
@@ -176,6 +179,7 @@ class PriceModel:
     boost_features: BoostFeatures | None = None
     trees: Trees | None = None
     boost_knn: float = 0.0
+    step: float = 0.0  # suggestions rounded to this many dollars (0: not rounded), chosen by CV
     facts: dict[str, Any] = field(default_factory=dict)
     _codes: tuple[dict[str, int], np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = field(
         default=None, init=False, repr=False, compare=False
@@ -265,6 +269,8 @@ class PriceModel:
         raw = np.exp(self.log_raw(listings, method)) * scale
         lo_q, hi_q = self.rule_interval if method == "rule" else self.interval
         price = np.maximum(raw, self.floor)
+        if method != "rule":
+            price = snap(price, self.step, self.floor)
         low = np.minimum(np.maximum(raw * np.exp(lo_q), self.floor), price)
         high = np.maximum(np.maximum(raw * np.exp(hi_q), self.floor), price)
         return Suggestions(price, raw, low, high, raw < self.floor)
@@ -323,6 +329,7 @@ class PriceModel:
             "brand_weight": self.brand_weight,
             "blend": self.blend,
             "scale": self.scale,
+            "step": self.step,
             "interval": list(self.interval),
             "interval_level": self.interval_level,
             "rule_interval": list(self.rule_interval),
@@ -397,6 +404,7 @@ class PriceModel:
                 boost_features=None if boost is None else BoostFeatures.from_dict(boost),
                 trees=trees,
                 boost_knn=float(doc.get("boost_knn", 0.0)),
+                step=float(doc.get("step", 0.0)),  # older artifacts: not rounded
                 facts=dict(doc.get("facts", {})),
             )
         except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
@@ -420,6 +428,8 @@ class PriceModel:
                 problems.append(str(exc))
         if not 0.0 <= self.boost_knn <= 1.0:
             problems.append(f"boost_knn {self.boost_knn} outside 0–1")
+        if not (np.isfinite(self.step) and 0.0 <= self.step <= 100.0):
+            problems.append(f"step {self.step} is not a price step in dollars (0–100)")
         for name, arr, shape in (
             ("mean", self.mean, (d,)),
             ("std", self.std, (d,)),
@@ -441,6 +451,17 @@ class PriceModel:
             problems.append("a feature has zero spread")
         if problems:
             raise IntegrityError("price model does not fit together: " + "; ".join(problems))
+
+
+def snap(price: np.ndarray, step: float, floor: float) -> np.ndarray:
+    """``price`` rounded to the nearest multiple of ``step`` dollars, never below ``floor``.
+
+    Most listed rents sit on a grid ($5 steps on Rent the Runway); a suggestion on the grid is what
+    a merchandiser would list, and the CV measures whether it is also closer (``step`` 0: as is).
+    """
+    if step <= 0:
+        return price
+    return np.maximum(np.round(price / step) * step, floor)
 
 
 def _read_doc(folder: Path) -> dict[str, Any]:
