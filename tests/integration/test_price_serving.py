@@ -116,6 +116,9 @@ def test_price_route_live_promote_rollback_reload(fresh_demo_home: Path, data: P
         assert body["served_by"].startswith("price-") and body["fallback"] is None
         assert body["suggested_price"] >= body["floor"] == 30.0
         assert body["interval"]["low"] <= body["suggested_price"] <= body["interval"]["high"]
+        step = body["rounded_to"]  # the step the build's CV chose from the training rents
+        assert step in (0.0, 1.0, 5.0, 10.0)
+        assert step == 0 or body["suggested_price"] % step == 0 or body["suggested_price"] == 30.0
         assert len(body["similar"]) == 5 and body["reason"].startswith("similar dresses")
         # the reason's range is the neighbours' own rents
         rents = [s["rent_price"] for s in body["similar"]]
@@ -159,6 +162,7 @@ def test_rule_of_thumb_answers_when_the_model_cannot_load(tmp_path: Path, data: 
         expected = max(30.0, manifest_ratio * DRESS["retail_price"])
         assert body["suggested_price"] == pytest.approx(expected, abs=0.01)
         assert body["similar"] == [] and body["model_version"] == str(ref)
+        assert body["rounded_to"] == 0.0  # the rule of thumb is not rounded
         health = client.get("/health").json()["products"]["price"]
         assert health["status"] == "degraded"
 

@@ -96,6 +96,7 @@ class ModelEngine:
                     },
                     "floor": self.model.floor,
                     "floor_applied": bool(out.floor_applied[i]),
+                    "rounded_to": self.model.step,
                     "similar": [n.to_dict() for n in neighbours],
                     "reason": PriceModel.reason(
                         listings.brand[i], listings.cats["length"][i], neighbours
@@ -130,6 +131,7 @@ class RuleEngine:
                 },
                 "floor": self.floor,
                 "floor_applied": bool(raw[i] < self.floor),
+                "rounded_to": 0.0,
                 "similar": [],
                 "reason": (
                     f"rule of thumb: {self.ratio:.1%} of the retail price"

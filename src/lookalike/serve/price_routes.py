@@ -101,6 +101,9 @@ class PriceResponse(BaseModel):
     interval: Interval
     floor: float
     floor_applied: bool
+    rounded_to: float = Field(
+        0.0, description="the price step the suggestion is rounded to, $ (0: none)"
+    )
     similar: list[SimilarDress]
     reason: str
     model_version: str
