@@ -209,6 +209,11 @@ def test_cli_build_and_suggest(tmp_path: Path, data: Path) -> None:
     assert len(rows) == 400
     assert all(float(r["suggested_price"]) >= 30 for r in rows)
     assert all(float(r["low"]) <= float(r["suggested_price"]) <= float(r["high"]) for r in rows)
+    step = float(rows[0]["rounded_to"])  # one model, one step: the merchandiser sees it per row
+    assert {r["rounded_to"] for r in rows} == {rows[0]["rounded_to"]} and step in (0, 1, 5, 10)
+    assert step == 0 or all(
+        float(r["suggested_price"]) % step == 0 or float(r["suggested_price"]) == 30 for r in rows
+    )
     assert rows[0]["reason"] and rows[0]["model_version"] == "rental_price:1"
     missing = run_cli(tmp_path / "empty", "price", "suggest", str(items))
     assert missing.returncode == 1 and "lookalike price build" in missing.stderr

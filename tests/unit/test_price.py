@@ -92,7 +92,7 @@ def test_model_rows_on_a_real_slice(real_slice) -> None:
     ev = evaluate(train, test, split="seeded slice of rtr_dresses.csv")
     names = [r.name for r in ev.rows]
     if ev.selection.step:  # the chosen row as served, rounded to the CV's step, comes last
-        assert names.pop() == f"{ev.chosen.name}" and ev.chosen.name.endswith(
+        assert names.pop() == ev.chosen.name and ev.chosen.name.endswith(
             f", rounded to ${ev.selection.step:g}"
         )
     assert names == [

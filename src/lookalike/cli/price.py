@@ -165,7 +165,8 @@ def suggest_cmd(
     target = out or items.with_name(items.stem + ".priced.csv")
     fields = [
         "brand", "description", "retail_price", "length", "sleeves", "neckline",
-        "suggested_price", "low", "high", "floor_applied", "reason", "similar", "model_version",
+        "suggested_price", "low", "high", "floor_applied", "rounded_to", "reason", "similar",
+        "model_version",
     ]  # fmt: skip
     with target.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
@@ -181,6 +182,7 @@ def suggest_cmd(
                     "low": f"{a['interval']['low']:.2f}",
                     "high": f"{a['interval']['high']:.2f}",
                     "floor_applied": "yes" if a["floor_applied"] else "no",
+                    "rounded_to": f"{a['rounded_to']:g}",
                     "reason": _cell(a["reason"]),
                     "similar": _cell(
                         "; ".join(
