@@ -534,7 +534,7 @@ SPECS: tuple[Spec, ...] = (
         "415",
         lambda: tiff_ifd([(256, 4, 1, 100_000), (257, 4, 1, 100_000), (258, 3, 1, 8)]),
     ),
-    Spec("zero_bytes", ".jpg", "413", lambda: b""),
+    Spec("zero_bytes", ".jpg", "422", lambda: b""),
     Spec("random_bytes", ".jpg", "415", lambda: _rng_bytes(8192, 13)),
     Spec(
         "html_named_jpg",

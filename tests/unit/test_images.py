@@ -295,10 +295,12 @@ def test_decoding_leaves_pillow_global_state_alone(photo: Image.Image) -> None:
     assert (Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES) == before
 
 
-def test_too_many_bytes_and_no_bytes_are_too_large(photo: Image.Image) -> None:
+def test_too_many_bytes_are_too_large_and_no_bytes_a_bad_image(photo: Image.Image) -> None:
     expect(TooLarge, 413, b"\xff\xd8\xff" + bytes(DEFAULT_MAX_BYTES))
     expect(TooLarge, 413, encode(photo, "PNG"), max_bytes=1000)
-    expect(TooLarge, 413, b"")
+    with pytest.raises(BadImage) as info:
+        decode_image(b"")
+    assert info.value.status == 422 and info.value.code == "empty"
 
 
 def test_gif_without_frames_or_with_a_broken_stream_is_a_bad_image() -> None:

@@ -4,14 +4,15 @@ Every photo a shopper, the browser extension or an Instagram post sends comes th
 :func:`decode_image`. It returns a loaded RGB image with EXIF orientation applied, or raises
 one of the project errors below; no Pillow, OS or parser exception escapes.
 
-    TooLarge (413)          empty payload, more than ``max_bytes``, more than ``max_pixels``
+    TooLarge (413)          more than ``max_bytes``, more than ``max_pixels``
                             declared by the header, more than ``max_decoded_pixels`` to decode
                             (after JPEG draft reduction), or a decode that would need more than
                             ``max_decoded_bytes`` of memory; all checked before any pixel is
                             decoded, so a decompression bomb costs nothing
     UnsupportedImage (415)  not an image, or a format we do not read; the message names the
                             type we detected ("PDF document", "HEIC image", "HTML text", ...)
-    BadImage (422)          an accepted format that is truncated or corrupt, zero-sized, or of an
+    BadImage (422)          an empty payload (code ``empty``); an accepted format that is
+                            truncated or corrupt, zero-sized, or of an
                             absurd aspect ratio (longer side more than ``MAX_ASPECT_RATIO`` times
                             the shorter)
     Unavailable (503)       the process-wide :class:`DecodeBudget` stayed full for its short wait
@@ -329,7 +330,7 @@ def decode_image(
         raise TypeError(f"decode_image takes bytes, not {type(data).__name__}")
     size = len(data)
     if size == 0:
-        raise TooLarge("the upload is empty (0 bytes): send the image file itself", code="empty")
+        raise BadImage("the upload is empty (0 bytes): send the image file itself", code="empty")
     if size > max_bytes:
         raise TooLarge(
             f"the image is {size / _MIB:.1f} MiB; the limit is {max_bytes / _MIB:.0f} MiB: "
