@@ -38,9 +38,15 @@ from lookalike.moderation.prefilter import Classifier
         (b"\xff\xd8\xff\xe0 a JPEG, not a CSV", "not UTF-8 text (byte 0)"),
         (b"file,has_dress\na.jpg,1\x00\n", "NUL bytes"),
         (b"name,label\na.jpg,1\n", "needs columns file and has_dress, has ['label', 'name']"),
-        (b"file,has_dress\na.jpg\n", "line 2: has_dress must be 0 or 1, got ''"),  # short row
+        (
+            b"file,has_dress\na.jpg\n",
+            "line 2: has_dress must be 0 or 1 (or yes/no, true/false), got ''",
+        ),  # short row
         (b"file,has_dress\na.jpg,1\n,0\n", "line 3: the file column is empty"),
-        (b"file,has_dress\na.jpg,yes\n", "line 2: has_dress must be 0 or 1, got 'yes'"),
+        (
+            b"file,has_dress\na.jpg,2\n",
+            "line 2: has_dress must be 0 or 1 (or yes/no, true/false), got '2'",
+        ),
     ],
 )
 def test_a_labels_file_that_cannot_be_read_says_why(
@@ -63,6 +69,24 @@ def test_labels_saved_by_a_spreadsheet_read_like_any_other(tmp_path: Path) -> No
         (tmp_path / "a.jpg", 1, "shop"),
         (tmp_path / "b.jpg", 0, "shop"),
     ]
+
+
+def test_labels_with_other_header_case_and_yes_no_values_read_the_same(tmp_path: Path) -> None:
+    labels = tmp_path / "labels.csv"
+    labels.write_text("File ,Has_Dress\na.jpg,Yes\nb.jpg,false\nc.jpg,1\nd.jpg,N\n")
+    samples = labelled_folder(labels, tmp_path)
+    assert [(s.path.name, s.label) for s in samples] == [
+        ("a.jpg", 1),
+        ("b.jpg", 0),
+        ("c.jpg", 1),
+        ("d.jpg", 0),
+    ]
+    labels.write_text("file,has_dress\na.jpg,maybe\n")
+    with pytest.raises(InvalidInput, match="line 2: has_dress must be 0 or 1"):
+        labelled_folder(labels, tmp_path)
+    labels.write_text("file,File,has_dress\na.jpg,b.jpg,1\n")
+    with pytest.raises(InvalidInput, match="column 'file' appears more than once"):
+        labelled_folder(labels, tmp_path)
 
 
 def test_seed_data_that_is_not_there_says_what_is_expected(tmp_path: Path) -> None:

@@ -4,7 +4,8 @@ Every command that takes a CSV or JSONL file (price listings, a labelled photo f
 data's label files, retrieval pairs, rental reviews, post exports) reads it here, so a missing
 file, a folder, a binary file or a spreadsheet saved in another encoding gives the same clear
 :class:`~lookalike.core.errors.InvalidInput` (exit 1 with one line), never a traceback. A UTF-8
-byte-order mark (what Excel writes) is dropped.
+byte-order mark (what Excel writes) is dropped, and a CSV's column names are matched without
+case or surrounding spaces (``File ,Has_Dress`` reads as ``file,has_dress``).
 """
 
 from __future__ import annotations
@@ -40,12 +41,19 @@ def check_text(text: str, source: str, kind: str = "CSV") -> str:
 
 
 def csv_rows(path: Path | str) -> list[dict[str, str]]:
-    """The rows of the CSV file at ``path`` as dicts keyed by its header.
+    """The rows of the CSV file at ``path`` as dicts keyed by its header, lower-cased and stripped.
 
     A short row's missing fields are ``""`` (not ``None``), so a caller checks values, not types.
+    Two columns whose names differ only in case or spaces are refused: which one is meant?
     """
     reader = csv.DictReader(io.StringIO(read_text_file(path), newline=""), restval="")
     try:
+        header = reader.fieldnames or []
+        names = [name.strip().lower() for name in header]
+        clashes = sorted({n for n in names if n and names.count(n) > 1})
+        if clashes:
+            raise InvalidInput(f"{path}: column {clashes[0]!r} appears more than once")
+        reader.fieldnames = names
         return list(reader)
     except csv.Error as exc:
         raise InvalidInput(f"{path}: not a readable CSV ({exc})") from exc

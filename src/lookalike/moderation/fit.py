@@ -89,15 +89,20 @@ def _rows(path: Path, columns: Sequence[str]) -> list[dict[str, str]]:
     return rows
 
 
+_LABELS = {"0": 0, "1": 1, "no": 0, "yes": 1, "false": 0, "true": 1, "n": 0, "y": 1}
+
+
 def labelled_folder(labels: Path, root: Path, source: str = "labelled") -> list[Sample]:
     """``labels``: a CSV with columns file, has_dress (others ignored); photos under ``root``."""
     out = []
     for i, r in enumerate(_rows(labels, ("file", "has_dress")), start=2):
-        if r["has_dress"].strip() not in ("0", "1"):
+        label = _LABELS.get(r["has_dress"].strip().lower())
+        if label is None:
             raise InvalidInput(
-                f"{labels} line {i}: has_dress must be 0 or 1, got {r['has_dress']!r}"
+                f"{labels} line {i}: has_dress must be 0 or 1 (or yes/no, true/false), "
+                f"got {r['has_dress']!r}"
             )
-        out.append(Sample(Path(root) / r["file"].strip(), int(r["has_dress"]), source))
+        out.append(Sample(Path(root) / r["file"].strip(), label, source))
     return out
 
 
