@@ -149,7 +149,9 @@ def _production(settings: Settings) -> Any:
 
 
 def eval_cmd(
-    labels: Annotated[Path, typer.Option("--labels", help="CSV with columns file, has_dress (0/1, yes/no)")],
+    labels: Annotated[
+        Path, typer.Option("--labels", help="CSV with columns file, has_dress (0/1, yes/no)")
+    ],
     root: Annotated[Path, typer.Option("--root", help="folder the file column is relative to")],
     json_out: JsonOpt = None,
     batch: Annotated[int, typer.Option("--batch", min=1, max=256)] = 32,
