@@ -313,6 +313,9 @@ def test_a_box_drawn_on_the_photo_searches_that_area_and_back_returns_to_it(
             timeout=30_000,
         )
         assert _ids(page) == more
+        # the page scrolls back once the first cards' photos have decoded (their heights
+        # settle the layout), a moment after the cards appear: wait for it, then check it
+        page.wait_for_function(f"() => Math.abs(window.scrollY - {scrolled}) < 40", timeout=10_000)
         assert abs(page.evaluate("() => window.scrollY") - scrolled) < 40
         assert page.is_visible("[data-testid=user-box]") and page.is_visible(
             "[data-testid=preview]"
