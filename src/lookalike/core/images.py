@@ -12,9 +12,8 @@ one of the project errors below; no Pillow, OS or parser exception escapes.
     UnsupportedImage (415)  not an image, or a format we do not read; the message names the
                             type we detected ("PDF document", "HEIC image", "HTML text", ...)
     BadImage (422)          an empty payload (code ``empty``); an accepted format that is
-                            truncated or corrupt, zero-sized, or of an
-                            absurd aspect ratio (longer side more than ``MAX_ASPECT_RATIO`` times
-                            the shorter)
+                            truncated or corrupt, zero-sized, or of an absurd aspect ratio
+                            (longer side more than ``MAX_ASPECT_RATIO`` times the shorter)
     Unavailable (503)       the process-wide :class:`DecodeBudget` stayed full for its short wait
                             (code ``busy``): many large images are being decoded at once
 
