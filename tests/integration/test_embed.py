@@ -87,19 +87,27 @@ def test_the_shipped_default_is_garment_aware(
     assert "Dress" in m["categories"] and m["query_crop"] == "garment"
     assert m["detector"]["package"] == "nudenet" and m["detector"]["file"] in m["files"]
     assert m["head"]["file"] in m["files"] and m["head"]["category_train_accuracy"] > 0.8
-    labels = m["score_labels"]
-    assert labels["Very close"] > labels["Close"] > labels["Similar"] > 0
+    for key in ("score_labels", "score_labels_worn"):
+        labels = m[key]
+        assert labels["Very close"] > labels["Close"] > labels["Similar"] > 0
     assert reg.verify(MODEL) == []
     emb = load_embedder(reg, MODEL, runtime="onnx-cpu")
     assert emb.info.dim == m["embedding_dim"] and emb.detector is not None
     worn = _open([shared_data / "street" / "images" / "0002.jpg"])[0]
     crops, vectors = embed_query_crops(emb, worn)
     assert crops[0].region in ("full", "upper") and crops[0].box != (0.0, 0.0, 1.0, 1.0)
+    assert crops[0].worn
     _assert_unit_rows(vectors, 1, emb.info.dim)
+    worn_kind = vectors[0, emb.info.dim - kinds :]
     flat = _open(demo_images[:1])[0]
     crops, vectors = embed_query_crops(emb, flat)
-    assert [c.region for c in crops] == ["whole"]
+    assert [c.region for c in crops] == ["whole"] and not crops[0].worn
     _assert_unit_rows(vectors, 1, emb.info.dim)
+    # The kind signature (√p of the demo-photo classifier) rides on a garment alone only: the
+    # worn garment's row carries zeros there, so the classifier's misreading of worn
+    # garments cannot move its ranking.
+    assert kinds and m["head"]["category_weight"] > 0
+    assert np.all(worn_kind == 0) and vectors[0, emb.info.dim - kinds :].max() > 0.1
 
 
 def test_the_int8_detector_finds_the_people_and_garments_fp32_finds(

@@ -169,6 +169,55 @@ def test_score_labels_in_the_manifest_become_match_words(
     assert len({item["match"] for item in results}) >= 2  # the words tell results apart
 
 
+def test_a_worn_garment_is_named_by_the_worn_scale_and_a_garment_alone_by_its_own(
+    tmp_path: Path, garment_models: Path, demo_catalog: Path, demo_images: list[Path],
+    shared_data: Path,
+) -> None:  # fmt: skip
+    """The shipped default adds the kind signature to a garment alone only, so a worn
+    garment's scores sit on another scale: its match words come from ``score_labels_worn``."""
+    import shutil
+
+    from lookalike.embed import load_embedder
+    from lookalike.lifecycle import promote
+    from lookalike.search import build_index
+    from lookalike.search.kind import SearchKind
+
+    shutil.copytree(garment_models, tmp_path / "models")
+    settings = Settings(home=tmp_path)
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    store = CatalogStore(settings.db_url, settings.media_dir)
+    try:
+        store.create_schema()
+        assert store.import_file(demo_catalog / "items.csv", demo_catalog).ok
+        models = Registry(settings.models_dir, "model")
+        index = build_index(
+            store,
+            load_embedder(models, "effnet_lite0:production"),
+            Registry(settings.index_dir, "index"),
+        )
+        assert promote(SearchKind(settings), "index", index).promoted
+    finally:
+        store.close()
+    manifest = models.path(models.resolve("effnet_lite0:production")) / "manifest.json"
+    built = json.loads(manifest.read_text())
+    assert set(built["score_labels_worn"]) == set(built["score_labels"])
+    labels = {"Very close": 0.9, "Close": 0.7, "Similar": 0.5}
+    worn_labels = {"Very close": 0.999, "Close": 0.998, "Similar": -1.0}
+    manifest.write_text(
+        json.dumps(built | {"score_labels": labels, "score_labels_worn": worn_labels})
+    )
+    with TestClient(create_app(Settings(home=tmp_path))) as c:
+        with Image.open(shared_data / "street" / "images" / "0002.jpg") as im:
+            worn = _search(c, _jpeg(im), k=30).json()
+        with Image.open(demo_images[4]) as im:
+            flat = _search(c, _jpeg(im), k=30).json()["results"]
+    assert worn["results"] and worn["crop_mode"] in ("full", "upper")
+    assert all(item["match"] == "Similar" for item in worn["results"])  # the worn scale
+    assert flat[0]["match"] == "Very close" and flat[0]["region"] == "whole"
+    for item in flat:
+        assert item["match"] == next((n for n, t in labels.items() if item["score"] >= t), None)
+
+
 def test_catalog_rows_come_from_memory_and_follow_an_import(
     fresh_demo_home: Path, demo_catalog: Path, demo_images: list[Path], tmp_path: Path
 ) -> None:

@@ -15,6 +15,7 @@ from lookalike.embed.bodyparts import (
     canvas_shape,
     exposure,
     garment_boxes,
+    may_show_person,
     packaged_detector,
     split_head,
 )
@@ -54,6 +55,19 @@ def test_no_person_means_no_garment_box() -> None:
     assert garment_boxes([_part("FACE_FEMALE", (0.2, 0.1, 0.8, 0.7))]) == []
     # Unsure parts do not place a garment.
     assert garment_boxes([_part("BELLY_COVERED", (0.4, 0.4, 0.6, 0.5), score=0.25)]) == []
+
+
+def test_a_photo_with_no_garment_box_may_still_show_a_person() -> None:
+    """Where the garment rules place nothing, a face, feet or two kinds of body part still say
+    a person may be there (the kind signature is then left off); one torso part alone, the
+    shape of a flat top, does not."""
+    assert may_show_person(STANDING)
+    assert not may_show_person([])
+    assert not may_show_person([STANDING[3]])  # a flat top's bust
+    assert may_show_person([STANDING[-1]])  # feet
+    assert may_show_person([_part("FACE_FEMALE", (0.2, 0.1, 0.8, 0.7), score=0.25)])
+    assert may_show_person([STANDING[3], _part("BELLY_COVERED", (0.4, 0.4, 0.6, 0.5), 0.2)])
+    assert not may_show_person([_part("FACE_FEMALE", (0.2, 0.1, 0.8, 0.7), score=0.1)])
 
 
 def test_a_face_with_nothing_sure_below_it_places_the_garment_under_the_chin() -> None:
@@ -113,6 +127,7 @@ def test_packaged_detector_finds_a_person_and_not_a_flat_garment(
         x0, y0, x1, y1 = g.box
         assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
     assert garment_boxes(flat) == []
+    assert may_show_person(worn) and not may_show_person(flat)
     for parts in (worn, flat):
         assert all(0.2 <= p.score <= 1 for p in parts)
 

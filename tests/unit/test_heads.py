@@ -85,3 +85,43 @@ def test_a_category_classifier_of_the_wrong_shape_is_refused() -> None:
         )
     with pytest.raises(ConfigError, match="layer or a centre"):
         Tower([])
+
+
+def test_a_worn_garment_gets_no_signature_from_a_head_that_trusts_it_on_flat_photos(
+    tmp_path,
+) -> None:
+    """``kind_on_worn`` false: catalog rows and flat queries carry the signature; a worn query
+    row carries zeros there, and ranks the catalog exactly as the head without a signature."""
+    x, y = _blobs()
+    w, b, classes = fit_softmax(x, y)
+    centre = x.mean(axis=0)
+    plain = ProjectionHead(Tower([], centre=centre), Tower([], centre=centre))
+    flat_only = ProjectionHead(
+        Tower([], centre=centre),
+        Tower([], centre=centre),
+        category=(w, b),
+        categories=classes,
+        category_weight=0.75,
+        extra={"kind_on_worn": False},
+    )
+    gallery = flat_only.apply(x)
+    worn = flat_only.apply(x[:5], "query", worn=True)
+    assert np.all(worn[:, -3:] == 0) and np.allclose(np.linalg.norm(worn, axis=1), 1.0)
+    assert np.array_equal(
+        np.argsort(-(worn @ gallery.T), axis=1),
+        np.argsort(-(plain.apply(x[:5]) @ plain.apply(x).T), axis=1),
+    )
+    flat = flat_only.apply(x[:5], "query")
+    assert flat[:, -3:].min() >= 0 and flat[:, -3:].max() > 0.3
+    assert np.allclose(flat, flat_only.apply(x[:5], "query", worn=False))
+    # a head that trusts its classifier everywhere (the default) gives worn rows the signature
+    everywhere = ProjectionHead(
+        Tower([], centre=centre), Tower([], centre=centre), category=(w, b),
+        categories=classes, category_weight=0.75,
+    )  # fmt: skip
+    assert everywhere.kind_on_worn
+    assert np.allclose(everywhere.apply(x[:5], "query", worn=True), flat)
+    flat_only.save(tmp_path / "head.npz")
+    back = ProjectionHead.load(tmp_path / "head.npz")
+    assert not back.kind_on_worn
+    assert np.allclose(back.apply(x[:5], "query", worn=True), worn, atol=1e-6)

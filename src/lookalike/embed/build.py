@@ -503,6 +503,7 @@ def _garment_aware(
         },
         "query_crop": "garment",
         "score_labels": fit.score_labels,
+        "score_labels_worn": fit.score_labels_worn,
     }
     return {"detector.onnx": work / "detector.onnx", "head.npz": work / "head.npz"}, manifest
 

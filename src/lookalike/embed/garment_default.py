@@ -16,9 +16,10 @@ shippable detector can give:
 3. **colour** — a 64-bin HSV histogram of the garment crop, appended with ``colour_weight``;
 4. **kind** — a linear softmax over the demo categories on the backbone features. It decides
    whether a person wears a full-length garment (search the full box) or separates (the top
-   first). It can also be appended as the square roots of its probabilities with
+   first), and it is appended as the square roots of its probabilities with
    ``category_weight`` (see :mod:`lookalike.embed.heads`) so items of the query's kind score
-   higher; that is off by default (see :data:`CATEGORY_WEIGHT`).
+   higher — on catalog rows and on queries of a garment alone only: fitted on flat demo photos,
+   it misreads worn garments, whose query rows carry no signature (see :data:`CATEGORY_WEIGHT`).
 
 The weights (:data:`COLOUR_WEIGHT`, :data:`CATEGORY_WEIGHT`, :data:`CONTEXT_WEIGHT`) were chosen
 in probes over cached features of viton-dev val and street photos — the sets they are reported
@@ -45,11 +46,14 @@ from lookalike.embed.regions import colour_histogram, crop_box
 __all__ = ["CATEGORY_WEIGHT", "COLOUR_WEIGHT", "GarmentHeadFit", "fit_garment_head"]
 
 COLOUR_WEIGHT = 0.5
-# The kind signature is off: the classifier, fitted on flat demo photos, reads most worn garments
-# as dresses (221 of 264 street photos of separates), so at 0.5 it sent 95% of street queries of
-# separates to dresses (right kind first: 5% against 39% without it) and moved viton-dev R@10 by
-# under 0.01. The classifier still picks the garment box (dress: full length; else the top).
-CATEGORY_WEIGHT = 0.0
+# The kind signature, for photos of a garment alone. The classifier, fitted on flat demo photos,
+# reads most worn garments as dresses (221 of 264 street photos of separates): on worn queries it
+# sent 95% of street queries of separates to dresses, so worn query rows carry none
+# (``kind_on_worn`` false) and rank as without it. On held-out flat clothing photos (the 1,286
+# of ../shared/data/clothing that are not demo photos, of a demo category) the right kind came
+# first for 0.40 / 0.35 of each half at 0, 0.46 / 0.46 at 0.75, the best on the first half
+# (0.25: 0.42, 0.5: 0.45, 1.0: 0.46, 1.5: 0.44; docs/search-quality.md).
+CATEGORY_WEIGHT = 0.75
 # A worn garment's row minus this share of its photo's (centred) row: see
 # LoadedEmbedder.embed_regions. 0.9 on viton-dev train-like probes; 0 turns it off.
 CONTEXT_WEIGHT = 0.9
@@ -66,6 +70,7 @@ class GarmentHeadFit:
     head: ProjectionHead
     figures: dict[str, Any]
     score_labels: dict[str, float]
+    score_labels_worn: dict[str, float]
 
 
 def _features(
@@ -83,13 +88,17 @@ def _features(
     return l2_normalise(np.concatenate(feats)), colour, people
 
 
-def _score_labels(vectors: np.ndarray, labels: Sequence[str]) -> dict[str, float]:
+def _score_labels(
+    vectors: np.ndarray, labels: Sequence[str], queries: np.ndarray | None = None
+) -> dict[str, float]:
     """Plain-language thresholds from pairs of demo photos (no shopper data needed).
 
     ``Similar``: scored above 90% of pairs of *different* kinds of garment; ``Close``: above 99%
     of them; ``Very close``: above 99% of pairs of the same kind (nearly the same garment).
+    ``queries`` (default ``vectors``): the same photos as query rows of another kind (worn rows,
+    without the category signature), scored against the catalog ``vectors``.
     """
-    sims = vectors @ vectors.T
+    sims = (vectors if queries is None else queries) @ vectors.T
     lab = np.asarray(labels)
     same = lab[:, None] == lab[None, :]
     upper = np.triu(np.ones_like(same), k=1).astype(bool)
@@ -140,9 +149,11 @@ def fit_garment_head(
         extra={
             "context_weight": CONTEXT_WEIGHT,
             "full_body": [c for c in classes if c in FULL_BODY],
+            "kind_on_worn": False,
         },
     )
     vectors = head.apply(feats, "catalog", colour)
+    worn_rows = head.apply(feats, "query", colour, worn=True)
     pred = np.asarray(classes)[head.category_probabilities(feats[kept]).argmax(axis=1)]
     train_acc = float(np.mean(pred == np.asarray([cats[i] for i in kept])))
     figures = {
@@ -155,7 +166,9 @@ def fit_garment_head(
         "centred_on": "mean backbone feature of the labelled demo photos",
     }
     say(f"category head: {len(classes)} classes, train accuracy {train_acc:.3f}")
-    return GarmentHeadFit(head, figures, _score_labels(vectors, cats))
+    return GarmentHeadFit(
+        head, figures, _score_labels(vectors, cats), _score_labels(vectors, cats, worn_rows)
+    )
 
 
 def read_labelled(csv_path: Path) -> list[tuple[Path, str]]:

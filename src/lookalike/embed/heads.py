@@ -12,6 +12,12 @@ File format (``head.npz``): arrays ``query.0.w`` ``(in, out)``, ``query.0.b``, .
 ``category.b``, and ``meta`` (a JSON string with ``kind``, ``in_dim``, ``out_dim``,
 ``colour_weight``, ``colour_bins`` and, with a classifier, ``categories`` and
 ``category_weight``).
+
+The category signature (√p of the classifier, weight ``category_weight``) is appended to every
+row. A head whose ``extra["kind_on_worn"]`` is false trusts its classifier only on photos of a
+garment alone (the flat photos it was fitted on): a query row of a *worn* garment
+(``apply(..., worn=True)``) carries zeros there, so its ranking is what it would be without the
+signature (every catalog row has the same norm in each part: the signature only adds a constant).
 """
 
 from __future__ import annotations
@@ -136,6 +142,11 @@ class ProjectionHead:
         return self.colour_weight > 0
 
     @property
+    def kind_on_worn(self) -> bool:
+        """Whether worn-garment query rows get the category signature too (see module doc)."""
+        return bool(self.extra.get("kind_on_worn", True))
+
+    @property
     def uses_category(self) -> bool:
         return self.category is not None and self.category_weight > 0
 
@@ -155,13 +166,17 @@ class ProjectionHead:
         role: Role = "catalog",
         colour: np.ndarray | None = None,
         kind_features: np.ndarray | None = None,
+        *,
+        worn: bool = False,
     ) -> np.ndarray:
         """Project backbone ``features`` ``(n, in_dim)`` with the ``role`` tower; unit rows.
 
         ``colour`` (``(n, colour_bins**3)``, from :meth:`colours`) is required when the head
         uses colour and ignored otherwise. ``kind_features`` (default ``features``) are the rows
         the category classifier reads (the garment crop's own features when ``features`` carry
-        a context correction, see :mod:`lookalike.embed.garment_default`).
+        a context correction, see :mod:`lookalike.embed.garment_default`). ``worn``: the rows are
+        garments worn by a person; a head that does not trust its classifier on those
+        (:attr:`kind_on_worn` false) gives them a zero category signature.
         """
         if role not in ROLES:
             raise InvalidInput(f"role must be 'query' or 'catalog', got {role!r}")
@@ -174,9 +189,14 @@ class ProjectionHead:
                 raise InvalidInput("this head appends a colour signature: pass colour rows")
             out = l2_normalise(np.concatenate([out, self.colour_weight * colour], axis=1))
         if self.uses_category:
-            kind = np.sqrt(
-                self.category_probabilities(features if kind_features is None else kind_features)
-            )
+            if worn and not self.kind_on_worn:
+                kind = np.zeros((len(features), len(self.categories)), np.float32)
+            else:
+                kind = np.sqrt(
+                    self.category_probabilities(
+                        features if kind_features is None else kind_features
+                    )
+                )
             out = l2_normalise(np.concatenate([out, self.category_weight * kind], axis=1))
         return out
 

@@ -37,7 +37,7 @@ from lookalike.core.errors import (
     Unavailable,
     short_reason,
 )
-from lookalike.embed.bodyparts import BodyPartDetector, garment_boxes
+from lookalike.embed.bodyparts import BodyPartDetector, garment_boxes, may_show_person
 from lookalike.embed.heads import ROLES, ProjectionHead, Role
 from lookalike.embed.localize import FMAP_OUTPUT, Garment, LocalizerHead
 from lookalike.embed.measure import cpu_threads
@@ -83,6 +83,9 @@ class EmbedderInfo:
     reason: str
     # the manifest's calibrated ``score_labels`` ({label: min cosine}) as pairs; () when none
     score_labels: tuple[tuple[str, float], ...] = ()
+    # the same for a query of a garment worn by a person (``score_labels_worn``; when the
+    # manifest has none, ``score_labels``): the category signature is not in those scores
+    score_labels_worn: tuple[tuple[str, float], ...] = ()
 
 
 @runtime_checkable
@@ -160,21 +163,33 @@ class LoadedEmbedder:
         features: np.ndarray,
         role: Role = "catalog",
         images: Sequence[Image.Image] | None = None,
+        *,
+        worn: bool = False,
     ) -> np.ndarray:
-        """Apply the head (if any) to backbone rows; ``images`` feed a colour signature."""
+        """Apply the head (if any) to backbone rows; ``images`` feed a colour signature.
+        ``worn``: the rows are of garments a person wears (see :meth:`ProjectionHead.apply`)."""
         if role not in ROLES:
             raise InvalidInput(f"role must be 'query' or 'catalog', got {role!r}")
         if self.head is None:
             return features
         colour = self.head.colours(images) if images is not None else None
-        return self.head.apply(features, role, colour)
+        return self.head.apply(features, role, colour, worn=worn)
 
     def locate(self, images: Sequence[Image.Image]) -> list[list[Garment]]:
         """The worn garments the body-part detector finds per photo, the primary one first
         (empty lists without a detector, or for photos with no person)."""
+        return [found for found, _ in self.locate_people(images)]
+
+    def locate_people(self, images: Sequence[Image.Image]) -> list[tuple[list[Garment], bool]]:
+        """:meth:`locate` and, per photo, whether it may show a person (garments found, or
+        :func:`~lookalike.embed.bodyparts.may_show_person`): one detector pass."""
         if self.detector is None:
-            return [[] for _ in images]
-        return [garment_boxes(parts) for parts in self.detector.detect(images)]
+            return [([], False) for _ in images]
+        out = []
+        for parts in self.detector.detect(images):
+            found = garment_boxes(parts)
+            out.append((found, bool(found) or may_show_person(parts)))
+        return out
 
     def embed_regions(
         self, image: Image.Image, boxes: Sequence[Box], role: Role = "query"
@@ -191,7 +206,7 @@ class LoadedEmbedder:
         if not crops:
             return np.empty((0, self.info.dim), np.float32)
         if self._context_weight() <= 0:
-            return self.embed(crops, role)
+            return self.embed(crops, role, worn=True)
         feats = self.embed_backbone([image, *crops])
         return self._corrected(feats[:1], feats[1:], crops, role)
 
@@ -207,7 +222,7 @@ class LoadedEmbedder:
         tower = self.head.query if role == "query" else self.head.catalog
         centre = tower.centre if tower.centre is not None else 0.0
         corrected = own - self._context_weight() * (whole - centre)
-        return self.project_rows(corrected, role, crops, kind_features=own)
+        return self.project_rows(corrected, role, crops, kind_features=own, worn=True)
 
     def project_rows(
         self,
@@ -216,12 +231,13 @@ class LoadedEmbedder:
         images: Sequence[Image.Image],
         *,
         kind_features: np.ndarray | None = None,
+        worn: bool = False,
     ) -> np.ndarray:
         """:meth:`project` with the rows the category classifier reads given apart."""
         if self.head is None:
             return features
         colour = self.head.colours(images)
-        return self.head.apply(features, role, colour, kind_features)
+        return self.head.apply(features, role, colour, kind_features, worn=worn)
 
     def _full_length(self, full_features: np.ndarray) -> bool | None:
         """Does the full-length crop show one of the head's ``full_body`` kinds (a dress, a
@@ -278,19 +294,22 @@ class LoadedEmbedder:
         own = np.concatenate([known[g.label][1] for g in garments])
         return garments, self._corrected(whole, own, crops, "query")
 
-    def embed(self, images: Sequence[Image.Image], role: Role = "catalog") -> np.ndarray:
+    def embed(
+        self, images: Sequence[Image.Image], role: Role = "catalog", *, worn: bool = False
+    ) -> np.ndarray:
         """Embed PIL images (any mode, any size); returns ``(n, dim)`` float32, unit rows.
 
         ``role="query"`` uses the shopper-photo tower of a trained head; the default
         (``"catalog"``) is what index builds use. Models without a head ignore ``role``. Catalog
-        photos are embedded whole; queries are cut by the caller (``search/crops.py``).
+        photos are embedded whole; queries are cut by the caller (``search/crops.py``), who
+        says whether they show a person (``worn``, see :meth:`ProjectionHead.apply`).
         """
         if role not in ROLES:
             raise InvalidInput(f"role must be 'query' or 'catalog', got {role!r}")
         feats = self.embed_backbone(images)
         if self.head is None or not len(images):
             return feats if self.head is None else np.empty((0, self.info.dim), np.float32)
-        return self.project(feats, role, images)
+        return self.project(feats, role, images, worn=worn)
 
     def embed_and_locate(
         self, images: Sequence[Image.Image], role: Role = "query"
@@ -398,10 +417,13 @@ class _Ladder:
         if self.localizer is not None and run_maps is None:
             self.reasons.append(f"{served_by} has no feature map: localiser off")
         reason = "; ".join([*self.reasons, f"serving with {served_by}"])
-        labels = tuple(
-            (str(k), float(v)) for k, v in (self.manifest.get("score_labels") or {}).items()
+        labels, worn = (
+            tuple((str(k), float(v)) for k, v in (self.manifest.get(key) or {}).items())
+            for key in ("score_labels", "score_labels_worn")
         )
-        info = EmbedderInfo(str(self.ref), self.dim, variant, served_by, reason, labels)
+        info = EmbedderInfo(
+            str(self.ref), self.dim, variant, served_by, reason, labels, worn or labels
+        )
         emb = LoadedEmbedder(
             run,
             self.preprocess,

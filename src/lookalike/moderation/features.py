@@ -40,6 +40,7 @@ from lookalike.embed.bodyparts import (
     Part,
     exposure,
     garment_boxes,
+    may_show_person,
 )
 from lookalike.embed.localize import Garment
 from lookalike.embed.preprocess import PreprocessConfig
@@ -96,7 +97,9 @@ class PostFeatures:
     ``match_rows`` are the backbone rows of what a catalog match of each post embeds: its
     ``full`` garment crop, the whole photo without a person (the ``crop`` block's rows, also
     when the classifier does not read that block). ``detector`` is the key of the detector
-    that found the garments (:attr:`~lookalike.embed.bodyparts.BodyPartDetector.key`).
+    that found the garments (:attr:`~lookalike.embed.bodyparts.BodyPartDetector.key`);
+    ``people`` whether each photo may show a person even where no garment was placed
+    (:func:`~lookalike.embed.bodyparts.may_show_person`).
     """
 
     blocks: dict[str, np.ndarray]
@@ -104,6 +107,7 @@ class PostFeatures:
     garments: list[list[Garment]] = field(default_factory=list)
     match_rows: np.ndarray | None = None
     detector: str | None = None
+    people: list[bool] = field(default_factory=list)
 
     def matrix(self, names: Sequence[str]) -> np.ndarray:
         return stack_blocks(self.blocks, names)
@@ -189,4 +193,5 @@ class Extractor:
             garments,
             match_rows,
             self.detector.key,
+            [bool(g) or may_show_person(p) for p, g in zip(parts, garments, strict=True)],
         )

@@ -127,8 +127,9 @@ class PostScore:
     ``match_row`` is the backbone row of what the catalog match embeds (the garment box's
     crop, the whole photo without one) and ``backbone`` the search model file that computed it
     (model ref, variant): :func:`catalog_matches` reuses the row instead of embedding again.
-    ``nothing_worn`` is the key of the detector that found no worn garment in the photo (None
-    when it found one): a search model with that detector embeds such a photo whole.
+    ``nothing_worn`` is the key of the detector that found no worn garment and no sign of a
+    person in the photo (None otherwise): a search model with that detector embeds such a photo
+    whole, as a garment alone.
     """
 
     score: float
@@ -173,7 +174,7 @@ def _answers(
                 full.box if full is not None else None,
                 feats.match_rows[i] if feats.match_rows is not None else None,
                 backbone,
-                feats.detector if feats.garments and not feats.garments[i] else None,
+                feats.detector if feats.people and not feats.people[i] else None,
             )
         )
     return out

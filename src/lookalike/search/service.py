@@ -31,7 +31,13 @@ from lookalike.core.errors import LookalikeError, NotFound, Unavailable
 from lookalike.core.images import load_image_file
 from lookalike.embed import Embedder
 from lookalike.embed.regions import FIXED_REGIONS, crop_box
-from lookalike.search.crops import QueryCrop, embed_query_crops, merge_best, resolve_mode
+from lookalike.search.crops import (
+    QueryCrop,
+    embed_box,
+    embed_query_crops,
+    merge_best,
+    resolve_mode,
+)
 from lookalike.search.indexing import LoadedIndex
 
 __all__ = ["GarmentGroup", "Hit", "Phases", "SearchResult", "SearchService"]
@@ -52,6 +58,7 @@ class Hit:
     image_id: int
     region: str = "whole"
     box: Box | None = None
+    worn: bool = False  # the region is a garment on a person (its score is on that scale)
 
 
 @dataclass(frozen=True)
@@ -283,8 +290,8 @@ class SearchService:
 
         def embed(s: SearchService) -> tuple[list[QueryCrop], np.ndarray]:
             if box is not None:
-                vectors = s.embedder.embed([crop_box(image, box)], role="query")
-                return [QueryCrop("box", box)], _finite(vectors)
+                vectors, worn = embed_box(s.embedder, image, box)
+                return [QueryCrop("box", box, worn=worn)], _finite(vectors)
             regions, vectors = s.query_vectors(image, mode)
             return regions, _finite(vectors)
 
@@ -330,6 +337,8 @@ class SearchService:
         variant or engine; a photo without a box that this model's crop mode cuts itself; a
         non-finite row): search that photo with :meth:`search_image`.
 
+        A box is taken to be a garment worn by a person (the detector's garment box, as
+        :func:`~lookalike.search.crops.embed_box` reads a box on a photo with someone in it).
         ``unworn[i]``, for a photo without a box, is the key of the body-part detector that found
         no worn garment in it (:attr:`~lookalike.embed.bodyparts.BodyPartDetector.key`): when it
         is this model's own detector, a garment or multi-crop search would embed the photo
@@ -353,7 +362,7 @@ class SearchService:
         todo: list[tuple[int, QueryCrop]] = []
         for i, box in enumerate(boxes):
             if box is not None:
-                todo.append((i, QueryCrop("box", box)))
+                todo.append((i, QueryCrop("box", box, worn=True)))
             elif mode == "whole" or (own is not None and unworn and unworn[i] == own):
                 # what query_vectors cuts then: the photo as it is
                 todo.append((i, QueryCrop("whole", FIXED_REGIONS["whole"])))
@@ -361,7 +370,13 @@ class SearchService:
         if not todo:
             return out
         crops = [crop_box(images[i], c.box) for i, c in todo]
-        vectors = _finite(project(np.asarray(rows[[i for i, _ in todo]]), "query", crops))
+        vectors = np.empty((len(todo), info.dim), np.float32)
+        for worn in (False, True):  # a box here is the garment a detector found on a person
+            part = [j for j, (_, c) in enumerate(todo) if c.worn == worn]
+            if part:
+                picked = np.asarray(rows[[todo[j][0] for j in part]])
+                vectors[part] = project(picked, "query", [crops[j] for j in part], worn=worn)
+        vectors = _finite(vectors)
         regions = [c for _, c in todo]
         each, at, why = (phases or _Direct(self)).lookup(
             lambda s: s._hits_each(regions, vectors, k=k)
@@ -429,7 +444,7 @@ class SearchService:
     @staticmethod
     def _hit(item: Item, score: float, image_id: int, region: QueryCrop) -> Hit:
         box = None if region.region == "whole" else region.box
-        return Hit(item, score, image_id, region.region, box)
+        return Hit(item, score, image_id, region.region, box, region.worn)
 
     def item_image(self, item_id: str) -> Image.Image:
         """The photo that stands for ``item_id`` in similar-item searches (its first image)."""

@@ -145,7 +145,10 @@ def _parse_box(text: str) -> tuple[float, float, float, float]:
 
 # ``model_construct``: the values are ours and already typed, so they are not validated again;
 # the JSON itself is written by pydantic-core in ``_cached``.
-def _result_item(h: Hit, labels: tuple[tuple[str, float], ...]) -> ResultItem:
+Labels = tuple[tuple[str, float], ...]
+
+
+def _result_item(h: Hit, labels: Labels, worn_labels: Labels) -> ResultItem:
     score = round(h.score, 4)
     return ResultItem.model_construct(
         item_id=h.item.item_id,
@@ -155,7 +158,7 @@ def _result_item(h: Hit, labels: tuple[tuple[str, float], ...]) -> ResultItem:
         price_text=price_text(h.item.price),
         available=h.item.available,
         score=score,
-        match=match_label(score, labels),
+        match=match_label(score, worn_labels if h.worn else labels),
         image_url=_image_url(h.item.item_id),
         url=h.item.url or f"/items/{h.item.item_id}",
         region=h.region,
@@ -164,8 +167,10 @@ def _result_item(h: Hit, labels: tuple[tuple[str, float], ...]) -> ResultItem:
 
 
 def _response(
-    request: Request, result: SearchResult, labels: tuple[tuple[str, float], ...] = ()
+    request: Request, result: SearchResult, labels: Labels = (), worn_labels: Labels = ()
 ) -> SearchResponse:
+    """``labels`` name the scores of a photo of a garment alone, ``worn_labels`` those of a
+    garment a person wears (see ``EmbedderInfo.score_labels_worn``)."""
     request.state.serving_facts = {
         "model_version": result.model_version,
         "index_version": result.index_version,
@@ -173,13 +178,13 @@ def _response(
         "fallback": result.fallback,
     }
     return SearchResponse.model_construct(
-        results=[_result_item(h, labels) for h in result.hits],
+        results=[_result_item(h, labels, worn_labels) for h in result.hits],
         groups=[
             GarmentGroupOut.model_construct(
                 region=g.region,
                 box=_box(g.box),
                 score=round(g.score, 4),
-                results=[_result_item(h, labels) for h in g.hits],
+                results=[_result_item(h, labels, worn_labels) for h in g.hits],
             )
             for g in result.groups
         ],
@@ -228,8 +233,9 @@ async def _answer(
         metrics.searches_in_flight.dec()
     # A fallback index answers with its own version: the tag names what really answered.
     etag = etag_for(result.model_version, result.index_version, revision, *key)
-    labels = search.service.embedder.info.score_labels  # the same model on every fallback
-    return _cached(request, _response(request, result, labels), etag)
+    info = search.service.embedder.info  # the same model on every fallback
+    response = _response(request, result, info.score_labels, info.score_labels_worn)
+    return _cached(request, response, etag)
 
 
 async def _db_problem(state: ServingState) -> str | None:
