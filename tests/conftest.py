@@ -75,7 +75,7 @@ def garment_models(tmp_path_factory: pytest.TempPathFactory, demo_images: list[P
     """A models/ folder holding the shipped default (`lookalike models build-default`):
     garment detector + head fitted on the demo catalog's categories, promoted."""
     from lookalike.embed.build import build_default
-    from lookalike.embed.garment_default import read_labelled
+    from lookalike.embed.garment_default import KIND_CLASSIFIER_FILE, read_labelled
     from lookalike.lifecycle import promote
     from lookalike.search.kind import SearchKind
 
@@ -85,6 +85,7 @@ def garment_models(tmp_path_factory: pytest.TempPathFactory, demo_images: list[P
         Registry(root, "model"),
         calibration_images=demo_images,
         labelled=read_labelled(DEMO / "items.csv"),
+        kind_classifier=DEMO / KIND_CLASSIFIER_FILE,  # as `build-default` finds it
     )
     outcome = promote(SearchKind(Settings(home=home)), "model", ref)
     assert outcome.promoted, outcome.failed_checks

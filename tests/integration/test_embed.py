@@ -87,6 +87,9 @@ def test_the_shipped_default_is_garment_aware(
     assert "Dress" in m["categories"] and m["query_crop"] == "garment"
     assert m["detector"]["package"] == "nudenet" and m["detector"]["file"] in m["files"]
     assert m["head"]["file"] in m["files"] and m["head"]["category_train_accuracy"] > 0.8
+    # the kind classifier shipped beside the demo catalog (fitted on more clothing photos)
+    assert m["head"]["category_classifier"].startswith("shipped kind_classifier.npz")
+    assert m["head"]["category_classifier_figures"]["held_out_accuracy"] > 0.7
     for key in ("score_labels", "score_labels_worn"):
         labels = m[key]
         assert labels["Very close"] > labels["Close"] > labels["Similar"] > 0

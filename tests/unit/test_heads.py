@@ -125,3 +125,37 @@ def test_a_worn_garment_gets_no_signature_from_a_head_that_trusts_it_on_flat_pho
     back = ProjectionHead.load(tmp_path / "head.npz")
     assert not back.kind_on_worn
     assert np.allclose(back.apply(x[:5], "query", worn=True), worn, atol=1e-6)
+
+
+def test_a_shipped_kind_classifier_is_used_only_where_it_fits(tmp_path) -> None:
+    """`build-default` reads demo/catalog/kind_classifier.npz (fitted on more photos of the same
+    kinds); it is the head's classifier only with the same classes and width and when it names
+    the build's own labelled photos right; otherwise the build fits one on them, and says why."""
+    from lookalike.embed.garment_default import (
+        _kind_classifier,
+        load_kind_classifier,
+        save_kind_classifier,
+    )
+
+    x, y = _blobs()
+    w, b, classes = fit_softmax(x, y)
+    path = tmp_path / "kind_classifier.npz"
+    save_kind_classifier(path, w, b, classes, {"fitted_on": {"clothing_photos": 7}})
+    shipped = load_kind_classifier(path)
+    assert shipped.classes == classes and shipped.figures["fitted_on"]["clothing_photos"] == 7
+    w2, _, c2, why = _kind_classifier(x, y, shipped)
+    assert why.startswith("shipped") and "7 clothing photos" in why and c2 == classes
+    assert np.allclose(w2, w)
+    # other classes, another width, or weights that misname the photos: fit on the photos
+    renamed = [{"dress": "gown"}.get(v, v) for v in y]
+    assert "classes" in _kind_classifier(x, renamed, shipped)[3]
+    wide = np.concatenate([x, x], axis=1)
+    assert "features" in _kind_classifier(wide, y, shipped)[3]
+    shipped.w = -shipped.w
+    _, _, _, why = _kind_classifier(x, y, shipped)
+    assert why.startswith("fitted on the 120 labelled photos") and "names" in why
+    assert "no shipped classifier" in _kind_classifier(x, y, None)[3]
+    # a file that is not one is a clear error, not a crash inside numpy
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(InvalidInput, match="not a kind classifier file"):
+        load_kind_classifier(tmp_path / "bad.npz")

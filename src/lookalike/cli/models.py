@@ -72,10 +72,14 @@ def build_default_cmd(
         raise typer.Exit(code=1)
     labels = labels or (calibration.parent / "items.csv")
     labelled: list[tuple[Path, str]] = []
+    kind_classifier: Path | None = None
     if not plain and labels.is_file():
-        from lookalike.embed.garment_default import read_labelled
+        from lookalike.embed.garment_default import KIND_CLASSIFIER_FILE, read_labelled
 
         labelled = read_labelled(labels)
+        # the kind classifier fitted on more photos of the same kinds, shipped beside the CSV
+        shipped = labels.parent / KIND_CLASSIFIER_FILE
+        kind_classifier = shipped if shipped.is_file() else None
     try:
         from lookalike.embed.build import build_default
     except ImportError as exc:
@@ -99,6 +103,7 @@ def build_default_cmd(
             labelled=labelled,
             detector_size=detector_size,
             detector_int8=not detector_fp32,
+            kind_classifier=kind_classifier,
         )
     m = registry.manifest(ref)
     _print_summary([(ref, m)], registry)

@@ -451,6 +451,7 @@ def _garment_aware(
     say: Progress,
     detector_size: int | None = None,
     detector_int8: bool = True,
+    kind_classifier: Path | None = None,
 ) -> tuple[dict[str, Path], dict[str, Any]]:
     """Copy the detector into ``work`` and fit the garment-aware head; files + manifest keys."""
     from lookalike.embed.bodyparts import (
@@ -459,7 +460,7 @@ def _garment_aware(
         BodyPartDetector,
         packaged_detector,
     )
-    from lookalike.embed.garment_default import fit_garment_head
+    from lookalike.embed.garment_default import fit_garment_head, load_kind_classifier
 
     source = packaged_detector()
     detector_size = detector_size or DETECTOR_SIZE
@@ -483,8 +484,14 @@ def _garment_aware(
     def run(x: np.ndarray) -> np.ndarray:
         return np.asarray(sess.run([_OUTPUT], {_INPUT: x})[0], dtype=np.float32)
 
+    shipped = load_kind_classifier(kind_classifier) if kind_classifier is not None else None
     fit = fit_garment_head(
-        run, cfg, detector, list(zip(images, [c for _, c in labelled], strict=True)), say
+        run,
+        cfg,
+        detector,
+        list(zip(images, [c for _, c in labelled], strict=True)),
+        say,
+        classifier=shipped,
     )
     fit.head.save(work / "head.npz")
     manifest = {
@@ -518,6 +525,7 @@ def build_default(
     labelled: Sequence[tuple[Path, str]] = (),
     detector_size: int | None = None,
     detector_int8: bool = True,
+    kind_classifier: Path | None = None,
 ) -> Ref:
     """Build, measure and register the default embedder (not promoted); return its ``Ref``.
 
@@ -526,7 +534,9 @@ def build_default(
     it garment-aware (step 5 above); without them the model is the plain ImageNet backbone.
     ``detector_size`` is the garment detector's input (default ``DETECTOR_SIZE``; the packaged
     graph takes 320 px); ``detector_int8`` serves it in int8 when that agrees with fp32 on the
-    labelled photos (:func:`quantise_detector`).
+    labelled photos (:func:`quantise_detector`). ``kind_classifier``: a file of
+    :func:`~lookalike.embed.garment_default.save_kind_classifier` (the demo catalog's
+    ``kind_classifier.npz``) the head uses when it fits the labelled photos.
     ``progress`` receives one line per step.
     """
     say = progress or (lambda msg: log.info("build %s: %s", name, msg))
@@ -554,7 +564,7 @@ def build_default(
         if labelled:
             more, garment = _garment_aware(
                 Path(tmp), exported.files["model_fp32.onnx"], cfg, labelled, say, detector_size,
-                detector_int8,
+                detector_int8, kind_classifier,
             )  # fmt: skip
             files.update(more)
         manifest: dict[str, Any] = {

@@ -43,7 +43,16 @@ from lookalike.embed.heads import ProjectionHead, Tower, fit_softmax, l2_normali
 from lookalike.embed.preprocess import PreprocessConfig, preprocess_batch
 from lookalike.embed.regions import colour_histogram, crop_box
 
-__all__ = ["CATEGORY_WEIGHT", "COLOUR_WEIGHT", "GarmentHeadFit", "fit_garment_head"]
+__all__ = [
+    "CATEGORY_WEIGHT",
+    "COLOUR_WEIGHT",
+    "KIND_CLASSIFIER_FILE",
+    "GarmentHeadFit",
+    "KindClassifier",
+    "fit_garment_head",
+    "load_kind_classifier",
+    "save_kind_classifier",
+]
 
 COLOUR_WEIGHT = 0.5
 # The kind signature, for photos of a garment alone. The classifier, fitted on flat demo photos,
@@ -61,6 +70,51 @@ CONTEXT_WEIGHT = 0.9
 FULL_BODY = ("Dress", "Body", "Jumpsuit", "Romper")
 COLOUR_BINS = 4
 MIN_PER_CATEGORY = 3  # rarer categories are left out of the classifier (too few to learn)
+# Weights of the kind classifier fitted on more photos than the demo catalog holds, beside its
+# items.csv (scripts/fit_kind_classifier.py); a build uses them when they fit (see below).
+KIND_CLASSIFIER_FILE = "kind_classifier.npz"
+# ... and when they name the build's own demo photos this well (they were fitted on them: a
+# lower figure means another backbone's features, so the build fits its own instead).
+KIND_CLASSIFIER_MIN_DEMO_ACCURACY = 0.9
+
+
+@dataclass
+class KindClassifier:
+    """A softmax ``w (in, C)``, ``b (C,)`` over ``classes`` and what its file says of its fit."""
+
+    w: np.ndarray
+    b: np.ndarray
+    classes: tuple[str, ...]
+    figures: dict[str, Any]
+
+
+def save_kind_classifier(
+    path: Path, w: np.ndarray, b: np.ndarray, classes: Sequence[str], figures: dict[str, Any]
+) -> None:
+    """Write a kind classifier file (npz: ``w``, ``b``, ``meta`` JSON with classes, figures)."""
+    import io
+    import json
+
+    meta = json.dumps({"classes": list(classes), "figures": figures})
+    buf = io.BytesIO()
+    np.savez(buf, w=np.asarray(w, np.float32), b=np.asarray(b, np.float32), meta=np.asarray(meta))
+    Path(path).write_bytes(buf.getvalue())
+
+
+def load_kind_classifier(path: Path) -> KindClassifier:
+    """Read :func:`save_kind_classifier`'s file; ``InvalidInput`` naming what is wrong."""
+    import json
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            w, b = np.asarray(data["w"], np.float32), np.asarray(data["b"], np.float32)
+            meta = json.loads(str(data["meta"]))
+        classes = tuple(str(c) for c in meta["classes"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InvalidInput(f"{path}: not a kind classifier file ({exc})") from exc
+    if w.ndim != 2 or w.shape[1] != len(classes) or b.shape != (len(classes),):
+        raise InvalidInput(f"{path}: weights {w.shape} do not fit {len(classes)} classes")
+    return KindClassifier(w, b, classes, dict(meta.get("figures") or {}))
 
 
 @dataclass
@@ -121,9 +175,15 @@ def fit_garment_head(
     *,
     colour_weight: float = COLOUR_WEIGHT,
     category_weight: float = CATEGORY_WEIGHT,
+    classifier: KindClassifier | None = None,
 ) -> GarmentHeadFit:
     """Fit the default head on ``labelled`` (photo, category) pairs; ``run`` is the backbone's
-    batch function ``(n, 3, S, S) -> (n, D)``."""
+    batch function ``(n, 3, S, S) -> (n, D)``.
+
+    ``classifier`` (:func:`load_kind_classifier`, fitted on more photos of the same kinds) is
+    the kind classifier when it has the classes the labelled photos have, their width, and names
+    at least :data:`KIND_CLASSIFIER_MIN_DEMO_ACCURACY` of them right; otherwise one is fitted on
+    the labelled photos alone. The figures say which, and why."""
     if len(labelled) < 20:
         raise InvalidInput(
             f"the default head needs at least 20 labelled photos, got {len(labelled)}"
@@ -135,7 +195,9 @@ def fit_garment_head(
     counts = {c: cats.count(c) for c in sorted(set(cats))}
     kept = [i for i, c in enumerate(cats) if counts[c] >= MIN_PER_CATEGORY]
     say(f"{people} of {len(images)} photos show a person; categories {counts}")
-    w, b, classes = fit_softmax(feats[kept], [cats[i] for i in kept])
+    kept_cats = [cats[i] for i in kept]
+    w, b, classes, source = _kind_classifier(feats[kept], kept_cats, classifier)
+    say(f"kind classifier: {source}")
     mean = feats.mean(axis=0).astype(np.float32)
     head = ProjectionHead(
         Tower([], centre=mean),
@@ -163,12 +225,54 @@ def fit_garment_head(
         "category_train_accuracy": round(train_acc, 4),
         "colour_weight": colour_weight,
         "category_weight": category_weight,
+        "category_classifier": source,
+        **(
+            {"category_classifier_figures": classifier.figures}
+            if classifier is not None and source.startswith("shipped")
+            else {}
+        ),
         "centred_on": "mean backbone feature of the labelled demo photos",
     }
     say(f"category head: {len(classes)} classes, train accuracy {train_acc:.3f}")
     return GarmentHeadFit(
         head, figures, _score_labels(vectors, cats), _score_labels(vectors, cats, worn_rows)
     )
+
+
+def _kind_classifier(
+    feats: np.ndarray, cats: Sequence[str], shipped: KindClassifier | None
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], str]:
+    """The shipped classifier when it fits these photos (see :func:`fit_garment_head`), else
+    one fitted on them; with a line that says which."""
+    classes = tuple(sorted(set(cats)))
+    why = "no shipped classifier"
+    if shipped is not None:
+        if shipped.classes != classes:
+            why = (
+                f"the shipped classifier's classes {list(shipped.classes)} are not {list(classes)}"
+            )
+        elif shipped.w.shape[0] != feats.shape[1]:
+            why = (
+                f"the shipped classifier reads {shipped.w.shape[0]} features, not {feats.shape[1]}"
+            )
+        else:
+            pred = np.asarray(classes)[(feats @ shipped.w + shipped.b).argmax(axis=1)]
+            acc = float(np.mean(pred == np.asarray(cats)))
+            if acc >= KIND_CLASSIFIER_MIN_DEMO_ACCURACY:
+                n = shipped.figures.get("fitted_on", {}).get("clothing_photos", "?")
+                return (
+                    shipped.w,
+                    shipped.b,
+                    classes,
+                    (
+                        f"shipped {KIND_CLASSIFIER_FILE} (demo photos + {n} clothing photos; "
+                        f"{acc:.3f} on the demo photos)"
+                    ),
+                )
+            bar = KIND_CLASSIFIER_MIN_DEMO_ACCURACY
+            why = f"the shipped classifier names {acc:.3f} of the demo photos (< {bar})"
+    w, b, fitted = fit_softmax(feats, list(cats))
+    return w, b, fitted, f"fitted on the {len(cats)} labelled photos ({why})"
 
 
 def read_labelled(csv_path: Path) -> list[tuple[Path, str]]:
