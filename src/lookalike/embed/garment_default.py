@@ -73,9 +73,10 @@ MIN_PER_CATEGORY = 3  # rarer categories are left out of the classifier (too few
 # Weights of the kind classifier fitted on more photos than the demo catalog holds, beside its
 # items.csv (scripts/fit_kind_classifier.py); a build uses them when they fit (see below).
 KIND_CLASSIFIER_FILE = "kind_classifier.npz"
-# ... and when they name the build's own demo photos this well (they were fitted on them: a
-# lower figure means another backbone's features, so the build fits its own instead).
-KIND_CLASSIFIER_MIN_DEMO_ACCURACY = 0.9
+# ... and when they name the build's own demo photos this well. They were fitted on them and
+# name 0.92 of them; another backbone's features would give near chance (1 in 11), so the bar
+# sits well below 0.92, where a float's worth of difference between machines cannot reach.
+KIND_CLASSIFIER_MIN_DEMO_ACCURACY = 0.8
 
 
 @dataclass
