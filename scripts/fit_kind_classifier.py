@@ -33,7 +33,7 @@ DEMO = REPO / "demo" / "catalog"
 
 def main() -> None:
     from lookalike.embed.bodyparts import BodyPartDetector
-    from lookalike.embed.build import _INPUT, _OUTPUT, _load_images
+    from lookalike.embed.build import _load_images, backbone_batch
     from lookalike.embed.garment_default import (
         MIN_PER_CATEGORY,
         _features,
@@ -42,7 +42,6 @@ def main() -> None:
     )
     from lookalike.embed.heads import fit_softmax
     from lookalike.embed.preprocess import PreprocessConfig
-    from lookalike.embed.runtime import onnx_session
     from lookalike.registry import Registry
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -56,11 +55,7 @@ def main() -> None:
     ref = registry.resolve(args.model)
     folder = registry.path(ref)
     manifest = registry.manifest(ref)
-    sess = onnx_session(folder / "model_fp32.onnx", ["CPUExecutionProvider"])
-
-    def run(x: np.ndarray) -> np.ndarray:
-        return np.asarray(sess.run([_OUTPUT], {_INPUT: x})[0], dtype=np.float32)
-
+    run = backbone_batch(folder / "model_fp32.onnx")
     cfg = PreprocessConfig.from_dict(manifest["preprocess"])
     detector = BodyPartDetector(folder / "detector.onnx")
 

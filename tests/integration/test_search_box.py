@@ -216,6 +216,13 @@ def test_a_worn_garment_is_named_by_the_worn_scale_and_a_garment_alone_by_its_ow
     assert flat[0]["match"] == "Very close" and flat[0]["region"] == "whole"
     for item in flat:
         assert item["match"] == next((n for n, t in labels.items() if item["score"] >= t), None)
+    # a model built before worn labels existed: its one set of labels names every result
+    older_manifest = {k: v for k, v in built.items() if k != "score_labels_worn"}
+    manifest.write_text(json.dumps(older_manifest | {"score_labels": worn_labels}))
+    with TestClient(create_app(Settings(home=tmp_path))) as c:
+        with Image.open(shared_data / "street" / "images" / "0002.jpg") as im:
+            older = _search(c, _jpeg(im), k=30).json()["results"]
+    assert older and all(item["match"] == "Similar" for item in older)
 
 
 def test_catalog_rows_come_from_memory_and_follow_an_import(

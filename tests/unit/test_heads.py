@@ -143,18 +143,19 @@ def test_a_shipped_kind_classifier_is_used_only_where_it_fits(tmp_path) -> None:
     save_kind_classifier(path, w, b, classes, {"fitted_on": {"clothing_photos": 7}})
     shipped = load_kind_classifier(path)
     assert shipped.classes == classes and shipped.figures["fitted_on"]["clothing_photos"] == 7
-    w2, _, c2, why = _kind_classifier(x, y, shipped)
-    assert why.startswith("shipped") and "7 clothing photos" in why and c2 == classes
-    assert np.allclose(w2, w)
+    used, why = _kind_classifier(x, y, shipped)
+    assert why.startswith("shipped") and "7 clothing photos" in why and used.classes == classes
+    assert np.allclose(used.w, w) and used.figures == shipped.figures
     # other classes, another width, or weights that misname the photos: fit on the photos
     renamed = [{"dress": "gown"}.get(v, v) for v in y]
-    assert "classes" in _kind_classifier(x, renamed, shipped)[3]
+    assert "classes" in _kind_classifier(x, renamed, shipped)[1]
     wide = np.concatenate([x, x], axis=1)
-    assert "features" in _kind_classifier(wide, y, shipped)[3]
+    assert "features" in _kind_classifier(wide, y, shipped)[1]
     shipped.w = -shipped.w
-    _, _, _, why = _kind_classifier(x, y, shipped)
+    used, why = _kind_classifier(x, y, shipped)
     assert why.startswith("fitted on the 120 labelled photos") and "names" in why
-    assert "no shipped classifier" in _kind_classifier(x, y, None)[3]
+    assert used.figures == {"fitted_on": {"labelled_photos": 120}} and used.classes == classes
+    assert "no shipped classifier" in _kind_classifier(x, y, None)[1]
     # a file that is not one is a clear error, not a crash inside numpy
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(InvalidInput, match="not a kind classifier file"):

@@ -47,6 +47,7 @@ __all__ = [
     "INT8_MAX_RECALL_DROP",
     "INT8_MIN_RECALL",
     "ExportedBackbone",
+    "backbone_batch",
     "build_default",
     "export_onnx",
     "export_variants",
@@ -443,6 +444,17 @@ def quantise_detector(
     return not failed, figures
 
 
+def backbone_batch(fp32: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """The batch function ``(n, 3, S, S) -> (n, D)`` of an exported ``model_fp32.onnx`` on ONNX
+    Runtime CPU: the features the garment-aware head and its kind classifier are fitted on."""
+    sess = onnx_session(fp32, ["CPUExecutionProvider"])
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return np.asarray(sess.run([_OUTPUT], {_INPUT: x})[0], dtype=np.float32)
+
+    return run
+
+
 def _garment_aware(
     work: Path,
     fp32: Path,
@@ -479,11 +491,7 @@ def _garment_aware(
         if ok:
             (work / "detector_int8.onnx").replace(work / "detector.onnx")
     detector = BodyPartDetector(work / "detector.onnx")
-    sess = onnx_session(fp32, ["CPUExecutionProvider"])
-
-    def run(x: np.ndarray) -> np.ndarray:
-        return np.asarray(sess.run([_OUTPUT], {_INPUT: x})[0], dtype=np.float32)
-
+    run = backbone_batch(fp32)
     shipped = load_kind_classifier(kind_classifier) if kind_classifier is not None else None
     fit = fit_garment_head(
         run,

@@ -197,7 +197,8 @@ def fit_garment_head(
     kept = [i for i, c in enumerate(cats) if counts[c] >= MIN_PER_CATEGORY]
     say(f"{people} of {len(images)} photos show a person; categories {counts}")
     kept_cats = [cats[i] for i in kept]
-    w, b, classes, source = _kind_classifier(feats[kept], kept_cats, classifier)
+    kinds, source = _kind_classifier(feats[kept], kept_cats, classifier)
+    w, b, classes = kinds.w, kinds.b, kinds.classes
     say(f"kind classifier: {source}")
     mean = feats.mean(axis=0).astype(np.float32)
     head = ProjectionHead(
@@ -227,11 +228,7 @@ def fit_garment_head(
         "colour_weight": colour_weight,
         "category_weight": category_weight,
         "category_classifier": source,
-        **(
-            {"category_classifier_figures": classifier.figures}
-            if classifier is not None and source.startswith("shipped")
-            else {}
-        ),
+        "category_classifier_figures": kinds.figures,
         "centred_on": "mean backbone feature of the labelled demo photos",
     }
     say(f"category head: {len(classes)} classes, train accuracy {train_acc:.3f}")
@@ -242,7 +239,7 @@ def fit_garment_head(
 
 def _kind_classifier(
     feats: np.ndarray, cats: Sequence[str], shipped: KindClassifier | None
-) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], str]:
+) -> tuple[KindClassifier, str]:
     """The shipped classifier when it fits these photos (see :func:`fit_garment_head`), else
     one fitted on them; with a line that says which."""
     classes = tuple(sorted(set(cats)))
@@ -261,19 +258,17 @@ def _kind_classifier(
             acc = float(np.mean(pred == np.asarray(cats)))
             if acc >= KIND_CLASSIFIER_MIN_DEMO_ACCURACY:
                 n = shipped.figures.get("fitted_on", {}).get("clothing_photos", "?")
-                return (
-                    shipped.w,
-                    shipped.b,
-                    classes,
-                    (
-                        f"shipped {KIND_CLASSIFIER_FILE} (demo photos + {n} clothing photos; "
-                        f"{acc:.3f} on the demo photos)"
-                    ),
+                return shipped, (
+                    f"shipped {KIND_CLASSIFIER_FILE} (demo photos + {n} clothing photos; "
+                    f"{acc:.3f} on the demo photos)"
                 )
             bar = KIND_CLASSIFIER_MIN_DEMO_ACCURACY
             why = f"the shipped classifier names {acc:.3f} of the demo photos (< {bar})"
     w, b, fitted = fit_softmax(feats, list(cats))
-    return w, b, fitted, f"fitted on the {len(cats)} labelled photos ({why})"
+    figures = {"fitted_on": {"labelled_photos": len(cats)}}
+    return KindClassifier(
+        w, b, fitted, figures
+    ), f"fitted on the {len(cats)} labelled photos ({why})"
 
 
 def read_labelled(csv_path: Path) -> list[tuple[Path, str]]:
