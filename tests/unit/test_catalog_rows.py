@@ -268,6 +268,18 @@ def test_missing_optional_url_cell_and_null_url_are_no_url(tmp_path: Path, photo
     assert "missing field 'title'" in reasons[4]
 
 
+def test_a_semicolon_separated_catalog_imports_like_a_comma_one(
+    tmp_path: Path, photo: Path
+) -> None:
+    path = tmp_path / "items.csv"  # a spreadsheet saved in a European locale
+    path.write_text(HEADER.replace(",", ";") + "A-1;Red dress, midi;Dress;49.5;true;photo.jpg\n")
+    parsed = read_rows(path)
+    assert parsed.rejected == [], _reasons(parsed)
+    assert [(r.item_id, r.title, r.category) for r in parsed.rows] == [
+        ("A-1", "Red dress, midi", "Dress")
+    ]
+
+
 def test_one_non_utf8_byte_rejects_only_its_line(tmp_path: Path, photo: Path) -> None:
     path = tmp_path / "items.csv"
     path.write_bytes(

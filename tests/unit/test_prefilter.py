@@ -71,6 +71,14 @@ def test_labels_saved_by_a_spreadsheet_read_like_any_other(tmp_path: Path) -> No
     ]
 
 
+def test_labels_separated_by_semicolons_or_tabs_read_like_commas(tmp_path: Path) -> None:
+    labels = tmp_path / "labels.csv"
+    for sep in (";", "\t"):
+        labels.write_text(f"file{sep}has_dress{sep}note\na.jpg{sep}1{sep}x, y\nb.jpg{sep}0{sep}\n")
+        samples = labelled_folder(labels, tmp_path)
+        assert [(s.path.name, s.label) for s in samples] == [("a.jpg", 1), ("b.jpg", 0)]
+
+
 def test_labels_with_other_header_case_and_yes_no_values_read_the_same(tmp_path: Path) -> None:
     labels = tmp_path / "labels.csv"
     labels.write_text("File ,Has_Dress\na.jpg,Yes\nb.jpg,false\nc.jpg,1\nd.jpg,N\n")

@@ -73,6 +73,22 @@ def test_bad_files_say_what_is_wrong(tmp_path: Path) -> None:
         read_listings(empty)
 
 
+def test_a_semicolon_or_tab_separated_file_reads_like_the_comma_one(tmp_path: Path) -> None:
+    rows = HEADER + _row("tory burch", "478", "70") + _row("parker", "$1,234", "$85")
+    comma = tmp_path / "comma.csv"
+    comma.write_text(rows)
+    expected, _ = read_listings(comma)
+    for name, sep in (("semicolon.csv", ";"), ("tabs.tsv", "\t")):
+        other = tmp_path / name  # no comma in the header: the separator is read from it
+        other.write_text(rows.replace(",", sep).replace(f'"$1{sep}234"', '"$1,234"'))
+        listings, report = read_listings(other)
+        assert report.dropped == 0, report.reasons
+        assert listings.brand == expected.brand
+        assert listings.retail.tolist() == [478.0, 1234.0]
+        assert listings.rent.tolist() == expected.rent.tolist()
+        assert listings.cats["length"] == expected.cats["length"]
+
+
 @pytest.fixture(scope="module")
 def real_slice():
     if not REAL.is_file():

@@ -73,6 +73,9 @@ def test_errors_name_the_fix(tmp_path: Path) -> None:
         reg.resolve("effnet_lite0:production")
     with pytest.raises(NotFound, match="lookalike index build"):
         Registry(tmp_path, "index").resolve("catalog:production")
+    priced = Registry(tmp_path, "model", fix="lookalike price build")  # a product's own command
+    with pytest.raises(NotFound, match="run `lookalike price build`$"):
+        priced.resolve("rental_price:production")
     with pytest.raises(NotFound, match="no previous"):
         _write(reg, "x")
         reg.promote("toy:1")

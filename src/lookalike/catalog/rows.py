@@ -19,6 +19,7 @@ they decode is decided later, when the image is normalised.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import os
@@ -33,6 +34,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from lookalike.core.errors import InvalidInput, NotFound
+from lookalike.core.textfiles import csv_delimiter
 
 from .records import Rejection
 
@@ -315,8 +317,10 @@ class _LineCounter:
 
 
 def _csv_records(lines: Iterable[str], path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    counter = _LineCounter(lines)
-    reader = csv.DictReader(counter)
+    lines = iter(lines)
+    first = next(lines, "")
+    counter = _LineCounter(itertools.chain([first], lines))
+    reader = csv.DictReader(counter, delimiter=csv_delimiter(first))
     try:
         fieldnames = reader.fieldnames
     except csv.Error as exc:

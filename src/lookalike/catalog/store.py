@@ -93,9 +93,7 @@ class CatalogStore:
     ``item_ids_for_images`` maps many image ids (e.g. vector search hits) in one query.
     """
 
-    def __init__(
-        self, url: str, media_dir: Path, *, db: DatabaseSettings | None = None
-    ) -> None:
+    def __init__(self, url: str, media_dir: Path, *, db: DatabaseSettings | None = None) -> None:
         # Nothing connects here: a store made while the database is down works once it is up.
         self.url = url
         self.media_dir = Path(media_dir)

@@ -177,11 +177,8 @@ def buy_cmd(
     The catalog store keeps no stock count (only whether an item is available), so stock comes
     from ``--stock``; without it every item counts as having none.
     """
-    registry = Registry(Settings().models_dir, "model")
-    try:
-        ref = registry.resolve(Ref(ARTIFACT_NAME, version))
-    except LookalikeError as exc:
-        raise LookalikeError(f"{exc.message} — run `{BUILD_FIX}`") from exc
+    registry = Registry(Settings().models_dir, "model", fix=BUILD_FIX)
+    ref = registry.resolve(Ref(ARTIFACT_NAME, version))
     stock = read_stock(stock_csv) if stock_csv else {}
     rows, method = buy_units(registry.path(ref), weeks, service_level, stock)
     out.parent.mkdir(parents=True, exist_ok=True)

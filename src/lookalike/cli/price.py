@@ -154,11 +154,8 @@ def suggest_cmd(
     version: Annotated[str, typer.Option(help="model version or alias")] = "production",
 ) -> None:
     """Price a batch of dresses into a CSV a merchandiser can review."""
-    registry = Registry(Settings().models_dir, "model")
-    try:
-        ref = registry.resolve(Ref(ARTIFACT_NAME, version))
-    except LookalikeError as exc:
-        raise LookalikeError(f"{exc.message} — run `{BUILD_FIX}`") from exc
+    registry = Registry(Settings().models_dir, "model", fix=BUILD_FIX)
+    ref = registry.resolve(Ref(ARTIFACT_NAME, version))
     engine = ModelEngine(PriceModel.load(registry.path(ref)), str(ref))
     listings, report = read_listings(items, require_rent=False)
     answers = engine.price(listings)

@@ -123,22 +123,43 @@ _REASONS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("refused",), "connection refused"),
     (("no answer within",), "the server stopped answering"),
     (("timeout expired", "timed out", "wait timeout"), "no answer within the connect timeout"),
-    (("could not translate host", "name or service not known", "nodename nor servname"),
-     "the host name does not resolve"),
-    (("password authentication", "authentication failed", "no pg_hba.conf"),
-     "authentication failed (check the user and password in the URL)"),
+    (
+        ("could not translate host", "name or service not known", "nodename nor servname"),
+        "the host name does not resolve",
+    ),
+    (
+        ("password authentication", "authentication failed", "no pg_hba.conf"),
+        "authentication failed (check the user and password in the URL)",
+    ),
     (("does not exist",), "the database named in the URL does not exist"),
-    (("starting up", "shutting down", "not yet accepting", "in recovery mode"),
-     "the server is starting up or shutting down"),
-    (("terminating connection", "server closed the connection", "connection is closed",
-      "consuming input failed", "connection is lost", "the connection is closed",
-      "sending query failed", "broken pipe", "connection reset", "eof detected"),
-     "the connection was lost"),
-    (("too many clients", "too many connections", "remaining connection slots"),
-     "the server has no free connection slots"),
+    (
+        ("starting up", "shutting down", "not yet accepting", "in recovery mode"),
+        "the server is starting up or shutting down",
+    ),
+    (
+        (
+            "terminating connection",
+            "server closed the connection",
+            "connection is closed",
+            "consuming input failed",
+            "connection is lost",
+            "the connection is closed",
+            "sending query failed",
+            "broken pipe",
+            "connection reset",
+            "eof detected",
+        ),
+        "the connection was lost",
+    ),
+    (
+        ("too many clients", "too many connections", "remaining connection slots"),
+        "the server has no free connection slots",
+    ),
     (("database is locked", "database table is locked"), "the database is locked by a writer"),
-    (("unable to open database", "readonly database", "disk i/o error", "disk is full"),
-     "the database file cannot be opened or written"),
+    (
+        ("unable to open database", "readonly database", "disk i/o error", "disk is full"),
+        "the database file cannot be opened or written",
+    ),
 )
 
 

@@ -5,7 +5,9 @@ data's label files, retrieval pairs, rental reviews, post exports) reads it here
 file, a folder, a binary file or a spreadsheet saved in another encoding gives the same clear
 :class:`~lookalike.core.errors.InvalidInput` (exit 1 with one line), never a traceback. A UTF-8
 byte-order mark (what Excel writes) is dropped, and a CSV's column names are matched without
-case or surrounding spaces (``File ,Has_Dress`` reads as ``file,has_dress``).
+case or surrounding spaces (``File ,Has_Dress`` reads as ``file,has_dress``). A file whose header
+line holds no comma but semicolons or tabs (a spreadsheet saved in a European locale, a TSV) is
+read with that separator: :func:`csv_delimiter`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from lookalike.core.errors import InvalidInput
 
-__all__ = ["check_text", "csv_rows", "read_text_file"]
+__all__ = ["check_text", "csv_delimiter", "csv_rows", "read_text_file"]
 
 
 def read_text_file(path: Path | str, kind: str = "CSV") -> str:
@@ -40,13 +42,31 @@ def check_text(text: str, source: str, kind: str = "CSV") -> str:
     return text
 
 
+def csv_delimiter(text: str) -> str:
+    """The separator of a CSV whose text (or first line) is ``text``: read from its header line.
+
+    A comma when the header holds one (the format every command documents), else a semicolon or a
+    tab when it holds one of those, else a comma (a one-column file).
+    """
+    header = text.lstrip("\r\n").split("\n", 1)[0]
+    if "," in header:
+        return ","
+    for sep in (";", "\t"):
+        if sep in header:
+            return sep
+    return ","
+
+
 def csv_rows(path: Path | str) -> list[dict[str, str]]:
     """The rows of the CSV file at ``path`` as dicts keyed by its header, lower-cased and stripped.
 
     A short row's missing fields are ``""`` (not ``None``), so a caller checks values, not types.
     Two columns whose names differ only in case or spaces are refused: which one is meant?
     """
-    reader = csv.DictReader(io.StringIO(read_text_file(path), newline=""), restval="")
+    text = read_text_file(path)
+    reader = csv.DictReader(
+        io.StringIO(text, newline=""), restval="", delimiter=csv_delimiter(text)
+    )
     try:
         header = reader.fieldnames or []
         names = [name.strip().lower() for name in header]

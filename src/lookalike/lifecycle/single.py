@@ -116,7 +116,7 @@ class SingleModelKind(Kind):
     def registry(self, role: str) -> Registry:
         if role != ROLE:
             raise InvalidInput(f"{self.product} has no role {role!r} (roles: {ROLE})")
-        return Registry(self.settings.models_dir, "model")
+        return Registry(self.settings.models_dir, "model", fix=self.build_fix)
 
     def artifact_name(self, role: str) -> str:
         return self.artifact

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.core.errors import InvalidInput
-from lookalike.core.textfiles import check_text, read_text_file
+from lookalike.core.textfiles import check_text, csv_delimiter, read_text_file
 
 __all__ = [
     "CATEGORICAL",
@@ -286,7 +286,7 @@ def read_listings(
     """Read a listings CSV (or ``text``, its content); see the module docstring."""
     source = str(path)
     text = read_text_file(path) if text is None else check_text(text, source)
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=csv_delimiter(text))
     try:
         header = {_key(h) for h in (reader.fieldnames or []) if h is not None}
     except csv.Error as exc:

@@ -182,9 +182,10 @@ class ArtifactWriter:
 class Registry:
     """Artifacts of one kind under ``root`` (``models/`` or ``index/``)."""
 
-    def __init__(self, root: Path, kind: str) -> None:
+    def __init__(self, root: Path, kind: str, fix: str | None = None) -> None:
         self.root = Path(root)
         self.kind = kind
+        self.fix = fix  # the command that builds this product's artifacts, for "not found" errors
 
     # -- reading -----------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -360,6 +361,8 @@ class Registry:
         return problems
 
     def _fix_hint(self, name: str) -> str:
+        if self.fix:
+            return f"run `{self.fix}`"
         if self.kind == "model":
             return "run `lookalike models build-default` (or `lookalike models list`)"
         return "run `lookalike index build` (or `lookalike index list`)"

@@ -265,9 +265,7 @@ def check_model(
         )
     )
     report.add(
-        _metric_check(
-            settings, registry, resolved, embedder, golden, r10, pairs, root, split, gate
-        )
+        _metric_check(settings, registry, resolved, embedder, golden, r10, pairs, root, split, gate)
     )
     photos = [load_image_file(q.query) for q in golden.queries]
     report.add(
