@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from lookalike.core.errors import InvalidInput
 from lookalike.core.metrics import KS, duplicate_groups, figures, rank_metrics, recall_key
 from lookalike.embed.runtime import EmbedderInfo
 
@@ -166,3 +167,49 @@ def test_evaluate_retrieval_counts_byte_identical_twins(tmp_path) -> None:  # ty
         assert 0 < report.recall[k] <= report.recall_dedup[k] <= 1
     doc = report.to_dict()
     assert doc["recall_dedup"] == report.recall_dedup and doc["pairs_with_twin"] == 3
+
+
+def test_unreadable_photos_are_skipped_with_their_pairs_and_named(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from PIL import Image
+
+    from lookalike.search.evaluation import Pair, evaluate_retrieval, read_pairs
+
+    for folder in ("product", "person", "extra"):
+        (tmp_path / folder).mkdir()
+    for name, rgb in {"a": (200, 20, 20), "b": (20, 200, 20), "c": (20, 20, 200)}.items():
+        Image.new("RGB", (24, 32), rgb).save(tmp_path / "product" / f"{name}.jpg")
+        Image.new("RGB", (24, 32), rgb).save(tmp_path / "person" / f"{name}.png")
+    whole = (tmp_path / "product" / "c.jpg").read_bytes()
+    (tmp_path / "product" / "c.jpg").write_bytes(whole[: len(whole) // 2])  # a cut download
+    (tmp_path / "extra" / "notes.jpg").write_text("not a photo")
+    Image.new("RGB", (24, 32), (90, 90, 90)).save(tmp_path / "extra" / "grey.jpg")
+    csv_path = tmp_path / "pairs.csv"
+    csv_path.write_text(
+        "item_id,person,product,split\n"
+        "a,person/a.png,product/a.jpg,Val\n"
+        "b,person/b.png,product/b.jpg, val\n"
+        "c,person/c.png,product/c.jpg,val\n"
+        "d,person/typo.png,product/a.jpg,val\n"
+        "e,person/a.png,product/a.jpg,train\n"
+    )
+    pairs = read_pairs(csv_path, "val")  # a split's name matches in any case, spaces trimmed
+    assert [p.item_id for p in pairs] == ["a", "b", "c", "d"]
+
+    report = evaluate_retrieval(
+        _MeanColour(), pairs, tmp_path, distractors=sorted((tmp_path / "extra").iterdir())
+    )
+    assert (report.queries, report.gallery, report.distractors) == (2, 3, 1)
+    assert report.recall[recall_key(1)] == 1.0  # a and b each find their own product
+    skipped = report.to_dict()["skipped"]
+    assert {k: skipped[k] for k in ("photos", "pairs", "distractors")} == {
+        "photos": 3,
+        "pairs": 2,
+        "distractors": 1,
+    }
+    reasons = " | ".join(skipped["reasons"])
+    assert f"{tmp_path / 'person' / 'typo.png'}: no such photo" in reasons
+    assert f"{tmp_path / 'product' / 'c.jpg'}: the JPEG file is truncated" in reasons
+    assert f"{tmp_path / 'extra' / 'notes.jpg'}: " in reasons
+
+    with pytest.raises(InvalidInput, match="no pair has readable photos"):
+        evaluate_retrieval(_MeanColour(), [Pair("d", "person/typo.png", "product/c.jpg")], tmp_path)

@@ -90,6 +90,13 @@ def retrieval(
         "twin=found", *size, *[f"{report.recall_dedup[k]:.3f}" for k in report.recall], "-"
     )
     console.print(table)
+    if report.skipped.get("photos"):
+        skip = report.skipped
+        reasons = "; ".join(map(str, skip["reasons"][:3]))  # type: ignore[index]
+        console.print(
+            f"[yellow]skipped {skip['photos']} unreadable photos[/] ({skip['pairs']} pairs, "
+            f"{skip['distractors']} distractors left out): {reasons}"
+        )
     console.print(
         f"{report.pairs_with_twin} of {report.queries} pairs have a byte-identical twin of their"
         " product in the gallery; 'twin=found' (recall_dedup) counts that twin as a hit"

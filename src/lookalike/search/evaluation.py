@@ -15,6 +15,10 @@ Queries are cut and embedded as search does (:mod:`lookalike.search.crops`, ``cr
 ``role="query"``); with several crops a gallery photo scores its best crop. Gallery photos are
 embedded whole with ``role="catalog"``. A ``cache`` (backbone features on disk) makes repeated
 runs of fixed-region modes take seconds.
+
+A photo that is missing or does not decode (a typo in the CSV, a truncated download, a text file
+named ``.jpg``) is skipped with its reason before any embedding, not a failed run: its pairs (or
+the distractor) leave the evaluation and the report says how many and why (``skipped``).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.core.errors import InvalidInput
-from lookalike.core.images import read_named_photo
+from lookalike.core.images import photo_problem, read_named_photo
 from lookalike.core.metrics import duplicate_groups, hub_share, rank_metrics
 from lookalike.core.progress import Progress, relabelled
 from lookalike.core.textfiles import csv_rows
@@ -42,6 +46,7 @@ from lookalike.search.crops import embed_query_crops, resolve_mode
 __all__ = [
     "Pair",
     "RetrievalReport",
+    "drop_unreadable",
     "embed_paths",
     "evaluate_retrieval",
     "read_pairs",
@@ -69,6 +74,8 @@ class RetrievalReport:
     # Duplicate-aware: a byte-identical twin of the true product counts as found.
     recall_dedup: dict[str, float] = field(default_factory=dict)
     pairs_with_twin: int = 0
+    # Photos left out because they are missing or do not decode, with the pairs they took along.
+    skipped: dict[str, object] = field(default_factory=dict)
     extra: dict[str, object] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
@@ -89,10 +96,36 @@ def read_pairs(path: Path, split: str | None = None) -> list[Pair]:
     if split is not None:
         if not any(p.split for p in pairs):
             raise InvalidInput(f"{path} has no split column, so --split {split} cannot filter it")
-        pairs = [p for p in pairs if p.split == split]
+        wanted = split.strip().casefold()  # `Val`, `val ` and `val` are one split
+        pairs = [p for p in pairs if (p.split or "").strip().casefold() == wanted]
     if not pairs:
         raise InvalidInput(f"{path}: no pairs" + (f" in split {split!r}" if split else ""))
     return pairs
+
+
+def drop_unreadable(
+    pairs: Sequence[Pair], root: Path, distractors: Sequence[Path] = ()
+) -> tuple[list[Pair], list[Path], dict[str, object]]:
+    """The pairs and distractors whose photos all decode, and what was left out and why."""
+    paths = sorted({root / p.person for p in pairs} | {root / p.product for p in pairs})
+    paths += sorted(set(distractors) - set(paths))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        found = dict(zip(paths, pool.map(photo_problem, paths), strict=True))
+    problems = {path: why for path, why in found.items() if why}
+    kept = [p for p in pairs if not {root / p.person, root / p.product} & problems.keys()]
+    extra = [d for d in distractors if d not in problems]
+    reasons = [problems[path] for path in paths if path in problems]
+    if pairs and not kept:
+        raise InvalidInput(
+            f"no pair has readable photos ({len(reasons)} photos skipped; first: {reasons[0]})"
+        )
+    skipped = {
+        "photos": len(reasons),
+        "pairs": len(pairs) - len(kept),
+        "distractors": len(distractors) - len(extra),
+        "reasons": reasons[:20],
+    }
+    return kept, extra, skipped
 
 
 def embed_paths(
@@ -180,6 +213,7 @@ def evaluate_retrieval(
     """
     started = time.perf_counter()
     mode = resolve_mode(embedder, crop)
+    pairs, distractors, skipped = drop_unreadable(pairs, root, distractors)
     products = sorted({p.product for p in pairs})
     row = {name: i for i, name in enumerate(products)}
     gallery_paths = [root / p for p in products] + list(distractors)
@@ -215,6 +249,7 @@ def evaluate_retrieval(
         seconds=round(time.perf_counter() - started, 1),
         recall_dedup=recall_dedup,
         pairs_with_twin=int((group_size[groups[relevant]] > 1).sum()),
+        skipped=skipped,
         extra={
             "crop": mode,
             "regions": regions,
