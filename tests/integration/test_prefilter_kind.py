@@ -208,6 +208,7 @@ def test_eval_command_on_a_labelled_folder(
     assert result.exit_code == 0, result.output
     body = json.loads((tmp_path / "out.json").read_text())
     assert body["photos"] == len(samples) and body["unreadable"] == 1
+    assert body["unreadable_photos"] == [f"{DEMO / 'images' / 'missing.jpg'}: no such photo"]
     assert sum(body["confusion"].values()) == len(samples)
     assert body["model_version"].startswith("post_prefilter:") and body["served_by"]
     assert 0.0 <= body["pr_auc"] <= 1.0 and "PR-AUC" in result.output

@@ -158,7 +158,7 @@ def eval_cmd(
 ) -> None:
     """Score a labelled folder with the production classifier: P, R, PR-AUC, confusion."""
     from lookalike.cli.progress import progress_bar
-    from lookalike.core.images import load_image_file
+    from lookalike.core.images import read_named_photo
     from lookalike.moderation.evaluation import figures
     from lookalike.moderation.fit import labelled_folder
 
@@ -169,17 +169,18 @@ def eval_cmd(
     gen = _production(settings)
     scores: list[float] = []
     served: set[str] = set()
-    unreadable = 0
+    unreadable: list[str] = []
     with progress_bar(f"scoring {len(samples)} photos") as bar:
         kept = []
         for start in range(0, len(samples), batch):
             chunk, images = [], []
             for s in samples[start : start + batch]:
                 try:
-                    images.append(load_image_file(s.path))
+                    images.append(read_named_photo(s.path))
                     chunk.append(s)
-                except (OSError, LookalikeError):
-                    unreadable += 1
+                except (OSError, LookalikeError) as exc:
+                    why = exc.message if isinstance(exc, LookalikeError) else exc.strerror or exc
+                    unreadable.append(str(why))
             if images:
                 answers, by, _ = gen.score(images)
                 served.add(by)
@@ -192,14 +193,17 @@ def eval_cmd(
     f = figures(np.array(scores), y, gen.threshold, gen.manifest.get("recall_target", 0.9))
     out = {"model_version": gen.version, "served_by": sorted(served),
            "fallback": sorted(served) != [gen.served_by] or gen.scorer is None,
-           "photos": len(y), "unreadable": unreadable, **f}  # fmt: skip
+           "photos": len(y), "unreadable": len(unreadable),
+           "unreadable_photos": unreadable[:20], **f}  # fmt: skip
     c = f["confusion"]
     console.print(
         f"{gen.version} ({', '.join(sorted(served))}) on {len(y)} photos"
-        f" ({unreadable} unreadable), threshold {f['threshold']:.4f}\n"
+        f" ({len(unreadable)} unreadable), threshold {f['threshold']:.4f}\n"
         f"precision {f['precision']:.3f}  recall {f['recall']:.3f}  PR-AUC {f['pr_auc']:.3f}"
         f"  P@R0.9 {f['precision_at_recall_0.9']:.3f}"
     )
+    if unreadable:
+        console.print(f"[yellow]left out, unreadable:[/] {'; '.join(unreadable[:3])}")
     table = Table(title="confusion at the production threshold")
     for col in ("", "predicted dress", "predicted other"):
         table.add_column(col)
