@@ -8,6 +8,7 @@ naming a photo that is not there or does not decode.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -64,6 +65,25 @@ def test_eval_retrieval_names_what_is_wrong(
     code, output = _invoke(home_with_model, *argv)
     assert code == 1, output
     assert "error:" in output and message in output, output
+
+
+def test_eval_retrieval_leaves_out_a_broken_pair_and_names_it(
+    home_with_model: Path, files: Path
+) -> None:
+    pairs = files / "one_broken.csv"
+    pairs.write_text("item_id,person,product\n1,a.jpg,b.jpg\n2,b.jpg,gone.jpg\n3,b.jpg,text.jpg\n")
+    out = files / "out.json"
+    result = CliRunner().invoke(
+        app, ["--home", str(home_with_model), "eval", "retrieval", "--pairs", str(pairs),
+              "--root", str(files), "--json", str(out)],
+    )  # fmt: skip
+    output = result.output
+    assert result.exit_code == 0 and result.exception is None, output
+    flat = " ".join(output.split())
+    assert "skipped 2 unreadable photos (2 pairs, 0 distractors left out)" in flat, output
+    assert "gone.jpg: no such photo" in flat and "text.jpg: the upload is not" in flat
+    doc = json.loads(out.read_text())
+    assert doc["queries"] == 1 and doc["gallery"] == 1 and doc["skipped"]["pairs"] == 2
 
 
 @pytest.mark.parametrize(
