@@ -22,7 +22,8 @@ from lookalike.moderation.features import Extractor, caption_features
 from lookalike.moderation.fit import (
     Sample,
     cached_blocks,
-    fit_classifier,
+    fit_classifier_cv,
+    label_folds,
     labelled_folder,
     seed_samples,
     stratified_split,
@@ -184,15 +185,18 @@ def test_classifier_beats_chance_on_real_photos(
     split = stratified_split(samples, holdout=0.3, validation=0.3)
     train, val = set(split.train), set(split.validation)
     assert not train & set(split.holdout) and not val & train
-    clf, choice = fit_classifier(
-        blocks, y, split.train, split.validation, ("whole", "crop", "parts"), steps=600
-    )
-    # the threshold keeps its recall on the validation photos it was chosen on
-    val = clf.score(np.concatenate([blocks[b] for b in clf.blocks], axis=1)[split.validation])
-    c = confusion(val, y[split.validation], clf.threshold)
+    assert set(split.fitting) == train | val
+    folds = label_folds(y, split.fitting, 5, 0)
+    assert sorted(np.concatenate(folds).tolist()) == sorted(split.fitting.tolist())
+    assert max(y[f].sum() for f in folds) - min(y[f].sum() for f in folds) <= 1  # labels spread
+    clf, choice = fit_classifier_cv(blocks, y, split.fitting, ("whole", "crop", "parts"), steps=600)
+    assert choice["folds"] == 5 and 0.0 < clf.threshold < 1.0
+    x = np.concatenate([blocks[b] for b in clf.blocks], axis=1)
+    # the threshold, chosen on out-of-fold scores, keeps its recall on the rows it was fitted on
+    c = confusion(clf.score(x[split.fitting]), y[split.fitting], clf.threshold)
     assert c["tp"] / (c["tp"] + c["fn"]) >= 0.9
     # and on held-out photos it ranks dresses far above chance (chance PR-AUC = positive share)
-    held = clf.score(np.concatenate([blocks[b] for b in clf.blocks], axis=1)[split.holdout])
+    held = clf.score(x[split.holdout])
     share = y[split.holdout].mean()
     ap = average_precision(held, y[split.holdout])
     assert ap > share + 0.25, (ap, share, choice)

@@ -73,7 +73,7 @@ def compare_cmd(
     backbone: BackboneOpt = "effnet_lite0:production",
     json_out: JsonOpt = None,
 ) -> None:
-    """One row per feature set on the seed data's held-out split (L2, threshold on validation)."""
+    """One row per feature set on the seed data's held-out split (L2, threshold by 5-fold CV)."""
     from lookalike.cli.progress import progress_bar
     from lookalike.moderation.fit import (
         cached_blocks,
