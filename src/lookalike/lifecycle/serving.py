@@ -179,7 +179,7 @@ class ProductSlot:
             "%s %s %s via %s%s%s",
             self.product,
             verb,
-            generation.release.describe(),
+            generation.release.describe() or "nothing built",
             generation.served_by,
             f" ({notes})" if notes else "",
             " — DEGRADED: " + "; ".join(self.problems) if self.degraded else "",
