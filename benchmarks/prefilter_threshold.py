@@ -33,8 +33,8 @@ from lookalike.moderation.features import stack_blocks
 from lookalike.moderation.fit import (
     DEFAULT_BLOCKS,
     L2_GRID,
-    _fit_one,
     fit_classifier_cv,
+    fit_logistic,
     seed_samples,
     stratified_split,
 )
@@ -44,7 +44,7 @@ TARGET = 0.9
 
 def one_validation_part(feats, y, split, names):  # type: ignore[no-untyped-def]
     x_val = stack_blocks(feats, names)[split.validation]
-    fitted = [_fit_one(feats, y, split.train, names, l2, 500, TARGET) for l2 in L2_GRID]
+    fitted = [fit_logistic(feats, y, split.train, names, l2, 500, TARGET) for l2 in L2_GRID]
     best = max(fitted, key=lambda c: average_precision(c.score(x_val), y[split.validation]))
     threshold = threshold_for_recall(best.score(x_val), y[split.validation], TARGET)
     return dataclasses.replace(best, threshold=threshold)

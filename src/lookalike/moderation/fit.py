@@ -53,6 +53,7 @@ __all__ = [
     "compare_feature_sets",
     "cached_blocks",
     "fit_classifier_cv",
+    "fit_logistic",
     "label_folds",
     "labelled_folder",
     "seed_samples",
@@ -217,7 +218,7 @@ def _fit(x: np.ndarray, y: np.ndarray, l2: float, steps: int) -> tuple[np.ndarra
     return (w[:, 1] - w[:, 0]).astype(np.float64), float(b[1] - b[0])
 
 
-def _fit_one(
+def fit_logistic(
     blocks: dict[str, np.ndarray],
     y: np.ndarray,
     train: np.ndarray,
@@ -279,13 +280,13 @@ def fit_classifier_cv(
     for part in parts:
         train = np.setdiff1d(rows, part)
         for l2 in l2_grid:
-            clf = _fit_one(blocks, y, train, names, l2, steps, recall_target)
+            clf = fit_logistic(blocks, y, train, names, l2, steps, recall_target)
             out_of_fold[l2][part] = clf.score(x[part])
     aps = {l2: average_precision(out_of_fold[l2][rows], y[rows]) for l2 in l2_grid}
     l2 = max(l2_grid, key=lambda v: aps[v])
     threshold = threshold_for_recall(out_of_fold[l2][rows], y[rows], recall_target)
     clf = dataclasses.replace(
-        _fit_one(blocks, y, rows, names, l2, steps, recall_target), threshold=threshold
+        fit_logistic(blocks, y, rows, names, l2, steps, recall_target), threshold=threshold
     )
     return clf, {"l2": l2, "cv_pr_auc": round(aps[l2], 4), "threshold": threshold, "folds": folds}
 
