@@ -178,9 +178,10 @@ def eval_cmd(
                 try:
                     images.append(read_named_photo(s.path))
                     chunk.append(s)
-                except (OSError, LookalikeError) as exc:
-                    why = exc.message if isinstance(exc, LookalikeError) else exc.strerror or exc
-                    unreadable.append(str(why))
+                except LookalikeError as exc:  # the message starts with the path
+                    unreadable.append(exc.message)
+                except OSError as exc:
+                    unreadable.append(f"{s.path}: {exc.strerror or exc}")
             if images:
                 answers, by, _ = gen.score(images)
                 served.add(by)

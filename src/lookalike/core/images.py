@@ -669,14 +669,16 @@ def missing_photo(path: str | Path) -> InvalidInput:
     return InvalidInput(f"{path}: no such photo", code="photo_missing")
 
 
-def read_named_photo(path: str | Path) -> Image.Image:
+def read_named_photo(
+    path: str | Path, *, draft_size: tuple[int, int] | None = DEFAULT_DRAFT_SIZE
+) -> Image.Image:
     """:func:`load_image_file` for a photo that a user's data file names (a pairs or labels
     CSV): a missing file, or one that does not decode, is the user's input, so it raises
     an error whose message starts with the path: :class:`InvalidInput` for a missing file, the
     decode error's own class (``BadImage``, ``TooLarge``, …) otherwise.
     """
     try:
-        return load_image_file(path)
+        return load_image_file(path, draft_size=draft_size)
     except FileNotFoundError:
         raise missing_photo(path) from None
     except LookalikeError as exc:
@@ -689,11 +691,9 @@ def photo_problem(path: str | Path) -> str | None:
     entropy-coded data is still read, so a truncated file is caught) for a fraction of the cost.
     """
     try:
-        load_image_file(path, draft_size=(32, 32))
-    except FileNotFoundError:
-        return missing_photo(path).message
-    except OSError as exc:
-        return f"{path}: {exc.strerror or exc}"
+        read_named_photo(path, draft_size=(32, 32))
     except LookalikeError as exc:
-        return f"{path}: {exc.message}"
+        return exc.message
+    except OSError as exc:  # unreadable for the OS (permissions, an I/O error)
+        return f"{path}: {exc.strerror or exc}"
     return None
