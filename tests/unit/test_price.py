@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lookalike.core.errors import IntegrityError, InvalidInput
-from lookalike.price.evaluation import default_data, evaluate, row_figures
+from lookalike.price.evaluation import default_data, evaluate, load_split, row_figures
 from lookalike.price.fit import STEPS, fit_price_model
 from lookalike.price.listings import FABRICS, parse_price, read_listings
 from lookalike.price.model import PriceModel, snap
@@ -209,3 +209,37 @@ def test_the_rounding_step_is_chosen_from_the_prices_and_served(
     (tmp_path / "m" / "model.json").write_text(json.dumps(doc))
     with pytest.raises(IntegrityError, match="step -5"):
         PriceModel.load(tmp_path / "m")
+
+
+def test_a_split_by_brand_keeps_every_brand_on_one_side(tmp_path: Path) -> None:
+    brands = [f"brand {b}" for b in range(12)]
+    path = tmp_path / "listings.csv"
+    path.write_text(
+        HEADER + "".join(_row(brands[i % 12], str(200 + i), str(30 + i % 40)) for i in range(300))
+    )
+    listings, _ = read_listings(path)
+    train, test = listings.split_by_brand(0.2, seed=4)
+    assert not set(train.brand) & set(test.brand)
+    assert len(train) + len(test) == 300 and 0.2 <= len(test) / 300 < 0.3
+    again = listings.split_by_brand(0.2, seed=4)[1]
+    assert again.brand == test.brand  # seeded: the same brands every time
+    assert listings.split_by_brand(0.2, seed=5)[1].brand != test.brand
+    tr, te, how, _ = load_split(path, None, by=" Brand ")  # what `--split brand` passes
+    assert not set(tr.brand) & set(te.brand) and how.startswith("by brand, ")
+    with pytest.raises(InvalidInput, match="split 'shop'"):
+        load_split(path, None, by="shop")
+    with pytest.raises(InvalidInput, match="--split brand splits one file"):
+        load_split(path, path, by="brand")
+    one = tmp_path / "one.csv"
+    one.write_text(HEADER + _row("parker", "300", "40") + _row("parker", "310", "45"))
+    with pytest.raises(InvalidInput, match="needs 2 brands"):
+        read_listings(one)[0].split_by_brand()
+
+
+def test_evaluation_counts_the_test_dresses_of_brands_it_never_saw(real_slice) -> None:
+    train, test = real_slice
+    small = train.take(np.arange(400))
+    unseen = sum(b not in set(small.brand) for b in test.brand)
+    ev = evaluate(small, test, split="400 dresses of the slice", folds=3)
+    assert unseen > 0 and ev.test_unseen_brand == unseen
+    assert ev.to_dict()["test_unseen_brand"] == unseen

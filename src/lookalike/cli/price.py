@@ -32,7 +32,7 @@ DataOpt = Annotated[
     Path | None,
     typer.Option("--data", help="listings CSV (default: ../shared/data/prices/rtr_dresses.csv)"),
 ]
-SeedOpt = Annotated[int, typer.Option("--seed", help="seed of the random 80/20 split")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="seed of the 80/20 split and the CV folds")]
 MethodOpt = Annotated[
     str | None, typer.Option("--method", help="ridge | knn | blend | boost (default: CV's choice)")
 ]
@@ -46,7 +46,9 @@ def _cell(text: str) -> str:
 def evaluation_table(ev: Evaluation) -> Table:
     table = Table(
         title=f"price models — {ev.split}; test {ev.test_rows} dresses "
-        f"({ev.test_above_floor} above the ${ev.floor:g} floor)"
+        f"({ev.test_above_floor} above the ${ev.floor:g} floor"
+        + (f", {ev.test_unseen_brand} of a brand not in training" if ev.test_unseen_brand else "")
+        + ")"
     )
     for col in ("model", "MAE $", "MAPE", "MAE above floor $", "floored", ""):
         table.add_column(col, justify="left" if col in ("model", "") else "right")
@@ -70,6 +72,13 @@ def eval_price(
     test: Annotated[Path | None, typer.Option("--test", help="test CSV (needs --train)")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
     seed: SeedOpt = DEFAULT_SEED,
+    split: Annotated[
+        str,
+        typer.Option(
+            "--split",
+            help="how one file is split 80/20: random, or brand (no brand on both sides)",
+        ),
+    ] = "random",
 ) -> None:
     """Fit every row's model on the training file; MAE, MAPE, MAE above the floor on the test.
 
@@ -80,7 +89,7 @@ def eval_price(
             f"no --train/--test given and {default_data()} is absent: pass files of the "
             "rtr_dresses.csv columns"
         )
-    tr, te, how, reads = load_split(train, test, seed=seed)
+    tr, te, how, reads = load_split(train, test, seed=seed, by=split)
     with console.status("cross-validating on the training file") as status:
         ev = evaluate(tr, te, split=how, reads=reads, seed=seed, progress=status.update)
     for read in ev.reads:

@@ -34,6 +34,7 @@ from lookalike.price.model import PriceModel
 __all__ = [
     "DEFAULT_SEED",
     "DEFAULT_TEST_FRACTION",
+    "SPLITS",
     "Evaluation",
     "Row",
     "default_data",
@@ -45,6 +46,7 @@ __all__ = [
 
 DEFAULT_SEED = 0
 DEFAULT_TEST_FRACTION = 0.2
+SPLITS = ("random", "brand")
 ROWS = (
     ("rule", "rule", False, 1.0),
     ("rule, floored", "rule", True, 1.0),
@@ -99,6 +101,7 @@ class Evaluation:
     floor: float
     test_above_floor: int
     split: str
+    test_unseen_brand: int = 0  # test dresses whose brand no training dress has
     reads: list[ReadReport] = field(default_factory=list)
     interval: dict[str, float] = field(default_factory=dict)
 
@@ -115,6 +118,7 @@ class Evaluation:
             "train_rows": self.train_rows,
             "test_rows": self.test_rows,
             "test_above_floor": self.test_above_floor,
+            "test_unseen_brand": self.test_unseen_brand,
             "floor": self.floor,
             "rows": [r.to_dict() for r in self.rows],
             "chosen": self.chosen.name,
@@ -159,6 +163,7 @@ def evaluate(
             Row(name, method, row_figures(pred, test.rent, model.floor), name == chosen_name)
         )
     own = evaluate_model(model, test)
+    known = set(train.brand)
     if model.step > 0:  # the chosen row as served: rounded to the step the CV chose
         for row in rows:
             row.chosen = False
@@ -172,6 +177,7 @@ def evaluate(
         floor=model.floor,
         test_above_floor=int(np.sum(test.rent > model.floor)),
         split=split,
+        test_unseen_brand=sum(b not in known for b in test.brand),
         reads=list(reads or []),
         interval={
             "level": round(model.interval_level, 3),
@@ -188,13 +194,20 @@ def load_split(
     data: Path | None = None,
     seed: int = DEFAULT_SEED,
     test_fraction: float = DEFAULT_TEST_FRACTION,
+    by: str = "random",
 ) -> tuple[Listings, Listings, str, list[ReadReport]]:
     """(train, test, how they were split, read reports) for ``lookalike eval price``.
 
-    Both files given: use them. Only ``train_path`` (or ``data``): split it. Neither: split the
+    Both files given: use them. Only ``train_path`` (or ``data``): split it, at random
+    (``by="random"``) or by brand (``by="brand"``: no brand on both sides). Neither: split the
     shared ``rtr_dresses.csv``.
     """
+    by = by.strip().lower()
+    if by not in SPLITS:
+        raise InvalidInput(f"split {by!r}: use one of {', '.join(SPLITS)}")
     if train_path is not None and test_path is not None:
+        if by != "random":
+            raise InvalidInput(f"--split {by} splits one file; --train and --test are the split")
         train, r1 = read_listings(train_path)
         test, r2 = read_listings(test_path)
         return train, test, f"train {train_path}, test {test_path}", [r1, r2]
@@ -202,6 +215,13 @@ def load_split(
         raise InvalidInput("--test needs --train (or give neither for the default split)")
     source = train_path or data or default_data()
     listings, report = read_listings(source)
-    train, test = listings.split(test_fraction, seed)
-    how = f"random {1 - test_fraction:.0%}/{test_fraction:.0%} of {source.name}, seed {seed}"
+    if by == "brand":
+        train, test = listings.split_by_brand(test_fraction, seed)
+        how = (
+            f"by brand, {len(set(test.brand))} of {len(set(listings.brand))} brands held out "
+            f"({len(test) / len(listings):.0%} of the dresses) of {source.name}, seed {seed}"
+        )
+    else:
+        train, test = listings.split(test_fraction, seed)
+        how = f"random {1 - test_fraction:.0%}/{test_fraction:.0%} of {source.name}, seed {seed}"
     return train, test, how, [report]

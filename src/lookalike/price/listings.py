@@ -24,6 +24,7 @@ import csv
 import io
 import math
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,6 +170,31 @@ class Listings:
         if n_test < 1 or n_test >= len(self):
             raise InvalidInput(f"{len(self)} listings are too few to split {test_fraction:g}")
         return self.take(np.sort(order[n_test:])), self.take(np.sort(order[:n_test]))
+
+    def split_by_brand(
+        self, test_fraction: float = 0.2, seed: int = 0
+    ) -> tuple[Listings, Listings]:
+        """(train, test) with no brand on both sides: how a model prices a brand it never saw.
+
+        The distinct brands are shuffled with ``seed`` and go to the test side, whole, until it
+        holds at least ``test_fraction`` of the dresses (so it may hold a little more).
+        """
+        if not 0 < test_fraction < 1:
+            raise InvalidInput(f"test fraction must be between 0 and 1, got {test_fraction}")
+        brands = sorted(set(self.brand))
+        if len(brands) < 2:
+            raise InvalidInput(f"a split by brand needs 2 brands or more, got {len(brands)}")
+        order = np.random.default_rng(seed).permutation(len(brands))
+        sizes = Counter(self.brand)
+        test_brands: set[str] = set()
+        held = 0
+        for j in order[:-1]:  # the last brand always stays in training
+            if held >= test_fraction * len(self):
+                break
+            test_brands.add(brands[j])
+            held += sizes[brands[j]]
+        is_test = np.array([b in test_brands for b in self.brand])
+        return self.take(np.flatnonzero(~is_test)), self.take(np.flatnonzero(is_test))
 
     def to_records(self) -> list[dict[str, object]]:
         """One dict per dress in the CSV's own column names (what :func:`read_listings` reads)."""
