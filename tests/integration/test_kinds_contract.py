@@ -18,12 +18,14 @@ from pathlib import Path
 
 import pytest
 from bad_models import copy_model, register_onnx_model
+from fastapi.testclient import TestClient
+from live import api_key
+from test_fit_serving import SHOPPER, synthetic_rentals
 from test_fit_serving import bad_version as fit_bad_version
 from test_fit_serving import good_version as fit_good_version
-from test_fit_serving import synthetic_rentals
 from test_forecast_serving import bad_forecast, good_forecast, synthetic_forecast_rentals
 from test_prefilter_kind import bad_prefilter, good_prefilter
-from test_price_serving import bad_version, good_version, synthetic_csv
+from test_price_serving import DRESS, bad_version, good_version, synthetic_csv
 from test_recs_serving import bad_recs_version, good_recs_version
 
 from lookalike.catalog import CatalogStore
@@ -38,6 +40,7 @@ from lookalike.lifecycle import (
     rollback,
 )
 from lookalike.registry import Ref, Registry
+from lookalike.serve.app import create_app
 from lookalike.serve.products import default_kinds
 
 Factory = Callable[[Kind, str], Ref]
@@ -265,3 +268,23 @@ def _contract(kind: Kind, catalog: CatalogStore) -> None:
 
 def _rename_embedder(registry: Registry, ref: Ref, embedder: str) -> Ref:
     return copy_model(registry, str(ref), embedder=embedder)
+
+
+def test_a_product_never_built_answers_503_naming_its_command(tmp_path: Path) -> None:
+    """An optional product with nothing promoted: its route says why and which command fixes it."""
+    headers = {"X-API-Key": api_key(tmp_path)}
+    asks = {
+        "price suggestion": ("post", "/v1/price", DRESS, "lookalike price build"),
+        "fit prediction": ("post", "/v1/fit", {**SHOPPER, "item_id": "1"}, "lookalike fit build"),
+        "demand forecasting": ("get", "/v1/forecast/items/1000", None, "lookalike forecast build"),
+        "recommendation": ("get", "/v1/users/shopper-1/home", None, "lookalike recs build"),
+    }
+    with TestClient(create_app(Settings(home=tmp_path))) as client:
+        for what, (method, path, body, fix) in asks.items():
+            r = client.request(method, path, json=body, headers=headers)
+            message = r.json()["error"]["message"]
+            assert r.status_code == 503, (path, r.text)
+            assert message == f"{what} is not ready: nothing is promoted yet — run `{fix}`", path
+        products = client.get("/health").json()["products"]
+        for product in ("price", "fit", "forecast", "recs"):  # optional: not built, not down
+            assert products[product]["built"] is False and products[product]["status"] == "ok"

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from lookalike.core.errors import InvalidInput, NotFound, Unavailable, short_reason
+from lookalike.core.errors import InvalidInput, NotFound, short_reason
 from lookalike.forecast.tables import (
     METHOD_FILES,
     ForecastSeries,
@@ -301,8 +301,3 @@ class UnbuiltForecast(Unbuilt):
 
     product = "forecast"
     build_fix = BUILD_FIX
-
-
-def unavailable(problems: list[str]) -> Unavailable:
-    why = "; ".join(problems) or "no demand forecast is promoted yet"
-    return Unavailable(f"demand forecasts are not ready: {why} — run `{BUILD_FIX}`")

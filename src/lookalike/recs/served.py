@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lookalike.core.errors import NotFound, Unavailable, short_reason
+from lookalike.core.errors import NotFound, short_reason
 from lookalike.lifecycle import Chain, LoadContext, Release, Step
 from lookalike.lifecycle.single import ChainedGeneration, Unbuilt, product_chain
 from lookalike.recs.events import ShopperEvent
@@ -253,8 +253,3 @@ class UnbuiltRecs(Unbuilt):
 
     product = "recs"
     build_fix = BUILD_FIX
-
-
-def unavailable(problems: list[str]) -> Unavailable:
-    why = "; ".join(problems) or "no recommendations model is promoted yet"
-    return Unavailable(f"recommendations are not ready: {why} — run `{BUILD_FIX}`")

@@ -23,8 +23,8 @@ from starlette.concurrency import run_in_threadpool
 
 from lookalike.catalog.rental_store import RentalReview, RentalStore
 from lookalike.catalog.rentals import PLAUSIBLE
-from lookalike.core.errors import InvalidInput, Unavailable
-from lookalike.recs.fit_served import BUILD_FIX, FitAsk, FitGeneration, UnbuiltFit
+from lookalike.core.errors import InvalidInput
+from lookalike.recs.fit_served import BUILD_FIX, FitAsk, FitGeneration
 from lookalike.recs.likeme import (
     BODY_TYPES,
     SIZE_RANGE,
@@ -110,18 +110,6 @@ class FitResponse(BaseModel):
     fallback: str | None = None
 
 
-def _generation(request: Request) -> FitGeneration:
-    slot = request.app.state.serving.products.get("fit")
-    generation = None if slot is None else slot.generation  # read once: a reload may swap it
-    if isinstance(generation, FitGeneration):
-        return generation
-    if generation is None or isinstance(generation, UnbuiltFit):
-        problems = [] if slot is None else slot.problems
-        why = "; ".join(problems) or "no fit model is promoted yet"
-        raise Unavailable(f"fit prediction is not ready: {why} — run `{BUILD_FIX}`")
-    raise Unavailable(f"fit prediction is not ready — run `{BUILD_FIX}`")
-
-
 # ---- reviews of women like me -----------------------------------------------------------------
 
 
@@ -202,7 +190,9 @@ def build_fit_router() -> APIRouter:
         f"the overall prior. 503 when no fit model is promoted (`{BUILD_FIX}`).",
     )
     async def predict_fit(body: FitRequest, request: Request) -> dict[str, Any]:
-        generation = _generation(request)
+        generation = request.app.state.serving.served(
+            "fit", FitGeneration, what="fit prediction", fix=BUILD_FIX
+        )
         ask = FitAsk(body.shopper(), body.item_id, body.size)
         answer, served_by, reasons = await run_in_threadpool(generation.answer, ask)
         return {

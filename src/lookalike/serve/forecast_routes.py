@@ -27,7 +27,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from lookalike.forecast.served import UNIT, ForecastGeneration, unavailable
+from lookalike.forecast.served import BUILD_FIX, UNIT, ForecastGeneration
 from lookalike.serve.schemas import ErrorResponse
 
 __all__ = ["ForecastResponse", "build_forecast_router"]
@@ -81,11 +81,8 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def _generation(request: Request) -> ForecastGeneration:
-    slot = request.app.state.serving.products.get("forecast")
-    generation = None if slot is None else slot.generation  # read once: a reload may swap it
-    if isinstance(generation, ForecastGeneration):
-        return generation
-    raise unavailable([] if slot is None else list(slot.problems))
+    serving = request.app.state.serving
+    return serving.served("forecast", ForecastGeneration, what="demand forecasting", fix=BUILD_FIX)
 
 
 def _answer(generation: ForecastGeneration, level: str, key: str, weeks: int, lv: float) -> dict:

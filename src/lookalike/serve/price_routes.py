@@ -21,9 +21,9 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
-from lookalike.core.errors import InvalidInput, Unavailable
+from lookalike.core.errors import InvalidInput
 from lookalike.price.listings import FABRICS, MAX_PRICE, listings_from_records
-from lookalike.price.served import BUILD_FIX, PriceGeneration, UnbuiltPrice
+from lookalike.price.served import BUILD_FIX, PriceGeneration
 from lookalike.serve.schemas import ErrorResponse
 
 __all__ = ["PriceRequest", "PriceResponse", "build_price_router"]
@@ -111,18 +111,6 @@ class PriceResponse(BaseModel):
     fallback: str | None = None
 
 
-def _generation(request: Request) -> PriceGeneration:
-    slot = request.app.state.serving.products.get("price")
-    generation = None if slot is None else slot.generation  # read once: a reload may swap it
-    if isinstance(generation, PriceGeneration):
-        return generation
-    if generation is None or isinstance(generation, UnbuiltPrice):
-        problems = [] if slot is None else slot.problems
-        why = "; ".join(problems) or "no price model is promoted yet"
-        raise Unavailable(f"price suggestion is not ready: {why} — run `{BUILD_FIX}`")
-    raise Unavailable(f"price suggestion is not ready — run `{BUILD_FIX}`")
-
-
 def build_price_router() -> APIRouter:
     router = APIRouter()
 
@@ -144,7 +132,9 @@ def build_price_router() -> APIRouter:
         f"model is promoted (`{BUILD_FIX}`).",
     )
     async def suggest_price(body: PriceRequest, request: Request) -> dict[str, Any]:
-        generation = _generation(request)
+        generation = request.app.state.serving.served(
+            "price", PriceGeneration, what="price suggestion", fix=BUILD_FIX
+        )
         listings, report = listings_from_records([body.record()], require_rent=False)
         if not len(listings):  # the schema already refuses what the reader would drop
             raise InvalidInput("the dress could not be read: " + "; ".join(report.reasons))

@@ -36,7 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from lookalike.catalog.records import Item
 from lookalike.core.errors import NotFound
 from lookalike.recs.events import EventStore
-from lookalike.recs.served import BUILD_FIX, RecsGeneration, unavailable
+from lookalike.recs.served import BUILD_FIX, RecsGeneration
 from lookalike.recs.similar import DEFAULT_BLEND, Scored, blend
 from lookalike.search import Hit, SearchResult
 from lookalike.search.served import SearchGeneration
@@ -125,11 +125,8 @@ def recs_generation(request: Request) -> RecsGeneration | None:
 
 
 def _required(request: Request) -> RecsGeneration:
-    generation = recs_generation(request)
-    if generation is None:
-        slot = request.app.state.serving.products.get("recs")
-        raise unavailable([] if slot is None else slot.problems)
-    return generation
+    serving = request.app.state.serving
+    return serving.served("recs", RecsGeneration, what="recommendation", fix=BUILD_FIX)
 
 
 def _events(request: Request) -> EventStore:

@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 
 from lookalike.catalog import CatalogStore
-from lookalike.core.errors import LookalikeError
+from lookalike.core.errors import LookalikeError, Unavailable
 from lookalike.core.settings import Settings
 from lookalike.lifecycle import FallbackHook, KindRegistry, LoadContext, ProductSlot, StepPools
 from lookalike.search import SearchService
@@ -28,6 +28,7 @@ from lookalike.serve.products import default_kinds
 __all__ = ["ServingState", "load_state", "watch_registry"]
 
 log = logging.getLogger("lookalike.serve")
+G = TypeVar("G")
 
 
 @dataclass
@@ -52,6 +53,19 @@ class ServingState:
         generation = self.search_slot.generation
         assert generation is None or isinstance(generation, SearchGeneration)
         return generation
+
+    def served(self, product: str, cls: type[G], *, what: str, fix: str) -> G:
+        """``product``'s generation serving now, or a 503 that says why and which command fixes it.
+
+        Call it once per request and keep the answer: a reload may swap the slot's generation at
+        any time. ``what`` names the product in the error ("price suggestion is not ready: …").
+        """
+        slot = self.products.get(product)
+        generation = None if slot is None else slot.generation
+        if isinstance(generation, cls):
+            return generation
+        why = "; ".join([] if slot is None else slot.problems) or "nothing is promoted yet"
+        raise Unavailable(f"{what} is not ready: {why} — run `{fix}`")
 
     @property
     def ready(self) -> bool:
