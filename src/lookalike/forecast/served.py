@@ -253,10 +253,14 @@ class ForecastGeneration(ChainedGeneration):
 
     def health(self) -> dict[str, Any]:
         metrics = self.manifest.get("metrics", {})
-        body: dict[str, Any] = {
-            "built": True,
-            "model": {
-                "version": self.version,
+        have_naive = self.naive is not None
+        naive = {"step": "seasonal naive", "ready": have_naive, "why": self.why.get("naive")}
+        either = have_naive or self.ridge is not None
+        share = {"step": "category share", "ready": either, "why": None}
+        zero = {"step": "static zero", "ready": True, "why": None}
+        down = self.ridge is None
+        return self.health_body(
+            {
                 "trained_until": self.meta["trained_until"],
                 "items": int(self.series.item_ids.size),
                 "categories": int(self.series.categories.size),
@@ -264,36 +268,10 @@ class ForecastGeneration(ChainedGeneration):
                 "backtest_mase_categories": metrics.get("mase_categories"),
                 "unit": UNIT,
             },
-            "fallbacks": {
-                "items": [
-                    {
-                        "step": "seasonal naive",
-                        "ready": self.naive is not None,
-                        "why": self.why.get("naive"),
-                    },
-                    {
-                        "step": "category share",
-                        "ready": self.naive is not None or self.ridge is not None,
-                        "why": None,
-                    },
-                    {"step": "static zero", "ready": True, "why": None},
-                ],  # fmt: skip
-                "categories": [
-                    {
-                        "step": "seasonal naive",
-                        "ready": self.naive is not None,
-                        "why": self.why.get("naive"),
-                    },
-                    {"step": "static zero", "ready": True, "why": None},
-                ],  # fmt: skip
-            },
-        }
-        if self.ridge is None:
-            body["fell_back"] = True
-            body["problems"] = [f"{p} — run `{BUILD_FIX}`" for p in self.problems]
-        elif self.problems:
-            body["problems"] = list(self.problems)
-        return body
+            {"items": [naive, share, zero], "categories": [naive, zero]},
+            fell_back=down,
+            problems=[f"{p} — run `{BUILD_FIX}`" if down else p for p in self.problems],
+        )
 
 
 class UnbuiltForecast(Unbuilt):

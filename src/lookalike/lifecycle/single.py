@@ -290,5 +290,27 @@ class ChainedGeneration:
         for chain in self.chains.values():
             chain.on_fallback = hook
 
+    def health_body(
+        self,
+        model: dict[str, Any],
+        fallbacks: dict[str, Any],
+        *,
+        fell_back: bool = False,
+        problems: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """The product's part of /health in the shape every kind keeps: ``built``, ``model``
+        (its ``version`` first), ``fallbacks``; ``fell_back`` (the slot says degraded) and
+        ``problems`` only when there are any."""
+        body: dict[str, Any] = {
+            "built": True,
+            "model": {"version": self.version, **model},
+            "fallbacks": fallbacks,
+        }
+        if fell_back:
+            body["fell_back"] = True
+        if problems:
+            body["problems"] = list(problems)
+        return body
+
     def close(self) -> None:
         """Nothing to release: arrays and sessions are freed with the last request using them."""

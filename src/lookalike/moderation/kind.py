@@ -258,25 +258,19 @@ class PrefilterGeneration(ChainedGeneration):
 
     def health(self) -> dict[str, Any]:
         metrics = self.manifest.get("metrics", {})
-        body: dict[str, Any] = {
-            "built": True,
-            "model": {
-                "version": self.version,
+        down = self.scorer is None
+        why = f"{self.why} — every post goes to the moderators; run `{BUILD_FIX}`"
+        return self.health_body(
+            {
                 "blocks": self.manifest.get("blocks"),
                 "threshold": self.threshold,
                 "recall_target": self.manifest.get("recall_target"),
                 "holdout": metrics.get("holdout"),
             },
-            "fallbacks": {
-                "prefilter": [{"step": "send everything to the humans", "ready": True, "why": None}]
-            },
-        }
-        if self.scorer is None:
-            body["fell_back"] = True
-            body["problems"] = [
-                f"{self.why} — every post goes to the moderators; run `{BUILD_FIX}`"
-            ]
-        return body
+            {"prefilter": [{"step": "send everything to the humans", "ready": True, "why": None}]},
+            fell_back=down,
+            problems=[why] if down else [],
+        )
 
 
 class UnbuiltPrefilter(Unbuilt):

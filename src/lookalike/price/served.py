@@ -201,22 +201,18 @@ class PriceGeneration(ChainedGeneration):
 
     def health(self) -> dict[str, Any]:
         metrics = self.manifest.get("metrics", {})
-        body: dict[str, Any] = {
-            "built": True,
-            "model": {
-                "version": self.version,
+        down = self.model is None
+        why = f"{self.model_why} — serving the rule of thumb; run `{BUILD_FIX}`"
+        return self.health_body(
+            {
                 "method": None if self.model is None else self.model.model.method,
                 "holdout_mape": metrics.get("mape"),
                 "floor": self.rule.floor,
             },
-            "fallbacks": {
-                "price": [{"step": "rule of thumb", "ready": True, "why": None}],
-            },
-        }
-        if self.model is None:
-            body["fell_back"] = True
-            body["problems"] = [f"{self.model_why} — serving the rule of thumb; run `{BUILD_FIX}`"]
-        return body
+            {"price": [{"step": "rule of thumb", "ready": True, "why": None}]},
+            fell_back=down,
+            problems=[why] if down else [],
+        )
 
 
 class UnbuiltPrice(Unbuilt):

@@ -242,25 +242,17 @@ class FitGeneration(ChainedGeneration):
 
     def health(self) -> dict[str, Any]:
         metrics = self.manifest.get("metrics", {})
-        body: dict[str, Any] = {
-            "built": True,
-            "model": {
-                "version": self.version,
-                "macro_f1": metrics.get("macro_f1"),
-                "mean_auc": metrics.get("mean_auc"),
-                "items": metrics.get("items"),
-            },
-            "fallbacks": {
+        return self.health_body(
+            {k: metrics.get(k) for k in ("macro_f1", "mean_auc", "items")},
+            {
                 "fit": [
                     {"step": s.name, "ready": s.engine is not None, "why": s.why}
                     for s in self.steps
                 ]
             },
-        }
-        if self.problems:
-            body["fell_back"] = True
-            body["problems"] = [f"{p} — run `{BUILD_FIX}`" for p in self.problems]
-        return body
+            fell_back=bool(self.problems),
+            problems=[f"{p} — run `{BUILD_FIX}`" for p in self.problems],
+        )
 
 
 class UnbuiltFit(Unbuilt):

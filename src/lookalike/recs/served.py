@@ -229,23 +229,21 @@ class RecsGeneration(ChainedGeneration):
 
     def health(self) -> dict[str, Any]:
         metrics = self.manifest.get("metrics", {})
-        body: dict[str, Any] = {
-            "built": True,
-            "model": {
-                "version": self.version,
+        down = self.model is None
+        why = f"{self.model_why} — serving the static lists; run `{BUILD_FIX}`"
+        return self.health_body(
+            {
                 "items": None if self.model is None else len(self.model.items),
                 "users": None if self.model is None else len(self.model.users),
                 **{k: metrics.get(k) for k in ("ndcg@10", "hit@10", "home_hit@20")},
             },
-            "fallbacks": {
+            {
                 stage: [step.label or step.name for step in chain.steps]
                 for stage, chain in self.chains.items()
             },
-        }
-        if self.model is None:
-            body["fell_back"] = True
-            body["problems"] = [f"{self.model_why} — serving the static lists; run `{BUILD_FIX}`"]
-        return body
+            fell_back=down,
+            problems=[why] if down else [],
+        )
 
 
 class UnbuiltRecs(Unbuilt):
