@@ -77,7 +77,8 @@
     if (!start) return;
     const rect = rectOf(e);
     cleanUp();
-    if (rect.w < 8 || rect.h < 8) return;
+    // A click or a sliver is no selection; the server refuses photos under 16 px a side.
+    if (rect.w < 16 || rect.h < 16) return;
     // Let the page repaint without the overlay before the screenshot is taken.
     let sent = false;
     const send = () => {

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from lookalike.core.errors import BadImage, InvalidInput, TooLarge
-from lookalike.core.images import MAX_ASPECT_RATIO, DecodeBudget, decode_image
+from lookalike.core.images import MAX_ASPECT_RATIO, MIN_SIDE, DecodeBudget, decode_image
 
 # Modes each writer accepts (Pillow converts or refuses others).
 MODES = {
@@ -77,6 +77,13 @@ def test_valid_images_decode_to_rgb_of_their_size(case: tuple[str, tuple[int, in
             assert exc.status == 415
             return
         raise AssertionError("a TIFF was decoded")
+    if min(width, height) < MIN_SIDE:
+        try:
+            decode(data)
+        except BadImage as exc:
+            assert exc.status == 422 and "too small" in exc.message
+            return
+        raise AssertionError("a photo under the minimum side was accepted")
     if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
         try:
             decode(data)

@@ -311,9 +311,13 @@ def test_gif_without_frames_or_with_a_broken_stream_is_a_bad_image() -> None:
     expect(BadImage, 422, b"GIF89a")
 
 
-def test_absurd_aspect_and_zero_size_are_bad_images() -> None:
-    assert "aspect" in expect(BadImage, 422, encode(Image.new("L", (1, 100_000)), "PNG"))
-    assert "aspect" in expect(BadImage, 422, encode(Image.new("RGB", (4000, 10)), "JPEG"))
+def test_absurd_aspect_tiny_and_zero_size_are_bad_images() -> None:
+    assert "aspect" in expect(BadImage, 422, encode(Image.new("L", (20, 100_000)), "PNG"))
+    assert "aspect" in expect(BadImage, 422, encode(Image.new("RGB", (4000, 100)), "JPEG"))
+    for size in ((1, 1), (15, 400), (300, 8)):
+        message = expect(BadImage, 422, encode(Image.new("RGB", size), "PNG"))
+        assert f"{size[0]}×{size[1]} pixels, too small" in message and "at least 16" in message
+    assert decode_image(encode(Image.new("RGB", (16, 16)), "PNG")).size == (16, 16)
     zero = png_bomb(0, 10)
     expect(BadImage, 422, zero)
 

@@ -12,8 +12,9 @@ one of the project errors below; no Pillow, OS or parser exception escapes.
     UnsupportedImage (415)  not an image, or a format we do not read; the message names the
                             type we detected ("PDF document", "HEIC image", "HTML text", ...)
     BadImage (422)          an empty payload (code ``empty``); an accepted format that is
-                            truncated or corrupt, zero-sized, or of an absurd aspect ratio
-                            (longer side more than ``MAX_ASPECT_RATIO`` times the shorter)
+                            truncated or corrupt, zero-sized, under ``MIN_SIDE`` pixels on a
+                            side, or of an absurd aspect ratio (longer side more than
+                            ``MAX_ASPECT_RATIO`` times the shorter)
     Unavailable (503)       the process-wide :class:`DecodeBudget` stayed full for its short wait
                             (code ``busy``): many large images are being decoded at once
 
@@ -73,6 +74,7 @@ __all__ = [
     "DEFAULT_MAX_UPLOAD_DECODE_BYTES",
     "DEFAULT_MAX_UPLOAD_PIXELS",
     "MAX_ASPECT_RATIO",
+    "MIN_SIDE",
     "UPLOAD_BUDGET_WAIT_SECONDS",
     "DecodeBudget",
     "decode_cost",
@@ -107,6 +109,9 @@ UPLOAD_BUDGET_WAIT_SECONDS = 1.0
 DEFAULT_MAX_UPLOAD_DECODE_BYTES = 400 * 2**20
 DEFAULT_DRAFT_SIZE: tuple[int, int] = (224, 224)
 MAX_ASPECT_RATIO = 20.0
+# Under this many pixels on its shorter side a photo shows no garment (a 1×1 "photo" would
+# still get 20 confident-looking neighbours): refused with 422.
+MIN_SIDE = 16
 
 # Pillow plugin names handed to Image.open(formats=...): only these parsers ever see the bytes.
 # The JPEG plugin also yields MPO images (phone photos with a multi-picture segment).
@@ -492,6 +497,11 @@ def _decode(
         raise TooLarge(
             f"the {fmt} image is {width}×{height} = {width * height / 1e6:.0f} megapixels; "
             f"the limit is {caps.max_pixels / 1e6:.0f} megapixels"
+        )
+    if min(width, height) < MIN_SIDE:
+        raise BadImage(
+            f"the {fmt} image is {width}×{height} pixels, too small to show a garment: send a "
+            f"photo at least {MIN_SIDE} pixels on each side"
         )
     if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
         raise BadImage(
