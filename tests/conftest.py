@@ -101,13 +101,8 @@ def home_with_model(tmp_path: Path, built_models: Path) -> Path:
     return tmp_path
 
 
-@pytest.fixture(scope="session")
-def demo_home(tmp_path_factory: pytest.TempPathFactory, built_models: Path) -> Path:
-    """A LOOKALIKE_HOME with the default model, the demo catalog imported and indexed.
-
-    Built once per session through the same library calls the CLI makes. Tests that change it
-    must copy it first (see ``fresh_demo_home``).
-    """
+def _indexed_demo_home(home: Path, models: Path) -> Path:
+    """``home`` with a copy of ``models``, the demo catalog imported and indexed, promoted."""
     import shutil
 
     from lookalike.catalog import CatalogStore
@@ -116,8 +111,7 @@ def demo_home(tmp_path_factory: pytest.TempPathFactory, built_models: Path) -> P
     from lookalike.search import build_index
     from lookalike.search.kind import SearchKind
 
-    home = tmp_path_factory.mktemp("demo_home")
-    shutil.copytree(built_models, home / "models")
+    shutil.copytree(models, home / "models")
     settings = Settings(home=home)
     settings.var_dir.mkdir(parents=True)
     store = CatalogStore(settings.db_url, settings.media_dir)
@@ -130,6 +124,22 @@ def demo_home(tmp_path_factory: pytest.TempPathFactory, built_models: Path) -> P
     assert outcome.promoted, outcome.failed_checks
     store.close()
     return home
+
+
+@pytest.fixture(scope="session")
+def demo_home(tmp_path_factory: pytest.TempPathFactory, built_models: Path) -> Path:
+    """A LOOKALIKE_HOME with the default model, the demo catalog imported and indexed.
+
+    Built once per session through the same library calls the CLI makes. Tests that change it
+    must copy it first (see ``fresh_demo_home``).
+    """
+    return _indexed_demo_home(tmp_path_factory.mktemp("demo_home"), built_models)
+
+
+@pytest.fixture(scope="session")
+def garment_demo_home(tmp_path_factory: pytest.TempPathFactory, garment_models: Path) -> Path:
+    """``demo_home`` with the shipped garment-aware default (what `make demo` serves)."""
+    return _indexed_demo_home(tmp_path_factory.mktemp("garment_demo_home"), garment_models)
 
 
 @pytest.fixture()

@@ -285,3 +285,59 @@ def test_catalog_rows_come_from_memory_and_follow_an_import(
             assert rows_read == [], rows_read
     finally:
         sa.event.remove(engine, "before_cursor_execute", record)
+
+
+def test_a_small_box_on_a_large_photo_is_decoded_at_the_model_s_size(
+    garment_demo_home: Path, rows: list[dict[str, str]], shared_data: Path
+) -> None:
+    """A garment a sixth of a 1024 px upload wide: the whole-photo draft (256 px) would hand the
+    model a 40 px crop; the route decodes the box's area at ≥ 224 px instead. Held-out clothing
+    photos (not in the demo) pasted into a larger photo, searched by a box round each, over the
+    shipped garment-aware default."""
+    import numpy as np
+
+    from lookalike.core.images import decode_image
+
+    kinds = {r["category"] for r in rows}
+    kind_of = {r["item_id"]: r["category"] for r in rows}
+    demo_files = {Path(r["image"]).name for r in rows}
+    with open(shared_data / "clothing" / "labels.csv", encoding="utf-8") as f:
+        held_out = [
+            r for r in csv.DictReader(f) if r["label"] in kinds and r["file"] not in demo_files
+        ][3::7][:60]
+    rng = np.random.default_rng(0)
+    right: dict[str, list[bool]] = {"route": [], "whole-photo draft": []}
+    with TestClient(create_app(Settings(home=garment_demo_home))) as client:
+        search = client.app.state.serving.search
+        for r in held_out:
+            canvas = Image.new("RGB", (1024, 768), (235, 235, 230))
+            with Image.open(shared_data / "clothing" / "images" / r["file"]) as im:
+                small = im.convert("RGB")
+                small.thumbnail((164, 164))
+            x = int(rng.integers(0, 1024 - small.width))
+            y = int(rng.integers(0, 768 - small.height))
+            canvas.paste(small, (x, y))
+            data = _jpeg(canvas)
+            box = (x / 1024, y / 768, (x + small.width) / 1024, (y + small.height) / 768)
+            answer = _search(client, data, box=",".join(f"{v:.6f}" for v in box), k=5)
+            assert answer.status_code == 200, answer.text
+            top = answer.json()["results"][0]["item_id"]
+            before = search.service.search_image(decode_image(data), k=5, box=box, phases=search)
+            right["route"].append(kind_of[top] == r["label"])
+            right["whole-photo draft"].append(kind_of[before.hits[0].item.item_id] == r["label"])
+    share = {k: float(np.mean(v)) for k, v in right.items()}
+    # measured 0.62 against 0.37 on these 60 photos (0.60 against 0.34 on 200)
+    assert share["route"] >= share["whole-photo draft"] + 0.1, share
+
+
+def test_a_box_too_small_to_show_a_garment_is_a_422(
+    client: TestClient, demo_images: list[Path]
+) -> None:
+    with Image.open(demo_images[0]) as im:
+        photo = im.convert("RGB").resize((200, 300))
+    r = _search(client, _jpeg(photo), box="0.5,0.5,0.55,0.6")  # 10×30 pixels
+    assert r.status_code == 422, r.text
+    message = r.json()["error"]["message"]
+    assert "box" in message and "covers 10×30 pixels of the 200×300 photo" in message
+    assert "at least 16 pixels" in message
+    assert _search(client, _jpeg(photo), box="0.5,0.5,0.6,0.6").status_code == 200  # 20×30

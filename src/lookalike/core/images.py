@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import stat
 import struct
 import threading
@@ -75,6 +76,7 @@ __all__ = [
     "DEFAULT_MAX_UPLOAD_PIXELS",
     "MAX_ASPECT_RATIO",
     "MIN_SIDE",
+    "draft_for_box",
     "UPLOAD_BUDGET_WAIT_SECONDS",
     "DecodeBudget",
     "decode_cost",
@@ -572,6 +574,21 @@ def _check_webp(size: tuple[int, int], caps: _Caps) -> None:
             f"decoding the WEBP image ({width}×{height}) would need {cost / _MIB:.0f} MiB; "
             f"the limit is {caps.max_decoded_bytes / _MIB:.0f} MiB: send a smaller photo"
         )
+
+
+def draft_for_box(
+    box: tuple[float, float, float, float], target: tuple[int, int] = DEFAULT_DRAFT_SIZE
+) -> tuple[int, int]:
+    """The ``draft_size`` that keeps the area ``box`` (normalised x0, y0, x1, y1) of a JPEG at
+    least ``target`` on one side once decoded.
+
+    The default draft decodes the *whole photo* to about 224 px, right for embedding it whole;
+    a box a shopper drew round a fifth of it would then reach the model as a 45 px crop to
+    upsample. A draft too large for the upload caps is the caller's to retry with the default.
+    """
+    x0, y0, x1, y1 = box
+    width, height = max(x1 - x0, 1e-3), max(y1 - y0, 1e-3)
+    return math.ceil(target[0] / width), math.ceil(target[1] / height)
 
 
 def _draft_request(size: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:

@@ -17,14 +17,21 @@ import faiss
 from fastapi import APIRouter, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 from lookalike import __version__
 from lookalike.core.db import database_problem
-from lookalike.core.errors import InvalidInput, LookalikeError, NotFound, Unavailable
-from lookalike.core.images import UPLOAD_BUDGET_WAIT_SECONDS, decode_image
+from lookalike.core.errors import InvalidInput, LookalikeError, NotFound, TooLarge, Unavailable
+from lookalike.core.images import (
+    DEFAULT_DRAFT_SIZE,
+    MIN_SIDE,
+    UPLOAD_BUDGET_WAIT_SECONDS,
+    decode_image,
+    draft_for_box,
+)
 from lookalike.core.settings import Settings
 from lookalike.search import Hit, SearchResult
 from lookalike.search.crops import CROP_MODES
@@ -117,14 +124,19 @@ def _box(box: tuple[float, ...] | None) -> list[float] | None:
     return None if box is None else [round(float(v), 4) for v in box]
 
 
+def _box_error(why: str, text: str) -> RequestValidationError:
+    """A 422 on the form field ``box``, worded like FastAPI's own validation errors."""
+    return RequestValidationError(
+        [{"loc": ("body", "box"), "msg": why, "type": "value_error", "input": text[:80]}]
+    )
+
+
 def _parse_box(text: str) -> tuple[float, float, float, float]:
     """A shopper's box "x0,y0,x1,y1" (normalised 0..1, origin top left), or a 422 that says
     what is wrong with it."""
 
     def bad(why: str) -> RequestValidationError:
-        return RequestValidationError(
-            [{"loc": ("body", "box"), "msg": why, "type": "value_error", "input": text[:80]}]
-        )
+        return _box_error(why, text)
 
     parts = text.split(",")
     if len(parts) != 4:
@@ -141,6 +153,16 @@ def _parse_box(text: str) -> tuple[float, float, float, float]:
     if not (x1 > x0 and y1 > y0):
         raise bad("is empty: x1 must be greater than x0 and y1 greater than y0")
     return x0, y0, x1, y1
+
+
+def _check_box_pixels(box: tuple[float, float, float, float], size: tuple[int, int]) -> None:
+    width, height = (box[2] - box[0]) * size[0], (box[3] - box[1]) * size[1]
+    if min(width, height) < MIN_SIDE:
+        raise _box_error(
+            f"covers {width:.0f}×{height:.0f} pixels of the {size[0]}×{size[1]} photo, too "
+            f"small to show a garment: draw one at least {MIN_SIDE} pixels on each side",
+            ",".join(f"{v:g}" for v in box),
+        )
 
 
 # ``model_construct``: the values are ours and already typed, so they are not validated again;
@@ -338,14 +360,25 @@ def build_router(max_k: int) -> APIRouter:
         def run() -> SearchResult:
             # Bounded work per upload: the header cap, then pixels after the JPEG draft and the
             # decoded bytes (from the header, before decoding), under the process-wide budget.
-            pil = decode_image(
-                data,
-                max_bytes=settings.limits.max_upload_bytes,
-                max_pixels=settings.limits.max_pixels,
-                max_decoded_pixels=settings.limits.max_upload_pixels,
-                max_decoded_bytes=settings.limits.max_upload_decode_bytes,
-                budget_wait_s=UPLOAD_BUDGET_WAIT_SECONDS,
-            )
+            def decode(draft: tuple[int, int]) -> Image.Image:
+                return decode_image(
+                    data,
+                    max_bytes=settings.limits.max_upload_bytes,
+                    max_pixels=settings.limits.max_pixels,
+                    max_decoded_pixels=settings.limits.max_upload_pixels,
+                    max_decoded_bytes=settings.limits.max_upload_decode_bytes,
+                    draft_size=draft,
+                    budget_wait_s=UPLOAD_BUDGET_WAIT_SECONDS,
+                )
+
+            if area is None:
+                pil = decode(DEFAULT_DRAFT_SIZE)
+            else:  # decode the drawn area, not the whole photo, at the model's size
+                try:
+                    pil = decode(draft_for_box(area))
+                except TooLarge:  # a huge photo at that size: the whole-photo draft, as before
+                    pil = decode(DEFAULT_DRAFT_SIZE)
+                _check_box_pixels(area, pil.size)
             # the generation's service through its fallback chains (SearchGeneration.search_image
             # does the same; it does not take ``box``)
             return search.service.search_image(
