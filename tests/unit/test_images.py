@@ -20,6 +20,7 @@ from lookalike.core.images import (
     decode_cost,
     decode_image,
     detect_type,
+    draft_for_box,
     image_sha256,
     load_image_file,
 )
@@ -218,6 +219,22 @@ def test_draft_keeps_the_longer_side_at_least_the_target() -> None:
     assert decode_image(encode(Image.new("RGB", (400, 300)), "JPEG")).size == (400, 300)
     full = decode_image(encode(Image.new("RGB", (2000, 600)), "JPEG"), draft_size=None)
     assert full.size == (2000, 600)
+
+
+def test_a_box_draft_decodes_as_large_as_the_pixel_cap_allows() -> None:
+    """A box round a tenth of the photo asks for the whole photo at full size (draft_for_box);
+    under a pixel cap the decode takes the weakest reduction that fits, not a refusal."""
+    data = encode(Image.new("RGB", (3000, 2000), "gray"), "JPEG")
+    box = (0.45, 0.45, 0.55, 0.55)
+    assert draft_for_box(box) == (2240, 2240)
+    assert decode_image(data, draft_size=draft_for_box(box)).size == (3000, 2000)
+    capped = decode_image(data, draft_size=draft_for_box(box), max_decoded_pixels=2_000_000)
+    assert capped.size == (1500, 1000)  # 1/2: 1.5 MP fits, the full 6 MP does not
+    tight = decode_image(data, draft_size=draft_for_box(box), max_decoded_pixels=200_000)
+    assert tight.size == (375, 250)  # 1/8
+    assert decode_image(data).size == (375, 250)  # the whole-photo draft, cap or not
+    with pytest.raises(TooLarge):  # no draft asked for: the full size, refused under the cap
+        decode_image(data, draft_size=None, max_decoded_pixels=2_000_000)
 
 
 # --- hostile and broken payloads ---------------------------------------------------------------

@@ -327,6 +327,8 @@ def decode_image(
     box on both sides*, i.e. at least one side stays ≥ its box side. With the default (224, 224)
     the longer side stays ≥ 224, so letterboxing the longest side to 224 never upsamples. (Pillow's
     own rule keeps *both* sides ≥ the box, i.e. decodes elongated photos larger than needed.)
+    The reduction is never weaker than the one that fits ``max_decoded_pixels``: a large box
+    (:func:`draft_for_box`) asked of a huge photo decodes as large as the cap allows.
     Pass ``None`` to decode at full size, e.g. to crop a garment from the photo first.
     Other formats are always decoded at full size.
 
@@ -513,7 +515,8 @@ def _decode(
     coefficients = 0
     if fmt in ("JPEG", "MPO"):
         if draft_size is not None:
-            img.draft("RGB", _draft_request((width, height), draft_size))
+            request = _draft_request((width, height), draft_size, caps.max_decoded_pixels)
+            img.draft("RGB", request)
         if img.info.get("progressive") or img.info.get("progression"):
             # libjpeg buffers every 16-bit coefficient of the full-size image, draft or not.
             coefficients = width * height * len(img.getbands()) * 2
@@ -584,23 +587,35 @@ def draft_for_box(
 
     The default draft decodes the *whole photo* to about 224 px, right for embedding it whole;
     a box a shopper drew round a fifth of it would then reach the model as a 45 px crop to
-    upsample. A draft too large for the upload caps is the caller's to retry with the default.
+    upsample. The decode still stays under its pixel cap (:func:`_draft_request`).
     """
     x0, y0, x1, y1 = box
     width, height = max(x1 - x0, 1e-3), max(y1 - y0, 1e-3)
     return math.ceil(target[0] / width), math.ceil(target[1] / height)
 
 
-def _draft_request(size: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:
+_JPEG_SCALES = (1, 2, 4, 8)  # the DCT reductions libjpeg offers
+
+
+def _draft_request(
+    size: tuple[int, int], box: tuple[int, int], max_pixels: int | None = None
+) -> tuple[int, int]:
     """Translate a letterbox target into the request Pillow's JPEG draft understands.
 
     Pillow reduces by ``min(W // rw, H // rh)`` (rounded down to 8, 4, 2 or 1). We want the
-    strongest reduction that still keeps one side ≥ its box side, i.e. ``max(W // bw, H // bh)``;
-    asking for the box on that side and 1 pixel on the other gives exactly that.
+    strongest reduction that still keeps one side ≥ its box side, i.e. ``max(W // bw, H // bh)``
+    — but at least the one that brings the decode under ``max_pixels`` (a box asked of a 50 MP
+    photo decodes at 1/2, under a 24 MP cap, instead of being refused). Asking for
+    ``(W // r, H // r)`` gives exactly the reduction ``r``.
     """
     width, height = size
     bw, bh = max(1, int(box[0])), max(1, int(box[1]))
-    return (bw, 1) if width // bw >= height // bh else (1, bh)
+    keep = max(width // bw, height // bh)
+    scale = max(s for s in _JPEG_SCALES if s <= max(1, keep))
+    if max_pixels is not None:
+        fits = [s for s in _JPEG_SCALES if -(-width // s) * -(-height // s) <= max_pixels]
+        scale = max(scale, fits[0] if fits else _JPEG_SCALES[-1])
+    return max(1, width // scale), max(1, height // scale)
 
 
 def _orientation(img: Image.Image) -> int:

@@ -24,7 +24,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from lookalike import __version__
 from lookalike.core.db import database_problem
-from lookalike.core.errors import InvalidInput, LookalikeError, NotFound, TooLarge, Unavailable
+from lookalike.core.errors import InvalidInput, LookalikeError, NotFound, Unavailable
 from lookalike.core.images import (
     DEFAULT_DRAFT_SIZE,
     MIN_SIDE,
@@ -134,24 +134,22 @@ def _box_error(why: str, text: str) -> RequestValidationError:
 def _parse_box(text: str) -> tuple[float, float, float, float]:
     """A shopper's box "x0,y0,x1,y1" (normalised 0..1, origin top left), or a 422 that says
     what is wrong with it."""
-
-    def bad(why: str) -> RequestValidationError:
-        return _box_error(why, text)
-
     parts = text.split(",")
     if len(parts) != 4:
-        raise bad(f'needs four numbers "x0,y0,x1,y1" between 0 and 1, got {len(parts)}')
+        raise _box_error(
+            f'needs four numbers "x0,y0,x1,y1" between 0 and 1, got {len(parts)}', text
+        )
     try:
         x0, y0, x1, y1 = (float(p) for p in parts)
     except ValueError:
-        raise bad(f'needs four numbers "x0,y0,x1,y1", got {text[:80]!r}') from None
+        raise _box_error(f'needs four numbers "x0,y0,x1,y1", got {text[:80]!r}', text) from None
     values = (x0, y0, x1, y1)
     if not all(math.isfinite(v) for v in values):
-        raise bad("its numbers must be finite")
+        raise _box_error("its numbers must be finite", text)
     if not all(0.0 <= v <= 1.0 for v in values):
-        raise bad("its numbers are fractions of the photo's width and height: 0 to 1")
+        raise _box_error("its numbers are fractions of the photo's width and height: 0 to 1", text)
     if not (x1 > x0 and y1 > y0):
-        raise bad("is empty: x1 must be greater than x0 and y1 greater than y0")
+        raise _box_error("is empty: x1 must be greater than x0 and y1 greater than y0", text)
     return x0, y0, x1, y1
 
 
@@ -371,13 +369,9 @@ def build_router(max_k: int) -> APIRouter:
                     budget_wait_s=UPLOAD_BUDGET_WAIT_SECONDS,
                 )
 
-            if area is None:
-                pil = decode(DEFAULT_DRAFT_SIZE)
-            else:  # decode the drawn area, not the whole photo, at the model's size
-                try:
-                    pil = decode(draft_for_box(area))
-                except TooLarge:  # a huge photo at that size: the whole-photo draft, as before
-                    pil = decode(DEFAULT_DRAFT_SIZE)
+            # a drawn box: its area, not the whole photo, decoded at the model's size
+            pil = decode(DEFAULT_DRAFT_SIZE if area is None else draft_for_box(area))
+            if area is not None:
                 _check_box_pixels(area, pil.size)
             # the generation's service through its fallback chains (SearchGeneration.search_image
             # does the same; it does not take ``box``)
