@@ -190,9 +190,7 @@ def build_fit_router() -> APIRouter:
         f"the overall prior. 503 when no fit model is promoted (`{BUILD_FIX}`).",
     )
     async def predict_fit(body: FitRequest, request: Request) -> dict[str, Any]:
-        generation = request.app.state.serving.served(
-            "fit", FitGeneration, what="fit prediction", fix=BUILD_FIX
-        )
+        generation = request.app.state.serving.served("fit", FitGeneration, what="fit prediction")
         ask = FitAsk(body.shopper(), body.item_id, body.size)
         answer, served_by, reasons = await run_in_threadpool(generation.answer, ask)
         return {

@@ -27,7 +27,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from lookalike.forecast.served import BUILD_FIX, UNIT, ForecastGeneration
+from lookalike.forecast.served import UNIT, ForecastGeneration
 from lookalike.serve.schemas import ErrorResponse
 
 __all__ = ["ForecastResponse", "build_forecast_router"]
@@ -82,7 +82,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def _generation(request: Request) -> ForecastGeneration:
     serving = request.app.state.serving
-    return serving.served("forecast", ForecastGeneration, what="demand forecasting", fix=BUILD_FIX)
+    return serving.served("forecast", ForecastGeneration, what="demand forecasting")
 
 
 def _answer(generation: ForecastGeneration, level: str, key: str, weeks: int, lv: float) -> dict:

@@ -133,7 +133,7 @@ def build_price_router() -> APIRouter:
     )
     async def suggest_price(body: PriceRequest, request: Request) -> dict[str, Any]:
         generation = request.app.state.serving.served(
-            "price", PriceGeneration, what="price suggestion", fix=BUILD_FIX
+            "price", PriceGeneration, what="price suggestion"
         )
         listings, report = listings_from_records([body.record()], require_rent=False)
         if not len(listings):  # the schema already refuses what the reader would drop

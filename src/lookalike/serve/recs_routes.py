@@ -126,7 +126,7 @@ def recs_generation(request: Request) -> RecsGeneration | None:
 
 def _required(request: Request) -> RecsGeneration:
     serving = request.app.state.serving
-    return serving.served("recs", RecsGeneration, what="recommendation", fix=BUILD_FIX)
+    return serving.served("recs", RecsGeneration, what="recommendation")
 
 
 def _events(request: Request) -> EventStore:

@@ -54,8 +54,9 @@ class ServingState:
         assert generation is None or isinstance(generation, SearchGeneration)
         return generation
 
-    def served(self, product: str, cls: type[G], *, what: str, fix: str) -> G:
-        """``product``'s generation serving now, or a 503 that says why and which command fixes it.
+    def served(self, product: str, cls: type[G], *, what: str) -> G:
+        """``product``'s generation serving now, or a 503 that says why and which command fixes it
+        (the kind's ``build_fix``).
 
         Call it once per request and keep the answer: a reload may swap the slot's generation at
         any time. ``what`` names the product in the error ("price suggestion is not ready: …").
@@ -64,8 +65,11 @@ class ServingState:
         generation = None if slot is None else slot.generation
         if isinstance(generation, cls):
             return generation
-        why = "; ".join([] if slot is None else slot.problems) or "nothing is promoted yet"
-        raise Unavailable(f"{what} is not ready: {why} — run `{fix}`")
+        if slot is None:
+            raise Unavailable(f"{what} is not served here: no {product} kind is registered")
+        why = "; ".join(slot.problems) or "nothing is promoted yet"
+        fix = getattr(slot.kind, "build_fix", None)
+        raise Unavailable(f"{what} is not ready: {why}" + (f" — run `{fix}`" if fix else ""))
 
     @property
     def ready(self) -> bool:
