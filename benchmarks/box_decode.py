@@ -20,11 +20,12 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
+import os
 import time
 from pathlib import Path
 
 import numpy as np
+from harness import machine, stats, write
 from PIL import Image
 
 from lookalike.core.images import DEFAULT_DRAFT_SIZE, decode_image, draft_for_box
@@ -58,6 +59,7 @@ def main() -> None:
     search = state.search
     if search is None:
         raise SystemExit(f"{args.home} serves no search: {'; '.join(state.problems)}")
+    load_before = os.getloadavg()
     width, height = args.side, args.side * 3 // 4
     garment = round(args.side / 6.25)
     rng = np.random.default_rng(0)
@@ -88,6 +90,7 @@ def main() -> None:
             decoded[way] = image.size
 
     report = {
+        "machine": machine(load_before),
         "photos": len(photos),
         "upload": [width, height],
         "garment_px": garment,
@@ -96,8 +99,7 @@ def main() -> None:
                 "right_first": round(float(np.mean(v["first"])), 3),
                 "top5_share": round(float(np.mean(v["top5"])), 3),
                 "decoded": list(decoded[way]),
-                "ms_median": round(float(np.median(v["ms"])), 1),
-                "ms_p95": round(float(np.percentile(v["ms"], 95)), 1),
+                **stats(v["ms"]),
             }
             for way, v in out.items()
         },
@@ -109,11 +111,9 @@ def main() -> None:
         size = "×".join(map(str, f["decoded"]))
         print(
             f"{way:34} {f['right_first']:11.3f} {f['top5_share']:11.3f} {size:>10} "
-            f"{f['ms_median']:6.1f}/{f['ms_p95']:.1f}"
+            f"{f['median_ms']:6.1f}/{f['p95_ms']:.1f}"
         )
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.json}")
+    write(args.json, report)
 
 
 if __name__ == "__main__":
