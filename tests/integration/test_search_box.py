@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
@@ -18,6 +19,7 @@ from PIL import Image
 
 from lookalike.catalog import CatalogStore
 from lookalike.core.db import get_engine
+from lookalike.core.images import decode_image
 from lookalike.core.settings import Settings
 from lookalike.registry import Registry
 from lookalike.serve import create_app
@@ -170,34 +172,15 @@ def test_score_labels_in_the_manifest_become_match_words(
 
 
 def test_a_worn_garment_is_named_by_the_worn_scale_and_a_garment_alone_by_its_own(
-    tmp_path: Path, garment_models: Path, demo_catalog: Path, demo_images: list[Path],
-    shared_data: Path,
-) -> None:  # fmt: skip
+    tmp_path: Path, garment_demo_home: Path, demo_images: list[Path], shared_data: Path
+) -> None:
     """The shipped default adds the kind signature to a garment alone only, so a worn
     garment's scores sit on another scale: its match words come from ``score_labels_worn``."""
     import shutil
 
-    from lookalike.embed import load_embedder
-    from lookalike.lifecycle import promote
-    from lookalike.search import build_index
-    from lookalike.search.kind import SearchKind
-
-    shutil.copytree(garment_models, tmp_path / "models")
-    settings = Settings(home=tmp_path)
-    settings.var_dir.mkdir(parents=True, exist_ok=True)
-    store = CatalogStore(settings.db_url, settings.media_dir)
-    try:
-        store.create_schema()
-        assert store.import_file(demo_catalog / "items.csv", demo_catalog).ok
-        models = Registry(settings.models_dir, "model")
-        index = build_index(
-            store,
-            load_embedder(models, "effnet_lite0:production"),
-            Registry(settings.index_dir, "index"),
-        )
-        assert promote(SearchKind(settings), "index", index).promoted
-    finally:
-        store.close()
+    home = tmp_path / "home"
+    shutil.copytree(garment_demo_home, home)  # this test rewrites the model's manifest
+    models = Registry(Settings(home=home).models_dir, "model")
     manifest = models.path(models.resolve("effnet_lite0:production")) / "manifest.json"
     built = json.loads(manifest.read_text())
     assert set(built["score_labels_worn"]) == set(built["score_labels"])
@@ -206,7 +189,7 @@ def test_a_worn_garment_is_named_by_the_worn_scale_and_a_garment_alone_by_its_ow
     manifest.write_text(
         json.dumps(built | {"score_labels": labels, "score_labels_worn": worn_labels})
     )
-    with TestClient(create_app(Settings(home=tmp_path))) as c:
+    with TestClient(create_app(Settings(home=home))) as c:
         with Image.open(shared_data / "street" / "images" / "0002.jpg") as im:
             worn = _search(c, _jpeg(im), k=30).json()
         with Image.open(demo_images[4]) as im:
@@ -219,7 +202,7 @@ def test_a_worn_garment_is_named_by_the_worn_scale_and_a_garment_alone_by_its_ow
     # a model built before worn labels existed: its one set of labels names every result
     older_manifest = {k: v for k, v in built.items() if k != "score_labels_worn"}
     manifest.write_text(json.dumps(older_manifest | {"score_labels": worn_labels}))
-    with TestClient(create_app(Settings(home=tmp_path))) as c:
+    with TestClient(create_app(Settings(home=home))) as c:
         with Image.open(shared_data / "street" / "images" / "0002.jpg") as im:
             older = _search(c, _jpeg(im), k=30).json()["results"]
     assert older and all(item["match"] == "Similar" for item in older)
@@ -294,10 +277,6 @@ def test_a_small_box_on_a_large_photo_is_decoded_at_the_model_s_size(
     model a 40 px crop; the route decodes the box's area at ≥ 224 px instead. Held-out clothing
     photos (not in the demo) pasted into a larger photo, searched by a box round each, over the
     shipped garment-aware default."""
-    import numpy as np
-
-    from lookalike.core.images import decode_image
-
     kinds = {r["category"] for r in rows}
     kind_of = {r["item_id"]: r["category"] for r in rows}
     demo_files = {Path(r["image"]).name for r in rows}
