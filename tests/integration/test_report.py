@@ -10,15 +10,21 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from test_fit_serving import synthetic_rentals
+from test_price_serving import good_version as price_version
+from test_price_serving import synthetic_csv
 
 from lookalike.catalog import CatalogStore
+from lookalike.catalog.rental_store import RentalStore
 from lookalike.catalog.schema import items as items_table
 from lookalike.core.settings import Settings
 from lookalike.jobs.events import Event, EventStore
 from lookalike.jobs.refresh import run_refresh
-from lookalike.jobs.report import collect_report, write_report
+from lookalike.jobs.report import FEW_FIT_REVIEWS, collect_report, write_report
+from lookalike.lifecycle import promote
 from lookalike.search.gates import check_index
 from lookalike.serve.app import create_app
+from lookalike.serve.products import default_kinds
 
 
 def test_report_shows_metrics_plots_and_edge_cases(fresh_demo_home: Path, tmp_path: Path):
@@ -72,7 +78,8 @@ def test_report_shows_metrics_plots_and_edge_cases(fresh_demo_home: Path, tmp_pa
         assert section in page
     assert len(re.findall(r"src='data:image/png;base64,[A-Za-z0-9+/=]{200,}'", page)) >= 3
     assert "LK-0100" in page and "NO-PHOTO" in page and "CTR@10" in page
-    assert page.count("not yet measured") >= 3  # stock, fit data, user history: not faked
+    assert "not yet measured: stock is not modelled" in page  # not faked
+    assert "no rental reviews yet" in page or "rentals tables are missing" in page
     assert "http://" not in page and "https://" not in page  # self-contained
 
 
@@ -93,3 +100,40 @@ def test_report_command_writes_the_file(fresh_demo_home: Path, tmp_path: Path):
     page = out.read_text()
     assert page.startswith("<!doctype html>")
     assert "The metric each product is held to" in page and "Latency percentiles" in page
+
+
+def test_report_holds_each_product_to_its_own_metric(fresh_demo_home: Path, tmp_path: Path):
+    """A price model's MAPE is shown as MAPE (lower is better), never in search's Recall@10
+    column; a product with nothing built says which command builds it; the fit edge cases are
+    counted from the rental reviews the home holds."""
+    settings = Settings(home=fresh_demo_home)
+    kinds = default_kinds(settings)
+    price = kinds.for_product("price")
+    ref = price_version(price.registry("model"), synthetic_csv(tmp_path / "listings.csv"))
+    assert promote(price, "model", ref).status == "promoted"
+    rentals = RentalStore.for_settings(settings)
+    rentals.create_schema()
+    rentals.import_file(synthetic_rentals(tmp_path / "rentals.csv", n=1500))
+
+    data = collect_report(settings, artifacts=[], kinds=kinds)
+    products = {p["product"]: p for p in data.products}
+    assert set(products) == {k.product for k in kinds}
+    (mape,) = products["price"]["production"]
+    manifest = price.registry("model").manifest(ref)
+    assert mape["metric"] == "mape" and mape["direction"] == "lower"
+    assert round(mape["value"], 4) == manifest["metrics"]["mape"]  # the manifest rounds
+    assert {m["metric"] for m in products["search"]["production"]} == {"recall@10"}
+    assert products["forecast"]["production"] == [] and products["forecast"]["versions"] == 0
+    fit = data.fit_data
+    assert fit is not None and fit["reviews"] == rentals.count_rows()
+    assert sum(fit["users_by_reviews"].values()) == fit["users"] == rentals.counts().users
+    sizes = dict(rentals.group_counts("size"))
+    assert {t["value"] for t in fit["thin"] if t["by"] == "size"} == {
+        s for s, n in sizes.items() if n < FEW_FIT_REVIEWS
+    }
+
+    page = write_report(settings, tmp_path / "r.html", artifacts=[], kinds=kinds).read_text()
+    assert f"<td>{ref}</td><td>mape</td><td>lower</td>" in page
+    assert "run `lookalike forecast build`" in page
+    assert "Recall@10</th>" not in page  # no one column for every product's metric
+    assert "not yet measured</span> (products not built yet)" not in page

@@ -351,3 +351,22 @@ class RentalStore:
             rows = conn.execute(query).all()
         for batch, source, n, _ in rows:
             yield str(batch), str(source), int(n)
+
+    def group_counts(self, column: str) -> list[tuple[str, int]]:
+        """Reviews per value of ``column`` (``size`` or ``body_type``), fewest first; a missing
+        value is ``""`` (a size stored as -1 too)."""
+        if column not in ("size", "body_type"):
+            raise ValueError(f"no review counts by {column!r}")
+        col = rentals_table.c[column]
+        query = select(col, func.count()).group_by(col).order_by(func.count(), col)
+        with _db_errors(), self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [("" if v in (None, -1) else str(v), int(n)) for v, n in rows]
+
+    def reviews_per_user(self) -> dict[int, int]:
+        """How many users have each number of reviews: {reviews: users}."""
+        t = rentals_table
+        per_user = select(func.count().label("n")).select_from(t).group_by(t.c.user_id).subquery()
+        query = select(per_user.c.n, func.count()).group_by(per_user.c.n)
+        with _db_errors(), self._engine.connect() as conn:
+            return {int(n): int(users) for n, users in conn.execute(query).all()}

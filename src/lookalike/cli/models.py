@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -15,6 +16,7 @@ from lookalike.cli.train import train_embedding, train_localizer
 from lookalike.core.errors import LookalikeError, NotFound
 from lookalike.core.settings import Settings
 from lookalike.lifecycle import Kind, KindRegistry, PromoteOutcome, promote, rollback
+from lookalike.lifecycle.checks import recorded_metrics
 from lookalike.registry import Ref, Registry
 from lookalike.registry.checks import CheckReport
 from lookalike.serve.products import default_kinds
@@ -128,8 +130,13 @@ NARROW_WIDTH = 80
 
 
 def _served_p95(m: dict[str, Any]) -> str:
+    """The served variant's batch-1 p95 (an embedder), else its latency check's p95."""
     lat = m.get("latency_batch1", {}).get(str(m.get("default_variant")))
-    return f"{lat['p95_ms']:.1f}" if lat else "-"
+    if not lat:
+        results = (m.get("checks") or {}).get("results") or {}
+        lat = (results.get("latency") or {}).get("figures") or {}
+    p95 = lat.get("p95_ms")
+    return f"{p95:.1f}" if isinstance(p95, int | float) else "-"
 
 
 def _summary_row(ref: Ref, m: dict[str, Any], registry: Registry) -> dict[str, Any]:
@@ -143,6 +150,8 @@ def _summary_row(ref: Ref, m: dict[str, Any], registry: Registry) -> dict[str, A
         "latency_batch1": m.get("latency_batch1", {}),
         "int8_fidelity": m.get("int8_fidelity", {}),
         "onnx_vs_torch_max_abs_diff": m.get("onnx_vs_torch_max_abs_diff"),
+        "task": m.get("task"),
+        "metrics": recorded_metrics(m),
     }
 
 
@@ -151,22 +160,38 @@ def _summary_table(
 ) -> Table:
     if wide:
         return _wide_table(rows, registry)
-    table = Table(title=f"models in {registry.root}", caption="--wide or --json: every figure")
-    for col in ("model", "aliases", "variant", "dim", "created", "p95 ms", "int8 R@10"):
-        table.add_column(col, overflow="fold")
+    table = Table(
+        title=f"models in {registry.root}",
+        caption="--wide or --json: every figure",
+        box=box.SIMPLE,
+    )
+    # Dates and figures never break; a very long name folds rather than push past 80 columns.
+    longest = max((len(str(ref)) for ref, _ in rows), default=5)
+    table.add_column("model", overflow="fold", min_width=min(longest, 20))
+    table.add_column("aliases")
+    table.add_column("created", no_wrap=True)
+    table.add_column("p95 ms", no_wrap=True)
+    table.add_column("held to", no_wrap=True)
+    table.add_column("int8\nR@10", no_wrap=True)
     for ref, m in rows:
         row = _summary_row(ref, m, registry)
         fid = row["int8_fidelity"]
         table.add_row(
             row["ref"],
             ", ".join(row["aliases"]) or "-",
-            str(row["variant"] or "-"),
-            str(row["embedding_dim"] or "-"),
             str(row["created_at"] or "-")[:10],
             _served_p95(m),
+            _held_to(row["metrics"]),
             f"{fid['recall_at_10']:.3f}" if fid else "-",
         )
     return table
+
+
+def _held_to(metrics: list[dict[str, Any]]) -> str:
+    """The first metric the model's checks measured, e.g. ``mape 0.145``; ``-`` when none."""
+    if not metrics:
+        return "-"
+    return f"{metrics[0]['metric']} {metrics[0]['value']:.3f}"
 
 
 def _wide_table(rows: list[tuple[Ref, dict[str, Any]]], registry: Registry) -> Table:

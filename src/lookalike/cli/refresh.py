@@ -78,11 +78,12 @@ def report_cmd(
 ) -> None:
     """Write a self-contained HTML report: metrics by version, latency, fallbacks, edge cases."""
     from lookalike.jobs.report import write_report
+    from lookalike.serve.products import default_kinds
 
     settings = Settings()
     target = out or settings.home / "reports" / "report.html"
     try:
-        path = write_report(settings, target)
+        path = write_report(settings, target, kinds=default_kinds(settings))
     except LookalikeError as exc:
         console.print(f"[red]report failed:[/] {exc.message}")
         raise typer.Exit(1) from exc

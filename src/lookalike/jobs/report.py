@@ -23,12 +23,15 @@ import numpy as np
 import sqlalchemy as sa
 
 from lookalike.catalog import CatalogStore
+from lookalike.catalog.rental_store import RentalStore
 from lookalike.catalog.schema import images as images_table
 from lookalike.catalog.schema import items as items_table
 from lookalike.core.db import get_engine, translate_errors
 from lookalike.core.errors import ConfigError, LookalikeError
 from lookalike.core.settings import Settings
 from lookalike.jobs.events import EventStore
+from lookalike.lifecycle import KindRegistry
+from lookalike.lifecycle.checks import recorded_metrics
 from lookalike.registry import Ref, Registry
 from lookalike.search.indexing import load_registry_index
 
@@ -36,6 +39,7 @@ __all__ = ["ReportData", "collect_report", "lonely_items", "render_html", "write
 
 FEW_ITEMS = 5  # a category with fewer items than this gives search little to show
 TOP_K = 10
+FEW_FIT_REVIEWS = 100  # a size or body type with fewer reviews gives the fit model little to learn
 
 
 @dataclass
@@ -43,6 +47,10 @@ class ReportData:
     generated_at: str
     home: str
     versions: list[dict[str, Any]] = field(default_factory=list)  # one row per artifact version
+    # one row per product the serving layer knows: its metrics, or the command that builds it
+    products: list[dict[str, Any]] = field(default_factory=list)
+    fit_data: dict[str, Any] | None = None  # thin sizes / body types, reviews per user
+    fit_note: str = ""
     latency: list[dict[str, Any]] = field(default_factory=list)
     refreshes: list[dict[str, Any]] = field(default_factory=list)
     ctr: dict[str, Any] | None = None
@@ -54,21 +62,10 @@ class ReportData:
 
 
 # -- gathering --------------------------------------------------------------------------------
-def _figure(manifest: dict[str, Any], *names: str) -> tuple[float | None, str]:
-    """The first (check, figure) number found in ``manifest["checks"]["results"]``."""
-    results = (manifest.get("checks") or {}).get("results") or {}
-    for check, key in (n.split(".", 1) for n in names):
-        value = (results.get(check) or {}).get("figures", {}).get(key)
-        if isinstance(value, int | float):
-            return float(value), f"{check}.{key}"
-    evaluation = manifest.get("evaluation") or {}
-    value = (evaluation.get("recall") or {}).get("@10")
-    if isinstance(value, int | float):
-        return float(value), "evaluation"
-    return None, ""
-
-
-def _versions(registry: Registry, kind: str) -> list[dict[str, Any]]:
+def _versions(
+    registry: Registry, kind: str, products: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """One row per version in ``registry``; ``products`` maps a manifest's task to its product."""
     rows = []
     for name in registry.names():
         aliases = registry.aliases(name)
@@ -77,19 +74,22 @@ def _versions(registry: Registry, kind: str) -> list[dict[str, Any]]:
                 m = registry.manifest(Ref(name, version))
             except LookalikeError:
                 continue
-            if kind == "model":
-                metric, source = _figure(m, "metric.candidate")
-            else:
-                metric, source = _figure(m, "retrieval.recall@10", "retrieval.top1")
+            metrics = recorded_metrics(m)
             checks = m.get("checks") or {}
+            task = str(m.get("task") or ("image-embedding" if kind == "model" else "index"))
             rows.append(
                 {
                     "kind": kind,
                     "ref": f"{name}:{version}",
+                    "task": task,
+                    "product": (products or {}).get(task, task),
                     "aliases": ",".join(a for a, v in aliases.items() if v == version),
                     "created_at": m.get("created_at", ""),
-                    "metric": metric,
-                    "metric_source": source,
+                    "metrics": metrics,
+                    "metric": metrics[0]["value"] if metrics else None,
+                    "metric_source": f"{metrics[0]['check']}: {metrics[0]['source']}"
+                    if metrics
+                    else "",
                     "checks": None if not checks else bool(checks.get("passed")),
                     "latency": ((checks.get("results") or {}).get("latency") or {}).get(
                         "figures", {}
@@ -97,6 +97,49 @@ def _versions(registry: Registry, kind: str) -> list[dict[str, Any]]:
                 }
             )
     return rows
+
+
+def _products(kinds: KindRegistry, versions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each product the serving layer knows, with what production is measured at, or how to
+    build it when nothing is promoted."""
+    out = []
+    for k in kinds:
+        mine = [v for v in versions if v["product"] == k.product]
+        production = [v for v in mine if "production" in v["aliases"].split(",")]
+        out.append(
+            {
+                "product": k.product,
+                "task": k.task,
+                "versions": len(mine),
+                "production": [
+                    {"ref": v["ref"], **metric} for v in production for metric in v["metrics"]
+                ],
+                "build": getattr(k, "build_fix", None) or "lookalike demo --no-serve",
+            }
+        )
+    return out
+
+
+def _fit_data(settings: Settings) -> dict[str, Any]:
+    """Sizes and body types with few reviews, and how many reviews each user has."""
+    store = RentalStore.for_settings(settings)  # the process's shared engine: nothing to close
+    total = store.count_rows()
+    if not total:
+        return {"reviews": 0}
+    thin = [
+        {"by": column, "value": value or "(missing)", "reviews": n}
+        for column in ("size", "body_type")
+        for value, n in store.group_counts(column)
+        if n < FEW_FIT_REVIEWS
+    ]
+    per_user = store.reviews_per_user()
+    users = sum(per_user.values())
+    buckets = {
+        "1": sum(u for n, u in per_user.items() if n == 1),
+        "2-4": sum(u for n, u in per_user.items() if 2 <= n <= 4),
+        "5+": sum(u for n, u in per_user.items() if n >= 5),
+    }
+    return {"reviews": total, "users": users, "thin": thin, "users_by_reviews": buckets}
 
 
 def _benchmarks(roots: list[Path]) -> list[dict[str, Any]]:
@@ -213,12 +256,25 @@ def lonely_items(settings: Settings, k: int = TOP_K) -> list[dict[str, Any]]:
     return out
 
 
-def collect_report(settings: Settings, *, artifacts: list[Path] | None = None) -> ReportData:
-    """Gather every figure the report shows; missing sources become notes, not errors."""
+def collect_report(
+    settings: Settings,
+    *,
+    artifacts: list[Path] | None = None,
+    kinds: KindRegistry | None = None,
+) -> ReportData:
+    """Gather every figure the report shows; missing sources become notes, not errors.
+
+    ``kinds`` are the products the serving layer knows (``serve.products.default_kinds``): each
+    gets its row, built or not. Without them only the products that have versions are shown.
+    """
     data = ReportData(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), str(settings.home))
     models = Registry(settings.models_dir, "model")
     indexes = Registry(settings.index_dir, "index")
-    data.versions = _versions(models, "model") + _versions(indexes, "index")
+    tasks = {k.task: k.product for k in kinds or ()}
+    tasks.setdefault("image-embedding", "search")
+    tasks.setdefault("index", "search")
+    data.versions = _versions(models, "model", tasks) + _versions(indexes, "index", tasks)
+    data.products = _products(kinds, data.versions) if kinds is not None else []
     for row in data.versions:
         lat = row["latency"]
         if lat.get("p95_ms") is not None:
@@ -250,6 +306,12 @@ def collect_report(settings: Settings, *, artifacts: list[Path] | None = None) -
     except (LookalikeError, RuntimeError) as exc:
         data.lonely_note = f"not computed: {getattr(exc, 'message', exc)}"
     try:
+        data.fit_data = _fit_data(settings)
+        if not data.fit_data["reviews"]:
+            data.fit_note = "no rental reviews yet: run `lookalike fit import FILE`"
+    except LookalikeError as exc:
+        data.fit_note = f"not computed: {exc.message}"
+    try:
         events = EventStore(settings.db_url)
         events.create_schema()
         data.ctr = events.ctr_at_10().to_dict()
@@ -278,25 +340,36 @@ def _plots(data: ReportData) -> dict[str, str]:
     except ImportError as exc:
         raise ConfigError("the report needs matplotlib: pip install 'lookalike[report]'") from exc
     plots: dict[str, str] = {}
-    measured = [v for v in data.versions if v["metric"] is not None]
-    if measured:
-        fig, ax = plt.subplots(figsize=(7, 3))
-        for kind, marker in (("model", "o"), ("index", "s")):
-            rows = [v for v in measured if v["kind"] == kind]
-            if rows:
+    order = [p["product"] for p in data.products]
+    series = dict(
+        sorted(
+            _metric_series(data.versions).items(),
+            key=lambda kv: order.index(kv[0][0]) if kv[0][0] in order else len(order),
+        )
+    )
+    if series:
+        cols = min(3, len(series))
+        rows_ = -(-len(series) // cols)
+        fig, axes = plt.subplots(rows_, cols, figsize=(3.6 * cols, 2.8 * rows_), squeeze=False)
+        for ax, ((product, metric, direction), lines) in zip(
+            axes.flat, series.items(), strict=False
+        ):
+            for (kind, marker), points in lines.items():
                 ax.plot(
-                    [v["ref"] for v in rows],
-                    [v["metric"] for v in rows],
+                    [ref for ref, _ in points],
+                    [value for _, value in points],
                     marker=marker,
-                    label=f"{kind} ({rows[0]['metric_source']})",
+                    label=kind,
                 )
-        if data.ctr and data.ctr.get("ctr") is not None:
-            ax.axhline(data.ctr["ctr"], color="tab:red", linestyle="--", label="CTR@10 (online)")
-        ax.set_ylim(0, 1.05)
-        ax.set_ylabel("Recall@10")
-        ax.set_title("Search: Recall@10 by version")
-        ax.legend(fontsize=8)
-        ax.tick_params(axis="x", labelrotation=30)
+            if product == "search" and data.ctr and data.ctr.get("ctr") is not None:
+                ax.axhline(data.ctr["ctr"], color="tab:red", linestyle="--", label="CTR@10")
+            ax.set_title(f"{product}: {metric} ({direction} is better)", fontsize=9)
+            ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+            ax.legend(fontsize=7)
+        for ax in list(axes.flat)[len(series) :]:
+            ax.set_visible(False)
+        fig.suptitle("The metric each product is held to, by version", fontsize=10)
+        fig.tight_layout()
         plots["metric"] = _png(fig)
     if data.latency:
         fig, ax = plt.subplots(figsize=(7, 0.4 * len(data.latency) + 1.2))
@@ -327,6 +400,23 @@ def _plots(data: ReportData) -> dict[str, str]:
     return plots
 
 
+def _metric_series(
+    versions: list[dict[str, Any]],
+) -> dict[tuple[str, str, str], dict[tuple[str, str], list[tuple[str, float]]]]:
+    """(product, metric, direction) -> (artifact kind, marker) -> [(ref, value)] by version."""
+    out: dict[tuple[str, str, str], dict[tuple[str, str], list[tuple[str, float]]]] = {}
+    for v in versions:
+        for m in v["metrics"]:
+            key = (v["product"], m["metric"], m["direction"])
+            line = (v["kind"], "s" if v["kind"] == "index" else "o")
+            out.setdefault(key, {}).setdefault(line, []).append((v["ref"], m["value"]))
+    return out
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4f}" if abs(value) < 1 else f"{value:.3g}"
+
+
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
     if not rows:
         return "<p class='empty'>none</p>"
@@ -353,6 +443,48 @@ text-align:left;font-size:13px}th{background:#f4f4f4}.empty{color:#888}img{max-w
 .nym{color:#a60}"""
 
 
+def _product_rows(data: ReportData) -> list[list[Any]]:
+    """A row per product and production metric; a product with nothing promoted says how to
+    build one (never a figure it does not have)."""
+    rows: list[list[Any]] = []
+    for p in data.products:
+        if not p["production"]:
+            status = "not built yet" if not p["versions"] else "nothing promoted"
+            rows.append([p["product"], status, "-", "-", "-", f"run `{p['build']}`"])
+        for m in p["production"]:
+            rows.append(
+                [p["product"], m["ref"], m["metric"], m["direction"], _fmt(m["value"]), m["source"]]
+            )
+    return rows
+
+
+def _fit_sections(data: ReportData) -> list[str]:
+    """Sizes and body types with little fit data, and users with little history."""
+    fit = data.fit_data
+    if not fit or not fit.get("reviews"):
+        note = html.escape(data.fit_note or "not computed")
+        return [
+            f"<h3>Sizes and body types with little fit data</h3><p class='empty'>{note}</p>",
+            f"<h3>Users with little history</h3><p class='empty'>{note}</p>",
+        ]
+    users = max(1, fit["users"])
+    by = fit["users_by_reviews"]
+    return [
+        f"<h3>Sizes and body types with fewer than {FEW_FIT_REVIEWS} reviews "
+        f"({len(fit['thin'])})</h3><p>of {fit['reviews']:,} rental reviews: the fit model "
+        "has seen few shoppers like these, so its answers for them are the least certain</p>",
+        _table(
+            ["by", "value", "reviews"],
+            [[t["by"], t["value"], t["reviews"]] for t in fit["thin"][:200]],
+        ),
+        "<h3>Users with little history</h3><p>reviews are a lower bound on rentals</p>",
+        _table(
+            ["reviews per user", "users", "share"],
+            [[k, n, f"{n / users:.1%}"] for k, n in by.items()],
+        ),
+    ]
+
+
 def render_html(data: ReportData, plots: dict[str, str]) -> str:
     fallbacks = [r for r in data.refreshes if r["fell_back"]]
     rate = f"{len(fallbacks)}/{len(data.refreshes)}" if data.refreshes else "no runs yet"
@@ -362,22 +494,38 @@ def render_html(data: ReportData, plots: dict[str, str]) -> str:
         f"<h1>Lookalike report</h1><p>Generated {html.escape(data.generated_at)} for "
         f"<code>{html.escape(data.home)}</code>.</p>",
         "<h2 id='metric'>The metric each product is held to</h2>",
-        "<p>Search is held to <b>Recall@10</b>: for models on the golden/evaluation pairs, for "
-        "indexes through the index itself (golden queries, or self-retrieval top-1 when the "
-        "golden items are not in the catalog).</p>",
-        _img(plots, "metric", "Recall@10 by version"),
+        "<p>Each artifact is measured by its deploy checks on held-out data (the figure a "
+        "promote compares with production); search's index through the index itself (golden "
+        "queries, or self-retrieval top-1 when the golden items are not in the catalog).</p>",
         _table(
-            ["artifact", "aliases", "created", "Recall@10", "figure", "checks passed"],
+            ["product", "production", "metric", "better", "value", "measured on"],
+            _product_rows(data),
+        ),
+        _img(plots, "metric", "the metric of each product by version"),
+        _table(
+            [
+                "product",
+                "artifact",
+                "aliases",
+                "created",
+                "metric",
+                "value",
+                "measured on",
+                "checks",
+            ],
             [
                 [
+                    v["product"],
                     v["ref"],
                     v["aliases"],
                     v["created_at"],
-                    "not measured" if v["metric"] is None else f"{v['metric']:.3f}",
-                    v["metric_source"],
-                    "not run" if v["checks"] is None else v["checks"],
+                    m["metric"] if m else "-",
+                    _fmt(m["value"]) if m else "not measured",
+                    m["source"] if m else "",
+                    "not run" if v["checks"] is None else ("passed" if v["checks"] else "failed"),
                 ]
                 for v in data.versions
+                for m in (v["metrics"] or [None])
             ],
         ),
         "<h3>Online: click-through within the top 10</h3>",
@@ -401,8 +549,6 @@ def render_html(data: ReportData, plots: dict[str, str]) -> str:
             if ctr
             else [],
         ),
-        "<p>Recommendations, forecasts, post classifier: <span class='nym'>not yet measured"
-        "</span> (products not built yet).</p>",
         "<h2 id='latency'>Latency percentiles</h2>",
         _img(plots, "latency", "latency percentiles"),
         _table(
@@ -443,17 +589,11 @@ def render_html(data: ReportData, plots: dict[str, str]) -> str:
                 for r in data.lonely[:200]
             ],
         ),
+        *_fit_sections(data),
         "<h3>Not yet measured</h3>",
         _table(
             ["edge case", "status"],
-            [
-                [
-                    "items with low stock",
-                    "not yet measured: stock is not modelled (only available)",
-                ],
-                ["sizes and body types with little fit data", "not yet measured: no fit data yet"],
-                ["users with little history", "not yet measured: recommendations not built yet"],
-            ],
+            [["items with low stock", "not yet measured: stock is not modelled (only available)"]],
         ),
     ]
     if data.notes:
@@ -470,11 +610,17 @@ def render_html(data: ReportData, plots: dict[str, str]) -> str:
     )
 
 
-def write_report(settings: Settings, out: Path, *, artifacts: list[Path] | None = None) -> Path:
+def write_report(
+    settings: Settings,
+    out: Path,
+    *,
+    artifacts: list[Path] | None = None,
+    kinds: KindRegistry | None = None,
+) -> Path:
     """Collect, plot and write the report to ``out`` (atomically); returns ``out``."""
     from lookalike.registry.store import atomic_write_text
 
-    data = collect_report(settings, artifacts=artifacts)
+    data = collect_report(settings, artifacts=artifacts, kinds=kinds)
     atomic_write_text(Path(out), render_html(data, _plots(data)))
     Path(out).chmod(0o644)  # the temp file was private; a report is for people to read
     return Path(out)

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from lookalike.registry.checks import CheckResult
 
-__all__ = ["MetricGate", "against_production"]
+__all__ = ["MetricGate", "against_production", "recorded_metrics"]
 
 
 @dataclass(frozen=True)
@@ -89,3 +90,41 @@ def against_production(
             gate.check, False, figures, f"{msg}: worse by more than {gate.tolerance}"
         )
     return CheckResult(gate.check, True, figures, msg)
+
+
+def recorded_metrics(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every metric the artifact's checks measured: its name, direction, value and source.
+
+    A metric gate records ``metric``, ``direction`` and the ``candidate``'s value; an index's
+    retrieval check records ``metric`` and the value under that name. Older manifests without
+    check figures fall back to their evaluation's Recall@10.
+    """
+    results = (manifest.get("checks") or {}).get("results") or {}
+    out = []
+    for check, result in results.items():
+        figures = (result or {}).get("figures") or {}
+        name = figures.get("metric")
+        value = figures.get("candidate", figures.get(name)) if isinstance(name, str) else None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            out.append(
+                {
+                    "check": check,
+                    "metric": name,
+                    "direction": figures.get("direction", "higher"),
+                    "value": float(value),
+                    "source": str(figures.get("source") or figures.get("method") or check),
+                }
+            )
+    if not out:
+        value = ((manifest.get("evaluation") or {}).get("recall") or {}).get("@10")
+        if isinstance(value, int | float):
+            out.append(
+                {
+                    "check": "evaluation",
+                    "metric": "recall@10",
+                    "direction": "higher",
+                    "value": float(value),
+                    "source": "evaluation",
+                }
+            )
+    return out
