@@ -9,12 +9,16 @@ need no ../shared), registered and promoted through the one promote path.
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from live import LOOKALIKE, run_cli
 
+from lookalike.catalog.rental_store import RentalStore
 from lookalike.catalog.rentals import read_rentals
 from lookalike.core.settings import Settings
 from lookalike.lifecycle import LoadContext, ProductSlot, StepPools, promote
@@ -167,3 +171,37 @@ def test_promote_refused_when_macro_f1_drops(tmp_path: Path, data: Path) -> None
     metric = outcome.report.get("metric") if outcome.report else None
     assert metric is not None and metric.figures["direction"] == "higher"
     assert registry.aliases(ARTIFACT_NAME)["production"] == good.version
+
+
+def test_builds_fit_on_the_reviews_fit_import_put_in_the_database(
+    tmp_path: Path, data: Path
+) -> None:
+    """`lookalike fit import FILE` then `fit build` / `forecast build` with no --data: they fit
+    on the imported reviews (not on the shared evaluation copy), say so, and record the import
+    batches as the model's data; the same rows from the file give the same model."""
+    home = tmp_path / "home"
+    run_cli(home, "fit", "import", str(data), check=True)
+    stored = RentalStore.for_settings(Settings(home=home))
+    n = stored.count_rows()
+    assert n == len(read_rentals(data))  # the synthetic file repeats no review
+    built = run_cli(home, "fit", "build", check=True).stdout
+    assert f"rental reviews: the {n:,} reviews in the database (from {data.name})" in built
+    registry = Registry(home / "models", "model")
+    m = registry.manifest(Ref(ARTIFACT_NAME, "1"))
+    assert m["data"]["database"] == "rentals" and m["data"]["rows"] == n
+    assert [b["source"] for b in m["data"]["batches"]] == [data.name]
+    from_file = registry.manifest(build_fit_model(registry, data))
+    assert from_file["data"]["file"] == data.name
+    assert from_file["metrics"] == m["metrics"] and from_file["holdout_rows"] == m["holdout_rows"]
+
+
+def test_builds_with_no_reviews_anywhere_say_how_to_get_some(tmp_path: Path) -> None:
+    """No --data, an empty database and no shared copy (a user's fresh clone): one clear line."""
+    env = {**os.environ, "LOOKALIKE_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
+    for command in (["fit", "build"], ["recs", "build"], ["forecast", "build"]):
+        done = subprocess.run(
+            [*LOOKALIKE, *command], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+        out = done.stdout + done.stderr
+        assert done.returncode != 0 and "Traceback" not in out, out
+        assert "no rental reviews: import them with `lookalike fit import FILE`" in out, out

@@ -42,18 +42,29 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from lookalike.core.db import get_engine, migrate, translate_errors
+from lookalike.core.errors import InvalidInput
 from lookalike.core.settings import DatabaseSettings, Settings
+from lookalike.registry import sha256_file
 
-from .rentals import RentalCheck, Rentals, read_checked_rentals
+from .rentals import (
+    DEFAULT_RENTALS,
+    RentalCheck,
+    Rentals,
+    read_checked_rentals,
+    read_rentals,
+    rentals_from_records,
+)
 
 __all__ = [
     "RentalCounts",
+    "RentalData",
     "RentalImport",
     "RentalReview",
     "RentalStore",
     "metadata",
     "rentals_table",
     "shopper_events_table",
+    "training_rentals",
 ]
 
 _BATCH_ROWS = 5000
@@ -216,6 +227,45 @@ def _review(row: tuple[Any, ...]) -> RentalReview:
     )
 
 
+@dataclass(frozen=True)
+class RentalData:
+    """Rental reviews a model is fitted on, and where they came from: ``source`` goes into the
+    model's manifest (a file's name and sha256, or the database's import batches), ``label``
+    into what the command prints."""
+
+    rentals: Rentals
+    source: dict[str, Any]
+    label: str
+
+    @classmethod
+    def from_file(cls, path: str | Path, *, limit: int | None = None) -> RentalData:
+        path = Path(path)
+        rentals = read_rentals(path, limit=limit)
+        source = {"file": path.name, "sha256": sha256_file(path), "rows": len(rentals)}
+        return cls(rentals, source, str(path))
+
+
+def training_rentals(settings: Settings, data: Path | None = None) -> RentalData:
+    """The reviews ``fit``, ``recs`` and ``forecast`` build and evaluate on.
+
+    ``--data FILE`` when given; else what ``lookalike fit import`` put in the database; else the
+    shared evaluation copy (``DEFAULT_RENTALS``, absent on a user's fresh clone). A database
+    that cannot be reached is an error, never a silent switch to another data set.
+    """
+    if data is not None:
+        return RentalData.from_file(data)
+    store = RentalStore.for_settings(settings)
+    store.create_schema()
+    if store.count_rows():
+        return store.rental_data()
+    if DEFAULT_RENTALS.is_file():
+        return RentalData.from_file(DEFAULT_RENTALS)
+    raise InvalidInput(
+        "no rental reviews: import them with `lookalike fit import FILE` "
+        "(Parquet or CSV), or pass --data FILE"
+    )
+
+
 class RentalStore:
     """Rental reviews in the service's database; each method runs its own short transaction."""
 
@@ -351,6 +401,35 @@ class RentalStore:
             rows = conn.execute(query).all()
         for batch, source, n, _ in rows:
             yield str(batch), str(source), int(n)
+
+    def load_rentals(self) -> Rentals:
+        """Every stored review, in import order, as the columns a model is fitted on."""
+        t = rentals_table
+        names = [c.name for c in t.columns if c.name not in ("id", "source", "batch")]
+        with _db_errors(), self._engine.connect() as conn:
+            rows = conn.execute(select(*[t.c[n] for n in names]).order_by(t.c.id)).all()
+        if not rows:
+            raise InvalidInput("the database holds no rental reviews: run `lookalike fit import`")
+        columns = {n: [r[i] for r in rows] for i, n in enumerate(names)}
+        columns["size"] = [None if v == -1 else v for v in columns["size"]]
+        return rentals_from_records(columns)
+
+    def rental_data(self) -> RentalData:
+        """:meth:`load_rentals` with its provenance: the import batches and the date span."""
+        rentals = self.load_rentals()
+        first, last = rentals.span
+        batches = [{"batch": b, "source": src, "rows": n} for b, src, n in self.iter_batches()]
+        source = {
+            "database": "rentals",
+            "rows": len(rentals),
+            "first": str(first),
+            "last": str(last),
+            "batches": batches,
+        }
+        files = ", ".join(sorted({b["source"] for b in batches})) or "no file"
+        return RentalData(
+            rentals, source, f"the {len(rentals):,} reviews in the database (from {files})"
+        )
 
     def group_counts(self, column: str) -> list[tuple[str, int]]:
         """Reviews per value of ``column`` (``size`` or ``body_type``), fewest first; a missing

@@ -17,13 +17,20 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lookalike.catalog.rental_store import RentalStore
+from lookalike.catalog.rental_store import RentalData, RentalStore, training_rentals
 from lookalike.catalog.rentals import DEFAULT_RENTALS, RentalCheck
 from lookalike.cli.progress import progress_bar
-from lookalike.core.errors import LookalikeError
 from lookalike.core.settings import Settings
 
-__all__ = ["add_eval_commands", "app", "eval_fit", "import_rentals", "print_checks"]
+__all__ = [
+    "DataOpt",
+    "add_eval_commands",
+    "app",
+    "eval_fit",
+    "import_rentals",
+    "print_checks",
+    "rentals_for",
+]
 
 app = typer.Typer(
     help="Shopper fit: rental reviews import, size and fit prediction, reviews of women like me.",
@@ -31,10 +38,22 @@ app = typer.Typer(
 )
 console = Console()
 
+# One option and one rule for every command that fits on rental reviews (fit, recs, forecast).
 DataOpt = Annotated[
     Path | None,
-    typer.Option("--data", help=f"rental reviews, Parquet or CSV (default: {DEFAULT_RENTALS})"),
+    typer.Option(
+        "--data",
+        help="rental reviews, Parquet or CSV (default: the reviews `lookalike fit import` put in "
+        f"the database, else {DEFAULT_RENTALS})",
+    ),
 ]
+
+
+def rentals_for(data: Path | None, settings: Settings | None = None) -> RentalData:
+    """The reviews to fit on (``training_rentals``), said once: which file or the database."""
+    found = training_rentals(settings or Settings(), data)
+    console.print(f"rental reviews: {found.label}", highlight=False)
+    return found
 
 
 def print_checks(check: RentalCheck) -> None:
@@ -90,13 +109,6 @@ def import_rentals(
     )
 
 
-def _data(data: Path | None) -> Path:
-    source = data or DEFAULT_RENTALS
-    if not source.is_file():
-        raise LookalikeError(f"no rental reviews at {source}: pass --data PATH (Parquet or CSV)")
-    return source
-
-
 def eval_fit(
     data: DataOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
@@ -105,12 +117,11 @@ def eval_fit(
     ] = None,
 ) -> None:
     """Fit on the past, macro-F1 and per-class AUC on the later months vs the item majority."""
-    from lookalike.catalog.rentals import read_rentals
     from lookalike.recs.fit_build import evaluate_fit  # fitting code: CLI-only import
 
-    source = _data(data)
-    with console.status(f"reading {source} and fitting on the past"):
-        figures = evaluate_fit(read_rentals(source), test_from=test_from)
+    source = rentals_for(data)
+    with console.status("fitting on the past"):
+        figures = evaluate_fit(source.rentals, test_from=test_from)
     table = Table(
         title=f"fit prediction — {figures['split']}; {figures['train_rows']} train / "
         f"{figures['test_rows']} test reviews (reviews are a lower bound on rentals)"
@@ -154,9 +165,9 @@ def build_cmd(
     from lookalike.registry import Registry
 
     settings = Settings()
-    source = _data(data)
+    source = rentals_for(data, settings)
     registry = Registry(settings.models_dir, "model")
-    with console.status(f"fitting a fit model on {source}"):
+    with console.status("fitting a fit model"):
         ref = build_fit_model(registry, source, test_from=test_from)
     m = registry.manifest(ref)
     f, b = m["metrics"], m["baseline"]

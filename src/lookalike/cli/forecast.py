@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lookalike.catalog.rentals import DEFAULT_RENTALS
+from lookalike.cli.fit import DataOpt, rentals_for
 from lookalike.cli.price import _cell
 from lookalike.core.errors import InvalidInput, LookalikeError
 from lookalike.core.settings import Settings
@@ -35,19 +35,8 @@ __all__ = ["add_eval_commands", "app", "buy_units", "eval_forecast", "read_stock
 app = typer.Typer(help="Demand forecasts and what to buy.", no_args_is_help=True)
 console = Console()
 
-DataOpt = Annotated[
-    Path | None,
-    typer.Option("--data", help=f"rental reviews, Parquet or CSV (default: {DEFAULT_RENTALS})"),
-]
 LOWER_BOUND = "reviews are a lower bound on rentals: real demand is higher"
 STOCK_COLUMNS = ("stock", "units", "quantity", "on_hand")
-
-
-def _data(data: Path | None) -> Path:
-    path = data or DEFAULT_RENTALS
-    if not path.is_file():
-        raise InvalidInput(f"no rental reviews at {path}: pass --data (Parquet or CSV)")
-    return path
 
 
 @app.command("build")
@@ -62,8 +51,8 @@ def build_cmd(
 
     settings = Settings()
     registry = Registry(settings.models_dir, "model")
-    source = _data(data)
-    with console.status(f"forecasting demand from {source}") as status:
+    source = rentals_for(data, settings)
+    with console.status("forecasting demand") as status:
         ref = build_forecast(registry, source, progress=status.update)
     m = registry.manifest(ref)
     f = m["metrics"]
@@ -243,13 +232,12 @@ def eval_forecast(
 ) -> None:
     """Rolling-origin backtest: MASE, relative MAE and interval coverage (plain and randomised
     PIT), the served ridge + TSB blend, the ridge, TSB and the seasonal naive."""
-    from lookalike.catalog.rentals import read_rentals
     from lookalike.forecast.evaluation import backtest, summarise
     from lookalike.forecast.series import weekly_demand
 
     try:
-        source = _data(data)
-        demand = weekly_demand(read_rentals(source))
+        source = rentals_for(data)
+        demand = weekly_demand(source.rentals)
         with console.status("backtesting") as status:
             bt = backtest(demand, progress=status.update)
     except ValueError as exc:  # a series too short to backtest: the user's data, not a bug
@@ -258,7 +246,7 @@ def eval_forecast(
     origins = figures["origins"]
     out = Console(width=max(console.width, 150))  # the tables are wide: never wrap a figure
     out.print(
-        f"{source}: {demand.item_ids.size} items, {demand.categories.size} categories, "
+        f"{source.label}: {demand.item_ids.size} items, {demand.categories.size} categories, "
         f"{demand.weeks} weeks to {demand.end}; {len(origins)} origins {origins[0]} → "
         f"{origins[-1]}, 1–8 weeks ahead. Unit: reviews per week ({LOWER_BOUND})."
     )
@@ -315,7 +303,7 @@ def eval_forecast(
     )
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps({"data": str(source), **figures}, indent=2))
+        json_out.write_text(json.dumps({"data": source.source, **figures}, indent=2))
         out.print(f"wrote {json_out}")
 
 

@@ -17,7 +17,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lookalike.catalog.rentals import DEFAULT_RENTALS, read_rentals, time_split
+from lookalike.catalog.rentals import time_split
+from lookalike.cli.fit import DataOpt, rentals_for
 from lookalike.core.errors import LookalikeError
 from lookalike.core.settings import Settings
 
@@ -26,19 +27,8 @@ __all__ = ["add_eval_commands", "app", "eval_home", "eval_similar"]
 app = typer.Typer(help="You may also like, carousels and occasions.", no_args_is_help=True)
 console = Console()
 
-DataOpt = Annotated[
-    Path | None,
-    typer.Option("--data", help=f"rental reviews, Parquet or CSV (default: {DEFAULT_RENTALS})"),
-]
 JsonOpt = Annotated[Path | None, typer.Option("--json", help="write the figures here")]
 NOTE = "reviews are a lower bound on rentals: a 'next rental' is the next reviewed one"
-
-
-def _source(data: Path | None) -> Path:
-    source = data or DEFAULT_RENTALS
-    if not source.is_file():
-        raise LookalikeError(f"no rental reviews at {source}: pass --data PATH (Parquet or CSV)")
-    return source
 
 
 def _write(json_out: Path | None, doc: dict[str, Any]) -> None:
@@ -58,9 +48,9 @@ def _evaluate(data: Path | None, which: str) -> dict[str, Any]:
     )
     from lookalike.recs.interactions import Interactions
 
-    source = _source(data)
-    with console.status(f"reading {source}, fitting on the past, scoring the later months"):
-        rentals = read_rentals(source)
+    source = rentals_for(data)
+    with console.status("fitting on the past, scoring the later months"):
+        rentals = source.rentals
         past, later = time_split(rentals)
         model = fit_recs_model(Interactions.from_rentals(past))
         if which == "similar":
@@ -68,7 +58,7 @@ def _evaluate(data: Path | None, which: str) -> dict[str, Any]:
         else:
             figures = evaluate_home(model, home_cases(past, later))
     split = f"past < {later.review_date.min()} ≤ later (to {later.review_date.max()})"
-    return {"split": split, "data": str(source), "note": NOTE, **figures}
+    return {"split": split, "data": source.source, "note": NOTE, **figures}
 
 
 def eval_similar(data: DataOpt = None, json_out: JsonOpt = None) -> None:
@@ -112,12 +102,12 @@ def build_cmd(
     """Fit on rentals + events, evaluate on the time split, register, check and promote."""
     from lookalike.recs.build import build_recs_model  # fitting code: CLI-only import
     from lookalike.recs.events import EventStore
-    from lookalike.registry import Registry, sha256_file
+    from lookalike.registry import Registry
 
     settings = Settings()
     try:
-        source = _source(data)
-        rentals = read_rentals(source)
+        source = rentals_for(data, settings)
+        rentals = source.rentals
         folded = None
         if events:
             store = EventStore(settings.db_url, settings.db)
@@ -129,7 +119,7 @@ def build_cmd(
                 registry,
                 rentals,
                 events=folded,
-                source={"file": source.name, "sha256": sha256_file(source), "rows": len(rentals)},
+                source=source.source,
                 progress=status.update,
             )
     except ValueError as exc:  # rentals that cannot be fitted: the user's data, not a bug

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from lookalike.catalog.rentals import read_rentals
+from lookalike.catalog.rental_store import RentalData
 from lookalike.forecast.evaluation import (
     LEVELS,
     SERVED,
@@ -42,7 +42,7 @@ from lookalike.forecast.kind import ARTIFACT_NAME, TASK
 from lookalike.forecast.quantiles import nb_quantile
 from lookalike.forecast.series import WeeklyDemand, weekly_demand
 from lookalike.forecast.tables import BACKTEST_FILE, METHOD_FILES, MODEL_FILE, SERIES_FILE
-from lookalike.registry import Ref, Registry, sha256_file
+from lookalike.registry import Ref, Registry
 
 __all__ = ["build_forecast", "register_forecast", "tables_of"]
 
@@ -201,20 +201,23 @@ def fit_at_end(demand: WeeklyDemand) -> dict[str, dict]:
 
 def build_forecast(
     registry: Registry,
-    data: Path,
+    data: Path | RentalData,
     *,
     limit: int | None = None,
     scale_ridge: float = 1.0,
     progress: Callable[[str], None] | None = None,
 ) -> Ref:
-    """Read ``data`` (rental reviews), backtest, fit at the end and register a candidate."""
-    rentals = read_rentals(data, limit=limit)
+    """Backtest on ``data`` (a file of rental reviews, or reviews already read with their
+    source), fit at the end and register a candidate."""
+    if not isinstance(data, RentalData):
+        data = RentalData.from_file(data, limit=limit)
+    rentals = data.rentals
     demand = weekly_demand(rentals)
     if demand.weeks < SEASON * 2:
         from lookalike.core.errors import InvalidInput
 
         raise InvalidInput(
-            f"{data} spans {demand.weeks} weeks: a yearly seasonal model needs at least "
+            f"{data.label} spans {demand.weeks} weeks: a yearly seasonal model needs at least "
             f"{SEASON * 2} weeks of reviews"
         )
     bt = backtest(demand, progress=progress)
@@ -223,9 +226,7 @@ def build_forecast(
     fits = fit_at_end(demand)
     manifest = {
         "data": {
-            "file": data.name,
-            "sha256": sha256_file(data),
-            "rows": len(rentals),
+            **data.source,
             "first": str(rentals.review_date.min()),
             "last": str(rentals.review_date.max()),
             "items": int(demand.item_ids.size),

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from lookalike.catalog.rentals import Rentals, read_rentals, time_split
+from lookalike.catalog.rental_store import RentalData
+from lookalike.catalog.rentals import Rentals, time_split
 from lookalike.core.errors import InvalidInput
 from lookalike.recs.fit import (
     CLASSES,
@@ -27,7 +28,7 @@ from lookalike.recs.fit import (
     usual_sizes,
 )
 from lookalike.recs.fit_kind import ARTIFACT_NAME, HOLDOUT_FILE, TASK, write_holdout
-from lookalike.registry import Ref, Registry, sha256_file
+from lookalike.registry import Ref, Registry
 
 __all__ = ["build_fit_model", "evaluate_fit", "split_for_fit"]
 
@@ -88,14 +89,17 @@ def evaluate_fit(
 
 def build_fit_model(
     registry: Registry,
-    data: Path,
+    data: Path | RentalData,
     *,
     test_from: str | None = None,
     test_months: int = 6,
     limit: int | None = None,
 ) -> Ref:
-    """Fit on the past of ``data``, measure on its later months, register ``fit:N``."""
-    rentals = read_rentals(data, limit=limit)
+    """Fit on the past of ``data`` (a file, or reviews already read with their source), measure
+    on its later months, register ``fit:N``."""
+    if not isinstance(data, RentalData):
+        data = RentalData.from_file(data, limit=limit)
+    rentals = data.rentals
     past, later, how = split_for_fit(rentals, test_from=test_from, test_months=test_months)
     model = train_fit_model(past)
     out = _evaluate(model, past, later)
@@ -106,7 +110,7 @@ def build_fit_model(
         "method": "multinomial logistic regression (numpy, Newton), class-weighted",
         "metrics": metrics,
         "baseline": out["baseline"],
-        "data": {"file": data.name, "sha256": sha256_file(data), "rows": len(rentals)},
+        "data": data.source,
         "split": how,
         "train_rows": len(past),
         "holdout_rows": len(later),
