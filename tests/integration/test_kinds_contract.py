@@ -242,6 +242,14 @@ def _contract(kind: Kind, catalog: CatalogStore) -> None:
     assert slot.reload_if_changed()
     assert slot.generation is not None and slot.generation.release.describe() != release.describe()
     assert slot.status == "ok", slot.problems
+    # -- /health (and /metrics' lookalike_model_metric) say what the new release was measured at
+    held = {(m["artifact"], m["metric"]): m for m in slot.health()["held_to"]}
+    for role, ref in slot.generation.release.members.items():
+        results = kind.registry(role).manifest(ref)["checks"]["results"]
+        for gate in kind.metric_gates(role):
+            m = held[(str(ref), gate.metric)]
+            assert m["direction"] == gate.direction
+            assert m["value"] == results[gate.check]["figures"]["candidate"]
 
     # -- rollback: the old release serves again after reload
     rollback(kind, kind.roles[0])

@@ -354,6 +354,11 @@ def test_health_and_metrics_show_age_versions_and_staleness(fresh_demo_home, que
         assert _metric(client, "lookalike_request_seconds_count", route="/v1/search") == 1
         release = "model=effnet_lite0:1,index=catalog:1"
         assert _metric(client, "lookalike_serving_info", product="search", release=release) == 1
+        # the metric search is held to, as the served model's checks measured it
+        (recall,) = [m for m in health["products"]["search"]["held_to"] if m["check"] == "metric"]
+        assert recall["artifact"] == "effnet_lite0:1" and recall["metric"] == "recall@10"
+        labels = {"product": "search", "artifact": "effnet_lite0:1", "metric": "recall@10"}
+        assert _metric(client, "lookalike_model_metric", **labels) == recall["value"]
         text = client.get("/metrics").text
         assert "lookalike_in_flight " in text
         assert 'lookalike_degraded{product="search"} 0.0' in text

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lookalike.core.errors import LookalikeError, short_reason
+from lookalike.lifecycle.checks import recorded_metrics
 from lookalike.lifecycle.kinds import Generation, Kind, LoadContext, Release
 
 __all__ = ["ProductSlot"]
@@ -38,6 +39,8 @@ class ProductSlot:
     degraded: bool = False
     loaded_at: float = field(default_factory=time.time)
     reloads: int = 0
+    # What the served release was measured at by its checks (read once per installed release).
+    held_to: list[dict[str, Any]] = field(default_factory=list)
     # The alias files the current generation was loaded for (None: not read yet).
     seen: tuple | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -105,8 +108,21 @@ class ProductSlot:
     def install(self, generation: Generation) -> None:
         """Swap in a generation: one reference assignment; old requests finish on theirs."""
         generation.set_fallback_hook(self.context.on_fallback)
+        self.held_to = self._held_to(generation.release)
         self.generation = generation
         self.loaded_at = time.time()
+
+    def _held_to(self, release: Release) -> list[dict[str, Any]]:
+        """Each member's metrics as its manifest recorded them (``recorded_metrics``), with the
+        artifact they belong to; a manifest that cannot be read adds nothing."""
+        out: list[dict[str, Any]] = []
+        for role, ref in release.members.items():
+            try:
+                manifest = self.kind.registry(role).manifest(ref)
+            except (OSError, ValueError, LookalikeError):
+                continue
+            out += [{"artifact": str(ref), **m} for m in recorded_metrics(manifest)]
+        return out
 
     def load(self) -> ProductSlot:
         """First load (at start-up); never raises."""
@@ -168,6 +184,7 @@ class ProductSlot:
             body["release"] = generation.release.to_dict()
             body["versions"] = generation.versions
             body["served_by"] = generation.served_by
+            body["held_to"] = list(self.held_to)
             body.update({k: v for k, v in generation.health().items() if k not in body})
         return body
 

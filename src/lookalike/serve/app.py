@@ -532,6 +532,7 @@ def build_router(max_k: int) -> APIRouter:
                 body["status"] != "ok",
                 body.get("freshness", {}),
                 reloads=body["reloads"],
+                held_to=body.get("held_to"),
             )
         return Response(_metrics(request).render(), media_type=CONTENT_TYPE_LATEST)
 

@@ -85,6 +85,12 @@ class ServingMetrics:
             ["product"],
             registry=r,
         )
+        self.held_to = Gauge(
+            "lookalike_model_metric",
+            "What each served artifact was measured at by its deploy checks (held-out data)",
+            ["product", "artifact", "metric", "direction"],
+            registry=r,
+        )
         self.artifact_age = Gauge(
             "lookalike_artifact_age_seconds",
             "Age of each served artifact",
@@ -113,6 +119,7 @@ class ServingMetrics:
     def clear_serving(self) -> None:
         """Forget the per-product serving gauges before :meth:`set_product` fills them again."""
         self.info.clear()
+        self.held_to.clear()
 
     def set_product(
         self,
@@ -122,8 +129,11 @@ class ServingMetrics:
         degraded: bool,
         fresh: dict[str, Any],
         reloads: int = 0,
+        held_to: list[dict[str, Any]] | None = None,
     ) -> None:
         """Refresh the gauges that describe what ``product`` serves (called on each scrape)."""
+        for m in held_to or ():
+            self.held_to.labels(product, m["artifact"], m["metric"], m["direction"]).set(m["value"])
         counted = self._reloads_counted.get(product, 0)
         self.reloads.labels(product).inc(max(0, reloads - counted))
         self._reloads_counted[product] = max(counted, reloads)
