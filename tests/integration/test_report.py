@@ -57,17 +57,18 @@ def test_report_shows_metrics_plots_and_edge_cases(fresh_demo_home: Path, tmp_pa
     events.add_batch([Event("impression", "req-1", n, i + 1) for i, n in enumerate(neighbours)])
     events.add_batch([Event("click", "req-1", neighbours[0], 1)])
 
-    data = collect_report(settings, artifacts=[])
+    data = collect_report(settings, default_kinds(settings), artifacts=[])
     lonely = {row["item_id"]: row for row in data.lonely}
     assert "LK-0100" in lonely and set(lonely["LK-0100"]["neighbours"]) == set(neighbours)
     assert data.items_without_images == ["NO-PHOTO"]
     assert ("Gown", 1) in data.categories
     index_rows = [v for v in data.versions if v["kind"] == "index"]
-    assert index_rows[0]["metric"] is not None and index_rows[0]["checks"] is True
-    assert 0.0 <= index_rows[0]["metric"] <= 1.0
+    (retrieval,) = index_rows[0]["metrics"]
+    assert retrieval["metric"] == "recall@10" and index_rows[0]["checks"] is True
+    assert index_rows[0]["product"] == "search" and 0.0 <= retrieval["value"] <= 1.0
     assert data.ctr is not None and data.ctr["ctr"] == 1.0
 
-    out = write_report(settings, tmp_path / "report.html", artifacts=[])
+    out = write_report(settings, tmp_path / "report.html", default_kinds(settings), artifacts=[])
     page = out.read_text()
     for section in (
         "The metric each product is held to",
@@ -115,14 +116,18 @@ def test_report_holds_each_product_to_its_own_metric(fresh_demo_home: Path, tmp_
     rentals.create_schema()
     rentals.import_file(synthetic_rentals(tmp_path / "rentals.csv", n=1500))
 
-    data = collect_report(settings, artifacts=[], kinds=kinds)
+    data = collect_report(settings, kinds, artifacts=[])
     products = {p["product"]: p for p in data.products}
     assert set(products) == {k.product for k in kinds}
     (mape,) = products["price"]["production"]
     manifest = price.registry("model").manifest(ref)
     assert mape["metric"] == "mape" and mape["direction"] == "lower"
     assert round(mape["value"], 4) == manifest["metrics"]["mape"]  # the manifest rounds
-    assert {m["metric"] for m in products["search"]["production"]} == {"recall@10"}
+    search = products["search"]["production"]  # the release a server loads: model + index
+    assert {m["metric"] for m in search} == {"recall@10"}
+    assert {m["artifact"] for m in search} == {
+        str(ref) for ref in kinds.for_product("search").release("production").members.values()
+    }
     assert products["forecast"]["production"] == [] and products["forecast"]["versions"] == 0
     fit = data.fit_data
     assert fit is not None and fit["reviews"] == rentals.count_rows()
@@ -132,7 +137,7 @@ def test_report_holds_each_product_to_its_own_metric(fresh_demo_home: Path, tmp_
         s for s, n in sizes.items() if n < FEW_FIT_REVIEWS
     }
 
-    page = write_report(settings, tmp_path / "r.html", artifacts=[], kinds=kinds).read_text()
+    page = write_report(settings, tmp_path / "r.html", kinds, artifacts=[]).read_text()
     assert f"<td>{ref}</td><td>mape</td><td>lower</td>" in page
     assert "run `lookalike forecast build`" in page
     assert "Recall@10</th>" not in page  # no one column for every product's metric

@@ -426,7 +426,7 @@ class RentalStore:
             "last": str(last),
             "batches": batches,
         }
-        files = ", ".join(sorted({b["source"] for b in batches})) or "no file"
+        files = ", ".join(sorted({b["source"] for b in batches}))
         return RentalData(
             rentals, source, f"the {len(rentals):,} reviews in the database (from {files})"
         )

@@ -83,7 +83,7 @@ def report_cmd(
     settings = Settings()
     target = out or settings.home / "reports" / "report.html"
     try:
-        path = write_report(settings, target, kinds=default_kinds(settings))
+        path = write_report(settings, target, default_kinds(settings))
     except LookalikeError as exc:
         console.print(f"[red]report failed:[/] {exc.message}")
         raise typer.Exit(1) from exc

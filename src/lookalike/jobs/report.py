@@ -30,7 +30,7 @@ from lookalike.core.db import get_engine, translate_errors
 from lookalike.core.errors import ConfigError, LookalikeError
 from lookalike.core.settings import Settings
 from lookalike.jobs.events import EventStore
-from lookalike.lifecycle import KindRegistry
+from lookalike.lifecycle import KindRegistry, release_metrics
 from lookalike.lifecycle.checks import recorded_metrics
 from lookalike.registry import Ref, Registry
 from lookalike.search.indexing import load_registry_index
@@ -62,34 +62,29 @@ class ReportData:
 
 
 # -- gathering --------------------------------------------------------------------------------
-def _versions(
-    registry: Registry, kind: str, products: dict[str, str] | None = None
-) -> list[dict[str, Any]]:
-    """One row per version in ``registry``; ``products`` maps a manifest's task to its product."""
+def _versions(registry: Registry, kinds: KindRegistry) -> list[dict[str, Any]]:
+    """One row per version in ``registry``, with the product that owns its artifact."""
     rows = []
     for name in registry.names():
         aliases = registry.aliases(name)
+        try:
+            product = kinds.owner(registry.kind, name)[0].product
+        except LookalikeError:  # an artifact no product serves (e.g. a trained localiser)
+            product = "-"
         for version in registry.versions(name):
             try:
                 m = registry.manifest(Ref(name, version))
             except LookalikeError:
                 continue
-            metrics = recorded_metrics(m)
             checks = m.get("checks") or {}
-            task = str(m.get("task") or ("image-embedding" if kind == "model" else "index"))
             rows.append(
                 {
-                    "kind": kind,
+                    "kind": registry.kind,
                     "ref": f"{name}:{version}",
-                    "task": task,
-                    "product": (products or {}).get(task, task),
+                    "product": product,
                     "aliases": ",".join(a for a, v in aliases.items() if v == version),
                     "created_at": m.get("created_at", ""),
-                    "metrics": metrics,
-                    "metric": metrics[0]["value"] if metrics else None,
-                    "metric_source": f"{metrics[0]['check']}: {metrics[0]['source']}"
-                    if metrics
-                    else "",
+                    "metrics": recorded_metrics(m),
                     "checks": None if not checks else bool(checks.get("passed")),
                     "latency": ((checks.get("results") or {}).get("latency") or {}).get(
                         "figures", {}
@@ -100,20 +95,19 @@ def _versions(
 
 
 def _products(kinds: KindRegistry, versions: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each product the serving layer knows, with what production is measured at, or how to
-    build it when nothing is promoted."""
+    """Each product the serving layer knows: what its production release (the one a server
+    loads, as /health's ``held_to`` says) was measured at, or how to build it."""
     out = []
     for k in kinds:
-        mine = [v for v in versions if v["product"] == k.product]
-        production = [v for v in mine if "production" in v["aliases"].split(",")]
+        try:
+            production = release_metrics(k, k.release("production"))
+        except LookalikeError:  # nothing promoted, or aliases that cannot be read
+            production = []
         out.append(
             {
                 "product": k.product,
-                "task": k.task,
-                "versions": len(mine),
-                "production": [
-                    {"ref": v["ref"], **metric} for v in production for metric in v["metrics"]
-                ],
+                "versions": sum(v["product"] == k.product for v in versions),
+                "production": production,
                 "build": getattr(k, "build_fix", None) or "lookalike demo --no-serve",
             }
         )
@@ -257,24 +251,18 @@ def lonely_items(settings: Settings, k: int = TOP_K) -> list[dict[str, Any]]:
 
 
 def collect_report(
-    settings: Settings,
-    *,
-    artifacts: list[Path] | None = None,
-    kinds: KindRegistry | None = None,
+    settings: Settings, kinds: KindRegistry, *, artifacts: list[Path] | None = None
 ) -> ReportData:
     """Gather every figure the report shows; missing sources become notes, not errors.
 
-    ``kinds`` are the products the serving layer knows (``serve.products.default_kinds``): each
-    gets its row, built or not. Without them only the products that have versions are shown.
+    ``kinds`` are the products the serving layer knows (``serve.products.default_kinds``, which
+    this layer may not import): each gets its row, built or not.
     """
     data = ReportData(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), str(settings.home))
     models = Registry(settings.models_dir, "model")
     indexes = Registry(settings.index_dir, "index")
-    tasks = {k.task: k.product for k in kinds or ()}
-    tasks.setdefault("image-embedding", "search")
-    tasks.setdefault("index", "search")
-    data.versions = _versions(models, "model", tasks) + _versions(indexes, "index", tasks)
-    data.products = _products(kinds, data.versions) if kinds is not None else []
+    data.versions = _versions(models, kinds) + _versions(indexes, kinds)
+    data.products = _products(kinds, data.versions)
     for row in data.versions:
         lat = row["latency"]
         if lat.get("p95_ms") is not None:
@@ -439,8 +427,7 @@ def _img(plots: dict[str, str], key: str, alt: str) -> str:
 _CSS = """body{font:14px/1.45 system-ui,sans-serif;max-width:1000px;margin:2em auto;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:3px 8px;
-text-align:left;font-size:13px}th{background:#f4f4f4}.empty{color:#888}img{max-width:100%}
-.nym{color:#a60}"""
+text-align:left;font-size:13px}th{background:#f4f4f4}.empty{color:#888}img{max-width:100%}"""
 
 
 def _product_rows(data: ReportData) -> list[list[Any]]:
@@ -453,7 +440,14 @@ def _product_rows(data: ReportData) -> list[list[Any]]:
             rows.append([p["product"], status, "-", "-", "-", f"run `{p['build']}`"])
         for m in p["production"]:
             rows.append(
-                [p["product"], m["ref"], m["metric"], m["direction"], _fmt(m["value"]), m["source"]]
+                [
+                    p["product"],
+                    m["artifact"],
+                    m["metric"],
+                    m["direction"],
+                    _fmt(m["value"]),
+                    m["source"],
+                ]
             )
     return rows
 
@@ -611,16 +605,12 @@ def render_html(data: ReportData, plots: dict[str, str]) -> str:
 
 
 def write_report(
-    settings: Settings,
-    out: Path,
-    *,
-    artifacts: list[Path] | None = None,
-    kinds: KindRegistry | None = None,
+    settings: Settings, out: Path, kinds: KindRegistry, *, artifacts: list[Path] | None = None
 ) -> Path:
     """Collect, plot and write the report to ``out`` (atomically); returns ``out``."""
     from lookalike.registry.store import atomic_write_text
 
-    data = collect_report(settings, artifacts=artifacts, kinds=kinds)
+    data = collect_report(settings, kinds, artifacts=artifacts)
     atomic_write_text(Path(out), render_html(data, _plots(data)))
     Path(out).chmod(0o644)  # the temp file was private; a report is for people to read
     return Path(out)

@@ -12,7 +12,7 @@ from lookalike.lifecycle.checks import MetricGate, against_production
 from lookalike.lifecycle.fallback import Chain, FallbackHook, Step, StepFailed, StepPools
 from lookalike.lifecycle.kinds import Generation, Kind, KindRegistry, LoadContext, Release
 from lookalike.lifecycle.promote import PromoteOutcome, RollbackOutcome, promote, rollback
-from lookalike.lifecycle.serving import ProductSlot
+from lookalike.lifecycle.serving import ProductSlot, release_metrics
 from lookalike.lifecycle.single import (
     CheckStop,
     SingleModelKind,
@@ -45,5 +45,6 @@ __all__ = [
     "output_result",
     "problems_of",
     "promote",
+    "release_metrics",
     "rollback",
 ]

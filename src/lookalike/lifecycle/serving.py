@@ -24,10 +24,23 @@ from lookalike.core.errors import LookalikeError, short_reason
 from lookalike.lifecycle.checks import recorded_metrics
 from lookalike.lifecycle.kinds import Generation, Kind, LoadContext, Release
 
-__all__ = ["ProductSlot"]
+__all__ = ["ProductSlot", "release_metrics"]
 
 log = logging.getLogger("lookalike.lifecycle")
 ALIASES = ("production", "previous")
+
+
+def release_metrics(kind: Kind, release: Release) -> list[dict[str, Any]]:
+    """What each member of ``release`` was measured at by its checks (``recorded_metrics``),
+    with the artifact it belongs to; a manifest that cannot be read adds nothing."""
+    out: list[dict[str, Any]] = []
+    for role, ref in release.members.items():
+        try:
+            manifest = kind.registry(role).manifest(ref)
+        except (OSError, ValueError, LookalikeError):
+            continue
+        out += [{"artifact": str(ref), **m} for m in recorded_metrics(manifest)]
+    return out
 
 
 @dataclass
@@ -108,21 +121,9 @@ class ProductSlot:
     def install(self, generation: Generation) -> None:
         """Swap in a generation: one reference assignment; old requests finish on theirs."""
         generation.set_fallback_hook(self.context.on_fallback)
-        self.held_to = self._held_to(generation.release)
+        self.held_to = release_metrics(self.kind, generation.release)
         self.generation = generation
         self.loaded_at = time.time()
-
-    def _held_to(self, release: Release) -> list[dict[str, Any]]:
-        """Each member's metrics as its manifest recorded them (``recorded_metrics``), with the
-        artifact they belong to; a manifest that cannot be read adds nothing."""
-        out: list[dict[str, Any]] = []
-        for role, ref in release.members.items():
-            try:
-                manifest = self.kind.registry(role).manifest(ref)
-            except (OSError, ValueError, LookalikeError):
-                continue
-            out += [{"artifact": str(ref), **m} for m in recorded_metrics(manifest)]
-        return out
 
     def load(self) -> ProductSlot:
         """First load (at start-up); never raises."""
