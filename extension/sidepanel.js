@@ -53,13 +53,16 @@ function absolute(url, base = server) {
 // is only for an older server that does not send it.
 function formatPrice(item) {
   if (typeof item.price_text === "string" && item.price_text) return item.price_text;
+  if (item.price === null || item.price === undefined) return ""; // no price: say none
   const value = Number(item.price);
   return Number.isFinite(value) ? `$${value.toFixed(2)}` : "";
 }
 
 function card(item, rank, base) {
   const link = absolute(item.url, base) || absolute(item.image_url, base);
-  const similarity = Math.round(Math.max(0, Math.min(1, Number(item.score) || 0)) * 100);
+  // How close in words, from thresholds calibrated for the serving model ("Very close"), or
+  // nothing: a raw cosine as "41% match" means nothing to a shopper (the search page agrees).
+  const match = typeof item.match === "string" ? item.match : "";
   return el(
     "li",
     { class: "card", dataset: { itemId: item.item_id, rank: String(rank) } },
@@ -72,7 +75,7 @@ function card(item, rank, base) {
         "span",
         { class: "meta" },
         el("span", { class: "price" }, formatPrice(item)),
-        el("span", { class: "similarity", title: "Similarity" }, `${similarity}% match`),
+        el("span", { class: "match", hidden: !match }, match),
       ),
       el(
         "span",

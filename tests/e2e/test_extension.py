@@ -65,9 +65,10 @@ def test_right_click_image_shows_its_catalog_item_first(
     assert first.locator(".price").inner_text() == price_text(float(test_pages.image_item["price"]))
     expected_badge = "Available now" if test_pages.image_item["available"] == "true" else "Rented"
     assert expected_badge in first.locator(".badge").inner_text()
-    assert first.locator(".similarity").inner_text().endswith("% match")
-    similarity = int(first.locator(".similarity").inner_text().split("%")[0])
-    assert similarity >= 90  # its own photo, downscaled and re-encoded
+    # How close, only in the serving model's calibrated words: this plain ImageNet model has
+    # none (no `score_labels`), so no word at all, and never a raw cosine as "% match".
+    assert first.locator(".match").count() == 1 and not first.locator(".match").is_visible()
+    assert "% match" not in panel.inner_text("#results")
     href = first.locator("a").get_attribute("href")
     assert href is not None and href.startswith(api_server.url)
     # The product photo really loads from the server.

@@ -115,6 +115,9 @@ def test_recs_on_a_live_server(recs_home: Path) -> None:
         # an item the rentals know but the catalog does not: co-rental only, not a 500
         rtr = httpx.get(f"{base}/v1/items/3/similar", params={"k": 3}).json()
         assert rtr["results"] and "not in the catalog" in rtr["fallback"]
+        # its neighbours are rentals-only too: no made-up "$0 per rental", no photo link
+        stub = next(r for r in rtr["results"] if "not in the catalog" in r["title"])
+        assert stub["price"] is None and stub["price_text"] == "" and stub["image_url"] is None
         assert httpx.get(f"{base}/v1/items/nope-404/similar").status_code == 404
 
         # occasions

@@ -196,6 +196,11 @@ def test_the_rounding_step_is_chosen_from_the_prices_and_served(
     if model.step:
         on_grid = np.isclose(out.price / model.step, np.round(out.price / model.step))
         assert np.all(on_grid | (out.price == model.floor))
+        # the interval on the same grid ("$55–70"), widened outward, never under the floor
+        for end in (out.low, out.high):
+            on_grid = np.isclose(end / model.step, np.round(end / model.step))
+            assert np.all(on_grid | (end == model.floor))
+        assert np.all(out.low >= model.floor)
     assert np.all(out.low <= out.price) and np.all(out.price <= out.high)
     # rents off any grid (a business pricing to the cent): rounding to $5 or $10 only adds error
     off = train.take(np.arange(len(train)))

@@ -273,6 +273,9 @@ class PriceModel:
             price = snap(price, self.step, self.floor)
         low = np.minimum(np.maximum(raw * np.exp(lo_q), self.floor), price)
         high = np.maximum(np.maximum(raw * np.exp(hi_q), self.floor), price)
+        if method != "rule" and self.step > 0:  # on the price's own grid: "$55–70", outward
+            low = np.maximum(np.floor(low / self.step + 1e-9) * self.step, self.floor)
+            high = np.ceil(high / self.step - 1e-9) * self.step
         return Suggestions(price, raw, low, high, raw < self.floor)
 
     def similar(self, listings: Listings, k: int = 5) -> list[list[Neighbour]]:

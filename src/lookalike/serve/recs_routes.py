@@ -24,6 +24,7 @@ yet): events only reorder that user's page, they never change anyone else's.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -176,9 +177,10 @@ def _rec_items(scored: list[Scored], catalog: dict[str, Item]) -> list[RecItem]:
 
 
 def _stub(item_id: str, category: str | None) -> Item:
-    """A rentals-only item (known to the model, not to the catalog): no price, no photo."""
-    return Item(item_id, f"item {item_id} (not in the catalog)", category or "", 0.0, False, None,
-                (), _EPOCH)  # fmt: skip
+    """A rentals-only item (known to the model, not to the catalog): no price (NaN, shown as
+    none), no photo."""
+    title = f"item {item_id} (not in the catalog)"
+    return Item(item_id, title, category or "", math.nan, False, None, (), _EPOCH)
 
 
 def blended_similar(

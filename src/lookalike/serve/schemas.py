@@ -55,8 +55,13 @@ class ResultItem(BaseModel):
     item_id: str
     title: str
     category: str
-    price: float = Field(description="Rental price in the catalog's currency")
-    price_text: str = Field(description='The price as shown to a shopper, e.g. "$45 per rental"')
+    price: float | None = Field(
+        description="Rental price in the catalog's currency; null for an item the rentals know "
+        "but the catalog does not (a co-rental neighbour from `/similar`: no price, no photo)"
+    )
+    price_text: str = Field(
+        description='The price as shown to a shopper, e.g. "$45 per rental"; "" with no price'
+    )
     available: bool = Field(description="Can be rented now")
     score: float = Field(description="Cosine similarity of the best-matching image, -1..1")
     match: str | None = Field(
@@ -65,7 +70,7 @@ class ResultItem(BaseModel):
         "calibrated for the serving model (its manifest's `score_labels`); null when the model "
         "has none or the score is below them all",
     )
-    image_url: str
+    image_url: str | None = Field(description="Its photo; null for an item not in the catalog")
     url: str | None = None
     region: str = Field("whole", description="Which crop of the query photo matched")
     box: list[float] | None = Field(

@@ -33,6 +33,7 @@ const priceFormat = new Intl.NumberFormat("en-US", {
 // The server's `price_text` is the one price format (serve/schemas.py: price_text); this is
 // only for an older server that does not send it.
 export function formatPrice(price) {
+  if (price === null || price === undefined || price === "") return ""; // no price: say none
   const n = Number(price);
   if (!Number.isFinite(n)) return "";
   return `${priceFormat.format(n)} / rental`;
