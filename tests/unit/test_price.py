@@ -10,9 +10,9 @@ import pytest
 
 from lookalike.core.errors import IntegrityError, InvalidInput
 from lookalike.price.evaluation import default_data, evaluate, load_split, row_figures
-from lookalike.price.fit import STEPS, fit_price_model
+from lookalike.price.fit import INTERVAL_QS, STEPS, _interval, fit_price_model
 from lookalike.price.listings import FABRICS, parse_price, read_listings
-from lookalike.price.model import PriceModel, snap
+from lookalike.price.model import PriceModel, bounds, snap
 
 REAL = default_data()
 HEADER = (
@@ -196,7 +196,7 @@ def test_the_rounding_step_is_chosen_from_the_prices_and_served(
     if model.step:
         on_grid = np.isclose(out.price / model.step, np.round(out.price / model.step))
         assert np.all(on_grid | (out.price == model.floor))
-        # the interval on the same grid ("$55–70"), widened outward, never under the floor
+        # the interval on the same grid ("$55–70"), never under the floor
         for end in (out.low, out.high):
             on_grid = np.isclose(end / model.step, np.round(end / model.step))
             assert np.all(on_grid | (end == model.floor))
@@ -248,3 +248,29 @@ def test_evaluation_counts_the_test_dresses_of_brands_it_never_saw(real_slice) -
     ev = evaluate(small, test, split="400 dresses of the slice", folds=3)
     assert unseen > 0 and ev.test_unseen_brand == unseen
     assert ev.to_dict()["test_unseen_brand"] == unseen
+
+
+def test_the_interval_holds_80_percent_as_served_rounded_to_the_grid() -> None:
+    """Rents on a $5 grid: rounded ends of the 10th/90th percentiles hold more than 80 %, so
+    the quantiles narrow until the served (floored, rounded) interval holds just 80 %."""
+    rng = np.random.default_rng(0)
+    raw = rng.uniform(35, 150, 4000)
+    rent = np.maximum(np.round(raw * np.exp(rng.normal(0, 0.15, 4000)) / 5) * 5, 30)
+    residual = np.log(rent) - np.log(raw)
+    price = snap(np.maximum(raw, 30), 5.0, 30)
+
+    def held(quantiles: tuple[float, float], step: float) -> float:
+        low, high = bounds(raw, price, quantiles, step, 30)
+        assert np.all((low <= price) & (price <= high) & (low >= 30))
+        return float(np.mean((rent >= low) & (rent <= high)))
+
+    wide = (float(np.quantile(residual, 0.1)), float(np.quantile(residual, 0.9)))
+    assert held(wide, 5.0) > 0.82  # what the plain percentiles would have served
+    q, quantiles = _interval(residual, raw, rent, 30.0, 5.0)
+    assert q > INTERVAL_QS[0] and 0.8 <= held(quantiles, 5.0) < held(wide, 5.0)
+    narrower = (float(np.quantile(residual, q + 0.01)), float(np.quantile(residual, 0.99 - q)))
+    assert held(narrower, 5.0) < 0.8  # the narrowest that still holds 80 %
+    # unrounded rents: the 10th/90th percentiles already hold 80 %, and are kept
+    smooth = raw * np.exp(rng.normal(0, 0.15, 4000))
+    q, _ = _interval(np.log(smooth / raw), raw, smooth, 0.0, 0.0)
+    assert q in (0.1, 0.11)

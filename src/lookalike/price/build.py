@@ -74,7 +74,7 @@ def build_price_model(
         "ratio": model.ratio,
         "interval": {
             "level": model.interval_level,
-            "quantiles": "10th/90th percentile of out-of-fold log(actual/predicted)",
+            "quantiles": selection.interval_rule,
         },
     }
     return register_price_model(registry, model, holdout, manifest)

@@ -181,7 +181,7 @@ def evaluate(
         reads=list(reads or []),
         interval={
             "level": round(model.interval_level, 3),
-            "quantiles": "10th and 90th percentile of out-of-fold log(actual/predicted)",
+            "quantiles": selection.interval_rule,
             "coverage_on_test": own["interval_coverage"],
         },
     )

@@ -11,8 +11,10 @@ k-fold cross-validation on those dresses alone (never on a test file):
   and calibration scale (the same grids);
 - the method: the lowest out-of-fold MAPE among ridge, kNN, the calibrated blend and the
   calibrated boosted trees (``boost``);
-- the interval: the 10th and 90th percentiles of the chosen model's out-of-fold
-  log(actual / predicted) (an 80 % interval).
+- the interval: quantiles (q, 1 − q) of the chosen model's out-of-fold log(actual /
+  predicted), q the largest of :data:`INTERVAL_QS` whose interval — floored and rounded to the
+  price's step, as served — holds at least 80 % of the out-of-fold rents (listed rents sit on
+  the same grid, so the 10th/90th percentiles alone would hold more than 80 % once rounded).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 from lookalike.core.errors import InvalidInput
 from lookalike.price.boost import fit_boost
 from lookalike.price.listings import CATEGORICAL, Listings
-from lookalike.price.model import FeatureSpace, PriceModel, snap
+from lookalike.price.model import FeatureSpace, PriceModel, bounds, snap
 
 __all__ = [
     "ALPHAS",
@@ -48,7 +50,8 @@ SCALES = tuple(round(0.85 + 0.01 * i, 2) for i in range(21))
 STEPS = (0.0, 1.0, 5.0, 10.0)  # rounding of a suggestion in dollars, chosen by CV (0: none)
 RETAIL_WEIGHT = 3.0  # in the neighbour space, retail price counts 3× a standardised column
 REVIEWS_WEIGHT = 0.5
-INTERVAL = (0.1, 0.9)
+INTERVAL_LEVEL = 0.8
+INTERVAL_QS = tuple(round(0.1 + 0.01 * i, 2) for i in range(16))  # 0.10 … 0.25
 MIN_TRAIN = 20
 
 Progress = Callable[[str], None]
@@ -76,6 +79,15 @@ class Selection:
     boost: str = "fitted"  # or why it was not ("LightGBM is not installed")
     step: float = 0.0  # the suggestions' rounding in dollars (0: none), by CV
     step_mape: dict[float, float] = field(default_factory=dict)  # out-of-fold MAPE per step
+    interval_q: float = INTERVAL_QS[0]  # the interval's quantiles are q and 1 − q, by CV
+
+    @property
+    def interval_rule(self) -> str:
+        q = self.interval_q
+        return (
+            f"{q:.0%} and {1 - q:.0%} quantiles of out-of-fold log(actual/predicted): the "
+            f"narrowest holding {INTERVAL_LEVEL:.0%} of out-of-fold rents as served"
+        )
 
     def scale_of(self, method: str) -> float:
         """The calibration scale ``method`` is served with (1.0 for an uncalibrated one)."""
@@ -97,6 +109,7 @@ class Selection:
             "cv_mape": {k: round(v, 5) for k, v in self.cv_mape.items()},
             "step": self.step,
             "step_mape": {str(k): round(v, 5) for k, v in self.step_mape.items()},
+            "interval_q": self.interval_q,
         }
 
 
@@ -173,6 +186,20 @@ def fit_parts(
 def _folds(n: int, folds: int, seed: int) -> list[np.ndarray]:
     order = np.random.default_rng(seed).permutation(n)
     return [np.sort(part) for part in np.array_split(order, folds)]
+
+
+def _interval(
+    residual: np.ndarray, raw: np.ndarray, actual: np.ndarray, floor: float, step: float
+) -> tuple[float, tuple[float, float]]:
+    """q and the quantiles (q, 1 − q) of ``residual`` (log actual / predicted), q the largest
+    of :data:`INTERVAL_QS` whose served interval holds :data:`INTERVAL_LEVEL` of ``actual``."""
+    price = snap(np.maximum(raw, floor), step, floor)
+    for q in sorted(INTERVAL_QS, reverse=True):
+        quantiles = (float(np.quantile(residual, q)), float(np.quantile(residual, 1 - q)))
+        low, high = bounds(raw, price, quantiles, step, floor)
+        if np.mean((actual >= low - 1e-9) & (actual <= high + 1e-9)) >= INTERVAL_LEVEL:
+            break
+    return q, quantiles  # the widest, 10th and 90th percentiles, when none holds enough
 
 
 def _floored_mape(log_pred: np.ndarray, actual: np.ndarray, floor: float, scale: float) -> float:
@@ -272,16 +299,11 @@ def fit_price_model(
         model.boost_knn = boost_knn
     model.method = chosen
     model.step = selection.step
-    model.interval = (
-        float(np.quantile(residual, INTERVAL[0])),
-        float(np.quantile(residual, INTERVAL[1])),
-    )
-    model.interval_level = INTERVAL[1] - INTERVAL[0]
+    oof_raw = np.exp(oofs[chosen]) * chosen_scale
+    selection.interval_q, model.interval = _interval(residual, oof_raw, y, floor, selection.step)
+    model.interval_level = INTERVAL_LEVEL
     rule_residual = np.log(y) - np.log(model.ratio * train.retail)
-    model.rule_interval = (
-        float(np.quantile(rule_residual, INTERVAL[0])),
-        float(np.quantile(rule_residual, INTERVAL[1])),
-    )
+    _, model.rule_interval = _interval(rule_residual, model.ratio * train.retail, y, floor, 0.0)
     model.facts = {"selection": selection.to_dict(), "train_rows": n}
     say(f"chose {chosen} (CV MAPE {cv[chosen]:.4f})")
     return model, selection

@@ -268,14 +268,9 @@ class PriceModel:
             scale = 1.0 if method == "rule" else self.scale
         raw = np.exp(self.log_raw(listings, method)) * scale
         lo_q, hi_q = self.rule_interval if method == "rule" else self.interval
-        price = np.maximum(raw, self.floor)
-        if method != "rule":
-            price = snap(price, self.step, self.floor)
-        low = np.minimum(np.maximum(raw * np.exp(lo_q), self.floor), price)
-        high = np.maximum(np.maximum(raw * np.exp(hi_q), self.floor), price)
-        if method != "rule" and self.step > 0:  # on the price's own grid: "$55–70", outward
-            low = np.maximum(np.floor(low / self.step + 1e-9) * self.step, self.floor)
-            high = np.ceil(high / self.step - 1e-9) * self.step
+        step = 0.0 if method == "rule" else self.step
+        price = snap(np.maximum(raw, self.floor), step, self.floor)
+        low, high = bounds(raw, price, (lo_q, hi_q), step, self.floor)
         return Suggestions(price, raw, low, high, raw < self.floor)
 
     def similar(self, listings: Listings, k: int = 5) -> list[list[Neighbour]]:
@@ -465,6 +460,16 @@ def snap(price: np.ndarray, step: float, floor: float) -> np.ndarray:
     if step <= 0:
         return price
     return np.maximum(np.round(price / step) * step, floor)
+
+
+def bounds(
+    raw: np.ndarray, price: np.ndarray, quantiles: tuple[float, float], step: float, floor: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The interval around ``price``: ``raw`` × exp(each quantile of log(actual / predicted)),
+    floored, on the price's own grid (``step``: "$55–70"), never excluding the price itself."""
+    low = snap(np.maximum(raw * np.exp(quantiles[0]), floor), step, floor)
+    high = snap(np.maximum(raw * np.exp(quantiles[1]), floor), step, floor)
+    return np.minimum(low, price), np.maximum(high, price)
 
 
 def _read_doc(folder: Path) -> dict[str, Any]:
