@@ -331,8 +331,18 @@ def test_the_server_survives_the_database(
             time.sleep(0.5)
         raise AssertionError("the server did not recover after the database came back")
 
+    from lookalike.serve.auth import ApiKeyStore
+
+    keys = ApiKeyStore(url)
+    _, used = keys.create("extension-used-before")
+    _, unused = keys.create("extension-never-used")
+
+    def auth(base: str, secret: str) -> httpx.Response:
+        return httpx.get(f"{base}/v1/auth/check", headers={"X-API-Key": secret}, timeout=30)
+
     with live_server(home, **env) as server:
         assert search(server.base).status_code == 200
+        assert auth(server.base, used).status_code == 200
         cluster.stop()
         try:
             # past the catalog view's revision check (every 1 s): search must not need it
@@ -342,9 +352,23 @@ def test_the_server_survives_the_database(
             assert time.monotonic() - started < FROZEN_BOUND_S
             # Search answers from the catalog rows it holds in memory (refreshed with the index).
             assert r.status_code == 200 and r.json()["results"], r.text
-            item = httpx.get(f"{server.base}/v1/items/{rows[0]['item_id']}", timeout=30)
-            assert item.status_code == 503 and item.headers.get("retry-after"), item.text
-            message = item.json()["error"]["message"]
+            # ... and so do the found items' pages and photos (the same rows)
+            found = r.json()["results"][0]
+            item = httpx.get(f"{server.base}/v1/items/{found['item_id']}", timeout=30)
+            assert item.status_code == 200 and item.json()["title"] == found["title"], item.text
+            photo_of = httpx.get(f"{server.base}{found['image_url']}", timeout=30)
+            assert photo_of.status_code == 200 and photo_of.content[:2] == b"\xff\xd8"
+            assert httpx.get(f"{server.base}/items/{found['item_id']}").status_code == 200
+            # a key this worker verified keeps working; one it never saw cannot be checked
+            assert auth(server.base, used).status_code == 200
+            refused = auth(server.base, unused)
+            assert refused.status_code == 503 and refused.headers.get("retry-after")
+            cats = httpx.get(f"{server.base}/v1/categories", timeout=30)
+            assert cats.status_code == 200 and cats.json()["categories"], cats.text
+            # an item it does not hold cannot be told apart from one the database has: 503
+            other = httpx.get(f"{server.base}/v1/items/not-held-{uuid.uuid4().hex}", timeout=30)
+            assert other.status_code == 503 and other.headers.get("retry-after"), other.text
+            message = other.json()["error"]["message"]
             assert "database is unreachable" in message, message
             for leak in LEAKS:
                 assert leak not in message, message

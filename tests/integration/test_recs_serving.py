@@ -136,3 +136,24 @@ def test_recs_on_a_live_server(recs_home: Path) -> None:
         assert httpx.post(f"{base}/v1/users/u/events", json=too_many).status_code in (413, 422)
         assert httpx.get(f"{base}/v1/users/bad%20id!/home").status_code == 422
         assert httpx.get(f"{base}/v1/users/u/home", params={"month": 13}).status_code == 422
+
+        # the database gone while serving: her page still answers, from her rentals in the
+        # model and without her recent events (and says so), never a 500; back: events count
+        db = recs_home / "var" / "catalog.db"
+        db.rename(db.with_suffix(".away"))
+        time.sleep(0.6)  # past her events cached by the page above (EventStore's ttl_s)
+        try:
+            down = httpx.get(f"{base}/v1/users/shopper-1/home", params={"month": 6})
+            assert down.status_code == 200, down.text
+            assert down.json()["events_applied"] == 0
+            assert "recent events not read" in down.json()["fallback"]
+            lost = httpx.post(
+                f"{base}/v1/users/shopper-1/events",
+                json={"events": [{"item_id": "LK-0001", "event": "viewed"}]},
+            )
+            assert lost.status_code == 503 and lost.headers.get("retry-after"), lost.text
+        finally:
+            db.with_suffix(".away").rename(db)
+        time.sleep(0.6)
+        back = httpx.get(f"{base}/v1/users/shopper-1/home", params={"month": 6}).json()
+        assert back["events_applied"] >= 1 and not (back["fallback"] or "").startswith("recent")

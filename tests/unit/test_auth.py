@@ -15,9 +15,10 @@ from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
 from lookalike.core.db import migrate
-from lookalike.core.errors import ConfigError, NotFound
+from lookalike.core.errors import ConfigError, NotFound, Unavailable
 from lookalike.core.settings import ExtensionSettings
 from lookalike.jobs.events import Event, IssuedAnswer, check_event
+from lookalike.serve import auth as auth_module
 from lookalike.serve.access import ROUTE_ACCESS, RouteAccess, RouteClass
 from lookalike.serve.auth import ApiKeyStore, install_auth
 from lookalike.serve.ledger import AccessLedger
@@ -380,3 +381,29 @@ def test_keys_cli_creates_keys_with_roles(tmp_path: Path, monkeypatch) -> None:
     store = ApiKeyStore(f"sqlite:///{tmp_path / 'var' / 'catalog.db'}")
     verified = store.verify(key["secret"])
     assert verified is not None and verified.role == "admin"
+
+
+def test_a_verified_key_outlives_a_database_outage(tmp_path: Path, monkeypatch) -> None:
+    """The database gone: a key this store verified still opens its routes (no revocation can
+    be written meanwhile), an unseen or wrong secret gets the 503, and only within the grace."""
+    db = tmp_path / "keys.db"
+    store = ApiKeyStore(f"sqlite:///{db}")
+    store.create_schema()
+    _, seen = store.create("seen")
+    _, unseen = store.create("unseen")
+    revoked_id, revoked = store.create("revoked")
+    assert store.verify(seen) is not None and store.verify(revoked) is not None
+    store.revoke(revoked_id)
+    assert store.verify(revoked) is None  # seen revoked: forgotten, not kept for the outage
+    db.rename(tmp_path / "away.db")
+    key = store.verify(seen)
+    assert key is not None and key.name == "seen"
+    for secret in (unseen, revoked, seen[:-4] + "AAAA"):  # a wrong secret of a known key id too
+        with pytest.raises(Unavailable):
+            store.verify(secret)
+    monkeypatch.setattr(auth_module, "KEY_GRACE_SECONDS", 0.0)
+    with pytest.raises(Unavailable):
+        store.verify(seen)
+    (tmp_path / "away.db").rename(db)
+    monkeypatch.setattr(auth_module, "KEY_GRACE_SECONDS", 600.0)
+    assert store.verify(seen) is not None and store.verify(unseen) is not None

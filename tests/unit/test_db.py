@@ -274,3 +274,31 @@ def test_a_sqlite_file_gone_or_replaced_under_an_engine(tmp_path: Path) -> None:
     (tmp_path / "other.db").replace(db)
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM t")).scalar() == 10
+
+
+def test_a_sqlite_file_damaged_under_an_engine_is_unavailable(tmp_path: Path) -> None:
+    """Overwritten with junk (a bad restore, a disk fault) while the server runs: a 503 that
+    says so, for reads and writes, never a 500; /health names it; a good file back: used."""
+    db = tmp_path / "x.db"
+    engine = get_engine(f"sqlite:///{db}")
+    store = CatalogStore(f"sqlite:///{db}", tmp_path / "media")
+    store.create_schema()
+    assert store.count_items() == 0
+    good = tmp_path / "good.db"
+    with engine.begin() as conn:
+        conn.execute(sa.text("PRAGMA wal_checkpoint(TRUNCATE)"))
+    good.write_bytes(db.read_bytes())
+    for side in ("-wal", "-shm"):
+        (tmp_path / f"x.db{side}").unlink(missing_ok=True)
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"this is not a database at all " * 200)
+    junk.replace(db)
+    for call in (store.count_items, store.revision, lambda: store.delete_item("LK-1")):
+        with pytest.raises(Unavailable) as info:
+            call()
+        assert info.value.status == 503 and "damaged" in info.value.message
+        assert str(tmp_path) not in info.value.message
+    problem = database_problem(f"sqlite:///{db}")
+    assert problem is not None and "damaged" in problem
+    good.replace(db)
+    assert store.count_items() == 0

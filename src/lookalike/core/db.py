@@ -160,7 +160,14 @@ _REASONS: tuple[tuple[tuple[str, ...], str], ...] = (
         ("unable to open database", "readonly database", "disk i/o error", "disk is full"),
         "the database file cannot be opened or written",
     ),
+    (
+        ("file is not a database", "database disk image is malformed"),
+        "the database file is damaged or is not a database (restore it from a backup)",
+    ),
 )
+# A SQLite file overwritten or corrupted under a running server: sqlite3.DatabaseError, not an
+# OperationalError, yet the same for every caller as a database that went away.
+_DAMAGED = _REASONS[-1][0]
 
 
 def _reason(orig: BaseException) -> str:
@@ -195,6 +202,8 @@ def _translate(exc: BaseException) -> LookalikeError | None:
             return None  # a schema problem: the caller names the fix
         return _unavailable(_reason(orig))
     if sqlstate.startswith(("08", "53", "57P")):  # connection, resources, operator intervention
+        return _unavailable(_reason(orig))
+    if isinstance(exc, sa.exc.DatabaseError) and any(w in str(orig).lower() for w in _DAMAGED):
         return _unavailable(_reason(orig))
     return None
 

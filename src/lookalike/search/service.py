@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 import weakref
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
@@ -194,6 +195,11 @@ class _CatalogView:
     def item(self, item_id: str) -> Item | None:
         """One item from memory, or None (no image, gone, or not seen yet)."""
         return self._refresh().items.get(item_id)
+
+    def categories(self) -> list[tuple[str, int]]:
+        """``(category, item count)`` of the items in memory, most first (as the store's)."""
+        counts = Counter(item.category for item in self._refresh().items.values())
+        return sorted(counts.items(), key=lambda r: (-r[1], r[0]))
 
     def image_ids(self) -> frozenset[int]:
         """The catalog's image ids as of :meth:`revision` (what an index should hold)."""

@@ -23,6 +23,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 from lookalike import __version__
+from lookalike.catalog.records import Item
 from lookalike.core.db import database_problem
 from lookalike.core.errors import InvalidInput, LookalikeError, NotFound, Unavailable
 from lookalike.core.images import (
@@ -109,6 +110,31 @@ def _search(request: Request) -> SearchGeneration:
             + " — run `lookalike demo` or build a model and an index"
         )
     return search
+
+
+def _catalog_item(state: ServingState, item_id: str) -> tuple[Item, int]:
+    """An item and the catalog revision it is read at: from the database, or, while the
+    database is unreachable, from the rows search answers with (its in-memory view), so the
+    results a shopper just got keep their photos and item pages. Unavailable when neither."""
+    try:
+        return state.catalog.get_item(item_id), state.catalog.revision()
+    except Unavailable:
+        search = state.search
+        item = None if search is None else search.service.view.item(item_id)
+        if item is None or search is None:
+            raise
+        return item, search.service.view.revision()
+
+
+def _categories(state: ServingState) -> list[tuple[str, int]]:
+    """The catalog's categories; while the database is unreachable, those of the items search
+    holds in memory (the ones a shopper can find), as :func:`_catalog_item` does for items."""
+    try:
+        return state.catalog.categories()
+    except Unavailable:
+        if state.search is None:
+            raise
+        return state.search.service.view.categories()
 
 
 def _metrics(request: Request) -> ServingMetrics:
@@ -399,11 +425,10 @@ def build_router(max_k: int) -> APIRouter:
     async def get_item(request: Request, item_id: str) -> Response:
         state = _state(request)
         max_age = state.settings.serving.cache_max_age_seconds
-        revision = await run_in_threadpool(state.catalog.revision)
+        item, revision = await run_in_threadpool(_catalog_item, state, item_id)
         etag = etag_for("item", revision, item_id)
         if matches(request, etag):
             return not_modified(etag, max_age)
-        item = await run_in_threadpool(state.catalog.get_item, item_id)
         body = ItemOut(
             item_id=item.item_id,
             title=item.title,
@@ -427,8 +452,9 @@ def build_router(max_k: int) -> APIRouter:
     async def item_image(
         request: Request, item_id: str, n: Annotated[int, Query(ge=0, le=100)] = 0
     ) -> FileResponse:
-        catalog = _state(request).catalog
-        item = await run_in_threadpool(catalog.get_item, item_id)
+        state = _state(request)
+        catalog = state.catalog
+        item, _ = await run_in_threadpool(_catalog_item, state, item_id)
         if n >= len(item.images):
             raise NotFound(f"item {item_id!r} has {len(item.images)} image(s); no image {n}")
         return FileResponse(
@@ -471,7 +497,7 @@ def build_router(max_k: int) -> APIRouter:
 
     @router.get("/v1/categories", response_model=CategoryList, responses=ERRORS)
     async def categories(request: Request) -> CategoryList:
-        rows = await run_in_threadpool(_state(request).catalog.categories)
+        rows = await run_in_threadpool(_categories, _state(request))
         return CategoryList.model_validate(
             {"categories": [{"name": n, "count": c} for n, c in rows]}
         )
@@ -664,7 +690,7 @@ def create_app(settings: Settings | None = None, *, state: ServingState | None =
     async def item_page(request: Request, item_id: str) -> FileResponse:
         # An unknown item is a 404 page a shopper can read, not an empty item page.
         try:
-            await run_in_threadpool(_state(request).catalog.get_item, item_id)
+            await run_in_threadpool(_catalog_item, _state(request), item_id)
         except NotFound:
             return FileResponse(STATIC / "missing.html", status_code=404)
         return FileResponse(STATIC / "item.html")

@@ -15,6 +15,11 @@ worker and the bounds on ``POST /v1/events`` are the rules of ``serve/access.py`
 ``GET /v1/auth/check`` (any valid key; the extension's "Test connection" button calls it) and
 CORS for exactly the configured extension origins. Secrets are shown once by ``create`` and
 stored only as SHA-256 hashes; they are never logged.
+
+While the database is unreachable, a key this worker verified in the last
+:data:`KEY_GRACE_SECONDS` still opens its routes (its hash, role and name kept in memory): a
+revocation is a write to the same database, so none can have happened meanwhile; an unknown key
+gets the database's 503.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import hmac
 import logging
 import re
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, cast
@@ -33,7 +40,7 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 
 from lookalike.core.db import get_engine, migrate
-from lookalike.core.errors import ConfigError, NotFound
+from lookalike.core.errors import ConfigError, NotFound, Unavailable
 from lookalike.core.settings import DatabaseSettings, ExtensionSettings
 from lookalike.serve.access import ROLES, AccessControl
 from lookalike.serve.ledger import AccessLedger
@@ -53,6 +60,8 @@ _SECRET_PREFIX = "lk_"
 # "lk_<key_id>_<random>": the key id lets us find the row, the hash comparison is constant-time.
 _SECRET_RE = re.compile(r"^lk_([0-9a-f]{12})_([A-Za-z0-9_-]{20,100})$")
 _EXTENSION_SCHEME = "chrome-extension://"
+KEY_GRACE_SECONDS = 600.0  # a verified key outlives a database outage this long (module doc)
+_KNOWN_KEYS = 10_000
 Role = Literal["extension", "moderator", "admin"]
 
 _metadata = sa.MetaData()
@@ -110,6 +119,9 @@ class ApiKeyStore:
         # The process's engine (core.db): raises ConfigError for a bad URL, never connects.
         self.url, self._db = url, db
         self._engine = get_engine(url, db)
+        # key_id -> (secret hash, key, when verified): the outage grace of the module doc
+        self._known: dict[str, tuple[str, ApiKey, float]] = {}
+        self._known_lock = threading.Lock()
 
     def create_schema(self) -> None:
         """Migrate the database to the newest schema, ``api_keys`` included (safe to repeat)."""
@@ -165,14 +177,35 @@ class ApiKeyStore:
         match = _SECRET_RE.match(secret.strip())
         if match is None:
             return None
-        with self._engine.connect() as conn:
-            row = conn.execute(
-                sa.select(_api_keys).where(_api_keys.c.key_id == match.group(1))
-            ).first()
-        if row is None or not hmac.compare_digest(_hash(secret.strip()), row.secret_sha256):
-            return None
-        key = _row_to_key(row)
-        return key if key.active else None
+        key_id, digest = match.group(1), _hash(secret.strip())
+        try:
+            with self._engine.connect() as conn:
+                row = conn.execute(sa.select(_api_keys).where(_api_keys.c.key_id == key_id)).first()
+        except Unavailable as exc:
+            return self._verified_before(key_id, digest, exc)
+        key = None
+        if row is not None and hmac.compare_digest(digest, row.secret_sha256):
+            key = _row_to_key(row)
+        with self._known_lock:
+            if key is not None and key.active:
+                if len(self._known) >= _KNOWN_KEYS:
+                    self._known.clear()
+                self._known[key_id] = (digest, key, time.monotonic())
+                return key
+            self._known.pop(key_id, None)
+        return None
+
+    def _verified_before(self, key_id: str, digest: str, unreachable: Unavailable) -> ApiKey:
+        """The key as last verified, within the grace; else the database's ``unreachable``."""
+        with self._known_lock:
+            hit = self._known.get(key_id)
+        if (
+            hit is not None
+            and hmac.compare_digest(digest, hit[0])
+            and time.monotonic() - hit[2] < KEY_GRACE_SECONDS
+        ):
+            return hit[1]
+        raise unreachable
 
 
 def install_auth(

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from lookalike.catalog.records import Item
-from lookalike.core.errors import NotFound
+from lookalike.core.errors import NotFound, Unavailable
 from lookalike.recs.events import EventStore
 from lookalike.recs.served import BUILD_FIX, RecsGeneration
 from lookalike.recs.similar import DEFAULT_BLEND, Scored, blend
@@ -268,9 +268,14 @@ def build_recs_router() -> APIRouter:
         store = _events(request)
 
         def run() -> HomeOut:
-            events = store.recent(user_id)
+            missed: list[str] = []
+            try:
+                events = store.recent(user_id)
+            except Unavailable as exc:  # the page still answers from her rentals in the model
+                events, missed = [], [f"recent events not read ({exc.message}): rentals only"]
             m = _month(month)
             carousels, served_by, reasons = recs.home(user_id, events, m, k)
+            reasons = [*missed, *reasons]
             personalised = any(c.kind == "for-you" for c in carousels)
             if served_by == "recs-personalised" and not personalised:
                 served_by = "recs-popular"  # no history and no events: the popular layout
