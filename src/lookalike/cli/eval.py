@@ -12,6 +12,7 @@ from rich.table import Table
 from lookalike.cli.price import eval_price
 from lookalike.cli.progress import progress_bar
 from lookalike.core.settings import Settings
+from lookalike.core.textfiles import write_output
 from lookalike.embed import load_embedder
 from lookalike.registry import Registry
 from lookalike.search import evaluate_retrieval, read_pairs
@@ -111,7 +112,7 @@ def retrieval(
     if json_out:
         doc = {**report.to_dict(), "pairs": str(pairs), "split": split}
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(doc, indent=2))
+        write_output(json_out, json.dumps(doc, indent=2))
         console.print(f"wrote {json_out}")
 
 

@@ -21,6 +21,7 @@ from lookalike.catalog.rental_store import RentalData, RentalStore, training_ren
 from lookalike.catalog.rentals import DEFAULT_RENTALS, RentalCheck
 from lookalike.cli.progress import progress_bar
 from lookalike.core.settings import Settings
+from lookalike.core.textfiles import write_output
 
 __all__ = [
     "DataOpt",
@@ -146,7 +147,7 @@ def eval_fit(
     )
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(figures, indent=2))
+        write_output(json_out, json.dumps(figures, indent=2))
         console.print(f"wrote {json_out}")
 
 

@@ -24,6 +24,7 @@ from lookalike.cli.fit import DataOpt, rentals_for
 from lookalike.cli.price import _cell
 from lookalike.core.errors import InvalidInput, LookalikeError
 from lookalike.core.settings import Settings
+from lookalike.core.textfiles import output_file, write_output
 from lookalike.forecast.kind import ARTIFACT_NAME
 from lookalike.forecast.quantiles import nb_quantile
 from lookalike.forecast.served import BUILD_FIX
@@ -170,8 +171,7 @@ def buy_cmd(
     ref = registry.resolve(Ref(ARTIFACT_NAME, version))
     stock = read_stock(stock_csv) if stock_csv else {}
     rows, method = buy_units(registry.path(ref), weeks, service_level, stock)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="", encoding="utf-8") as f:
+    with output_file(out) as f:
         fields = [*rows[0].keys(), "model_version", "method"] if rows else ["item_id"]
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
@@ -303,7 +303,7 @@ def eval_forecast(
     )
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps({"data": source.source, **figures}, indent=2))
+        write_output(json_out, json.dumps({"data": source.source, **figures}, indent=2))
         out.print(f"wrote {json_out}")
 
 

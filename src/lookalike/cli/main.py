@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -26,6 +26,7 @@ from lookalike.cli import refresh as refresh_cli
 from lookalike.cli import registry as registry_cli
 from lookalike.core.errors import LookalikeError
 from lookalike.core.settings import Settings
+from lookalike.core.textfiles import cannot_write
 
 
 class _Commands(TyperGroup):
@@ -35,15 +36,25 @@ class _Commands(TyperGroup):
     that turns it into a message — a bad file handed to any command (``eval retrieval --pairs``
     with the wrong columns, a photo that does not decode, a model that fails its checks) — so a
     user never gets a traceback for their input. Bugs (anything that is not a
-    :class:`LookalikeError`) still show theirs.
+    :class:`LookalikeError`) still show theirs — except a write the machine refused (a full
+    disk, a read-only folder: ``core.textfiles.cannot_write``) wherever it happens.
     """
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
         except LookalikeError as exc:
-            Console(stderr=True).print(f"[red]error:[/red] {exc.message}", soft_wrap=True)
-            raise typer.Exit(code=1) from None
+            _fail(exc.message)
+        except OSError as exc:
+            ours = cannot_write(exc, str(exc.filename or "a file"))
+            if ours is None:
+                raise
+            _fail(ours.message)
+
+
+def _fail(message: str) -> NoReturn:
+    Console(stderr=True).print(f"[red]error:[/red] {message}", soft_wrap=True)
+    raise typer.Exit(code=1) from None
 
 
 app = typer.Typer(

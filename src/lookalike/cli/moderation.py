@@ -27,6 +27,7 @@ from rich.console import Console
 from lookalike.cli import prefilter
 from lookalike.core.errors import NotFound
 from lookalike.core.settings import Settings
+from lookalike.core.textfiles import output_file
 from lookalike.moderation.posts import ImportResult
 
 if TYPE_CHECKING:
@@ -195,8 +196,7 @@ def export_pairs(
             skipped.append(item_id)
             continue
         rows.append((item_id, rel(photo), rel(catalog.media_path(item.images[0]))))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="", encoding="utf-8") as fh:
+    with output_file(out) as fh:
         writer = csv.writer(fh)
         writer.writerow(["item_id", "person", "product"])
         writer.writerows(rows)

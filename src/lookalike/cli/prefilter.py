@@ -18,6 +18,7 @@ from rich.table import Table
 
 from lookalike.core.errors import LookalikeError
 from lookalike.core.settings import Settings
+from lookalike.core.textfiles import write_output
 from lookalike.registry import Ref, Registry
 
 __all__ = ["add_commands"]
@@ -94,7 +95,7 @@ def compare_cmd(
     rows = compare_feature_sets(blocks, samples, stratified_split(samples))
     console.print(rows_table(rows, f"pre-filter feature sets — held-out split of {data}"))
     if json_out:
-        json_out.write_text(json.dumps(rows, indent=2))
+        write_output(json_out, json.dumps(rows, indent=2))
 
 
 def train_cmd(
@@ -135,7 +136,7 @@ def train_cmd(
         )
     console.print(f"registered {ref} as candidate — promote: `lookalike models promote {ref}`")
     if json_out:
-        json_out.write_text(json.dumps({"ref": str(ref), "metrics": metrics}, indent=2))
+        write_output(json_out, json.dumps({"ref": str(ref), "metrics": metrics}, indent=2))
 
 
 def _production(settings: Settings) -> Any:
@@ -212,7 +213,7 @@ def eval_cmd(
     table.add_row("other", str(c["fp"]), str(c["tn"]))
     console.print(table)
     if json_out:
-        json_out.write_text(json.dumps(out, indent=2))
+        write_output(json_out, json.dumps(out, indent=2))
 
 
 def score_cmd(

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from lookalike.core.errors import LookalikeError
 from lookalike.core.settings import Settings
+from lookalike.core.textfiles import output_file, write_output
 from lookalike.price.evaluation import DEFAULT_SEED, Evaluation, default_data, evaluate, load_split
 from lookalike.price.kind import ARTIFACT_NAME
 from lookalike.price.listings import read_listings
@@ -114,7 +115,7 @@ def eval_price(
     )
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(ev.to_dict(), indent=2))
+        write_output(json_out, json.dumps(ev.to_dict(), indent=2))
         console.print(f"wrote {json_out}")
 
 
@@ -174,7 +175,7 @@ def suggest_cmd(
         "suggested_price", "low", "high", "floor_applied", "rounded_to", "reason", "similar",
         "model_version",
     ]  # fmt: skip
-    with target.open("w", newline="", encoding="utf-8") as f:
+    with output_file(target) as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         for i, a in enumerate(answers):

@@ -21,6 +21,7 @@ from lookalike.catalog.rentals import time_split
 from lookalike.cli.fit import DataOpt, rentals_for
 from lookalike.core.errors import LookalikeError
 from lookalike.core.settings import Settings
+from lookalike.core.textfiles import write_output
 
 __all__ = ["add_eval_commands", "app", "eval_home", "eval_similar"]
 
@@ -34,7 +35,7 @@ NOTE = "reviews are a lower bound on rentals: a 'next rental' is the next review
 def _write(json_out: Path | None, doc: dict[str, Any]) -> None:
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(doc, indent=2))
+        write_output(json_out, json.dumps(doc, indent=2))
         console.print(f"wrote {json_out}")
 
 

@@ -20,6 +20,7 @@ from rich.table import Table
 from lookalike.core.errors import InvalidInput, LookalikeError
 from lookalike.core.metrics import KS, recall_key
 from lookalike.core.settings import Settings
+from lookalike.core.textfiles import write_output
 from lookalike.registry import Registry
 
 if TYPE_CHECKING:
@@ -226,7 +227,7 @@ def train_embedding(
     )
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps({"ref": str(result.ref), **result.manifest}, indent=2))
+        write_output(json_out, json.dumps({"ref": str(result.ref), **result.manifest}, indent=2))
 
 
 @app.command("train-localizer")

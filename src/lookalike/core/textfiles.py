@@ -8,17 +8,102 @@ byte-order mark (what Excel writes) is dropped, and a CSV's column names are mat
 case or surrounding spaces (``File ,Has_Dress`` reads as ``file,has_dress``). A file whose header
 line holds no comma but semicolons or tabs (a spreadsheet saved in a European locale, a TSV) is
 read with that separator: :func:`csv_delimiter`.
+
+Writing one (a report, a JSON of figures, a CSV of suggestions) goes through
+:func:`output_file` / :func:`write_output`: whole or not at all (a temp file beside it, renamed
+over it), and a full disk or a folder that cannot be written is one :class:`CannotWrite` line
+(:func:`cannot_write`, which the registry's version writer uses as well), never a traceback
+and never an empty or half file left at the path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import io
+import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
-from lookalike.core.errors import InvalidInput
+from lookalike.core.errors import ConfigError, InvalidInput
 
-__all__ = ["check_text", "csv_delimiter", "csv_rows", "read_text_file"]
+__all__ = [
+    "CANNOT_WRITE",
+    "CannotWrite",
+    "cannot_write",
+    "check_text",
+    "csv_delimiter",
+    "csv_rows",
+    "fsync_dir",
+    "output_file",
+    "read_text_file",
+    "write_output",
+]
+
+# Reasons a write fails that are the machine's, not the code's: one clear error for each.
+CANNOT_WRITE = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+)
+
+
+class CannotWrite(ConfigError):
+    """A file or folder could not be written for a reason of the machine (see CANNOT_WRITE)."""
+
+
+def cannot_write(exc: OSError, what: str) -> CannotWrite | None:
+    """The one-line error for ``exc`` while writing ``what``; None for any other OSError."""
+    if exc.errno not in CANNOT_WRITE:
+        return None
+    return CannotWrite(
+        f"cannot write {what}: {exc.strerror}; nothing was written (free some space or fix "
+        "the folder's permissions, then run it again)"
+    )
+
+
+@contextlib.contextmanager
+def output_file(path: Path | str, *, newline: str | None = "") -> Iterator[TextIO]:
+    """A UTF-8 text file at ``path``, written whole or not at all (module doc)."""
+    path = Path(path)
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp's file is private; what we write is for people to read
+        os.replace(tmp, path)
+        tmp = None
+        fsync_dir(path.parent)  # the rename itself survives a crash
+    except OSError as exc:
+        ours = cannot_write(exc, str(path))
+        if ours is None:
+            raise
+        raise ours from exc
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a folder's entries (a rename in it) to disk, where the file system allows."""
+    with contextlib.suppress(OSError):  # not every file system lets us open a directory
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_output(path: Path | str, text: str) -> None:
+    """``text`` into ``path`` through :func:`output_file`."""
+    with output_file(path, newline=None) as f:
+        f.write(text)
 
 
 def read_text_file(path: Path | str, kind: str = "CSV") -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.core.errors import DimensionMismatch, InvalidInput
+from lookalike.core.textfiles import fsync_dir
 
 __all__ = ["check_ids", "check_vectors", "fsync_and_rename"]
 
@@ -50,11 +51,4 @@ def fsync_and_rename(tmp: Path, final: Path) -> None:
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, final)
-    try:
-        dir_fd = os.open(final.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(final.parent)

@@ -22,6 +22,7 @@ comes back with fewer than ``k`` hits is redone the same way.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -339,7 +340,12 @@ class FaissIndex:
         }
         tmp_index = directory / f".{INDEX_FILE}.{os.getpid()}.tmp"
         try:
-            faiss.write_index(self._index, str(tmp_index))
+            try:
+                faiss.write_index(self._index, str(tmp_index))
+            except RuntimeError as exc:  # faiss's C++ write error: the OS error it saw, as one
+                full = "No space left on device" in str(exc)
+                code = errno.ENOSPC if full else errno.EIO
+                raise OSError(code, os.strerror(code), str(tmp_index)) from exc
             fsync_and_rename(tmp_index, directory / INDEX_FILE)
             tmp_meta = directory / f".{META_FILE}.{os.getpid()}.tmp"
             tmp_meta.write_text(json.dumps(meta, indent=2) + "\n")

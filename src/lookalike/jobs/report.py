@@ -29,6 +29,7 @@ from lookalike.catalog.schema import items as items_table
 from lookalike.core.db import get_engine, translate_errors
 from lookalike.core.errors import ConfigError, LookalikeError
 from lookalike.core.settings import Settings
+from lookalike.core.textfiles import write_output
 from lookalike.jobs.events import EventStore
 from lookalike.lifecycle import KindRegistry, release_metrics
 from lookalike.lifecycle.checks import recorded_metrics
@@ -608,9 +609,6 @@ def write_report(
     settings: Settings, out: Path, kinds: KindRegistry, *, artifacts: list[Path] | None = None
 ) -> Path:
     """Collect, plot and write the report to ``out`` (atomically); returns ``out``."""
-    from lookalike.registry.store import atomic_write_text
-
     data = collect_report(settings, kinds, artifacts=artifacts)
-    atomic_write_text(Path(out), render_html(data, _plots(data)))
-    Path(out).chmod(0o644)  # the temp file was private; a report is for people to read
+    write_output(out, render_html(data, _plots(data)))
     return Path(out)

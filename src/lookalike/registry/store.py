@@ -51,6 +51,7 @@ from lookalike.core.errors import (
     NotFound,
     Unavailable,
 )
+from lookalike.core.textfiles import cannot_write, fsync_dir, write_output
 
 __all__ = [
     "ALIASES",
@@ -144,30 +145,10 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not every file system lets us open a directory
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def atomic_write_text(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so that readers see the old or the new file, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """Replace ``path`` with ``text`` so that readers see the old or the new file, never half
+    (a full disk: one clear error, the old file kept; ``core.textfiles.write_output``)."""
+    write_output(path, text)
 
 
 class ArtifactWriter:
@@ -413,11 +394,16 @@ class Registry:
                     if self.path(ref).exists():
                         continue
                     raise
-                _fsync_dir(base)
+                fsync_dir(base)
                 writer.path = self.path(ref)
                 writer.manifest = doc
                 return
             raise ConfigError(f"could not find a free version number for {name}")
+        except OSError as exc:
+            ours = cannot_write(exc, f"{self.kind} {name} into {base} (nothing was promoted)")
+            if ours is None:
+                raise
+            raise ours from exc
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
