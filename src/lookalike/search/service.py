@@ -183,6 +183,11 @@ class _CatalogView:
         self._checked = 0.0
         self._refresh()
 
+    @property
+    def holds_rows(self) -> bool:
+        """Whether it has read the catalog at least once (so it answers without the database)."""
+        return self._snap is not _EMPTY
+
     def revision(self) -> int:
         """The catalog revision this view reflects (read from the store at most every ``ttl``)."""
         return self._refresh().revision

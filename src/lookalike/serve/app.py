@@ -565,12 +565,18 @@ def build_router(max_k: int) -> APIRouter:
     @router.get(
         "/ready",
         summary="200 when search can answer, 503 otherwise",
+        description="Every product can answer, and the database is reachable or search holds "
+        "the catalog rows it answers from (a database that goes away while serving leaves "
+        "search up: taking every worker out of rotation for it would turn a degraded service "
+        "into an outage). Down at start, before search ever read the catalog: 503.",
         responses={503: {"description": "Not ready: `{ready: false, status}`"}},
     )
     async def ready(request: Request) -> JSONResponse:
         state = _state(request)
         db_problem = await _db_problem(state)
-        ready = state.ready and db_problem is None
+        search = state.search
+        from_memory = search is not None and search.service.view.holds_rows
+        ready = state.ready and (db_problem is None or from_memory)
         status = state.status if db_problem is None or state.status == "unavailable" else "degraded"
         return JSONResponse(
             {"ready": ready, "status": status, "database": db_problem},
