@@ -22,7 +22,7 @@ from lookalike.core.errors import IntegrityError, short_reason
 from lookalike.lifecycle import LoadContext, Release, Step
 from lookalike.lifecycle.single import ChainedGeneration, Unbuilt, product_chain
 from lookalike.price.listings import CATEGORICAL, FABRICS, Listings
-from lookalike.price.model import PriceModel
+from lookalike.price.model import PriceModel, bounds
 
 __all__ = [
     "BUILD_FIX",
@@ -119,8 +119,7 @@ class RuleEngine:
     def price(self, listings: Listings) -> list[dict[str, Any]]:
         raw = self.ratio * listings.retail
         price = np.maximum(raw, self.floor)
-        low = np.minimum(np.maximum(raw * np.exp(self.interval[0]), self.floor), price)
-        high = np.maximum(np.maximum(raw * np.exp(self.interval[1]), self.floor), price)
+        low, high = bounds(raw, price, self.interval, 0.0, self.floor)
         return [
             {
                 "suggested_price": round(float(price[i]), 2),
