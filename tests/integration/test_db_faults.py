@@ -323,10 +323,13 @@ def test_the_server_survives_the_database(
         return httpx.post(f"{base}/v1/search", files={"image": ("q.jpg", photo)}, timeout=30)
 
     def eventually_ok(base: str) -> None:
+        """Ready, the database reachable again, and a search that no longer says otherwise."""
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if httpx.get(f"{base}/ready", timeout=5).status_code == 200:
-                if search(base).status_code == 200:
+            ready = httpx.get(f"{base}/ready", timeout=5)
+            if ready.status_code == 200 and ready.json()["database"] is None:
+                answer = search(base)
+                if answer.status_code == 200 and not answer.json()["fallback"]:
                     return
             time.sleep(0.5)
         raise AssertionError("the server did not recover after the database came back")
@@ -352,6 +355,7 @@ def test_the_server_survives_the_database(
             assert time.monotonic() - started < FROZEN_BOUND_S
             # Search answers from the catalog rows it holds in memory (refreshed with the index).
             assert r.status_code == 200 and r.json()["results"], r.text
+            assert "catalog database unreachable" in (r.json()["fallback"] or ""), r.text
             # ... and so do the found items' pages and photos (the same rows)
             found = r.json()["results"][0]
             item = httpx.get(f"{server.base}/v1/items/{found['item_id']}", timeout=30)

@@ -184,6 +184,16 @@ class _CatalogView:
         self._refresh()
 
     @property
+    def stale_note(self) -> str | None:
+        """What an answer from these rows must say while the database is unreachable."""
+        if not self._unreachable:
+            return None
+        return (
+            f"catalog database unreachable: items as of catalog revision {self._snap.revision} "
+            "(availability and prices may have changed since)"
+        )
+
+    @property
     def holds_rows(self) -> bool:
         """Whether it has read the catalog at least once (so it answers without the database)."""
         return self._snap is not _EMPTY

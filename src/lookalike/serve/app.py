@@ -10,6 +10,7 @@ import math
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -277,6 +278,9 @@ async def _answer(
         result = await run_in_threadpool(run)
     finally:
         metrics.searches_in_flight.dec()
+    stale = search.service.view.stale_note  # answered from memory: the answer says so
+    if stale is not None:
+        result = replace(result, fallback="; ".join(filter(None, [result.fallback, stale])))
     # A fallback index answers with its own version: the tag names what really answered.
     etag = etag_for(result.model_version, result.index_version, revision, *key)
     info = search.service.embedder.info  # the same model on every fallback
