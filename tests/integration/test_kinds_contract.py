@@ -273,6 +273,21 @@ def _contract(kind: Kind, catalog: CatalogStore) -> None:
         assert answer == "answered" and engine is not primary
         assert reasons and "primary broken on purpose" in reasons[0]
 
+    # -- the artifacts' folder gone under a serving slot (a volume not mounted, a folder
+    # deleted): it keeps serving what it loaded, degraded and saying so; back: serving again
+    serving = slot.generation
+    folders = [kind.registry(role).root / kind.artifact_name(role) for role in kind.roles]
+    for folder in folders:
+        folder.rename(folder.with_name(folder.name + ".away"))
+    try:
+        assert not slot.reload_if_changed()
+        assert slot.generation is serving and slot.status == "degraded", slot.problems
+        assert any("kept serving" in p for p in slot.problems), slot.problems
+    finally:
+        for folder in folders:
+            folder.with_name(folder.name + ".away").rename(folder)
+    assert slot.reload_if_changed() and slot.status == "ok", slot.problems
+
 
 def _rename_embedder(registry: Registry, ref: Ref, embedder: str) -> Ref:
     return copy_model(registry, str(ref), embedder=embedder)

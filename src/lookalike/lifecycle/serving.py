@@ -155,6 +155,15 @@ class ProductSlot:
             current = self.generation
             generation, problems, fell_back = self._load_release()
             self.seen = key
+            if generation is not None and current is not None and _vanished(current, generation):
+                # "never built" after a release served: its files went away (a volume not
+                # mounted, a folder deleted), not a decision: nothing unpromotes to nothing
+                problems.append(
+                    f"the registry no longer holds any {self.product} release (was its folder "
+                    "removed?)"
+                )
+                generation.close()
+                generation = None
             if generation is None:
                 if current is not None:
                     problems.append(
@@ -202,3 +211,8 @@ class ProductSlot:
             f" ({notes})" if notes else "",
             " — DEGRADED: " + "; ".join(self.problems) if self.degraded else "",
         )
+
+
+def _vanished(current: Generation, new: Generation) -> bool:
+    """A served release followed by the "nothing built yet" one (no members)."""
+    return bool(current.release.members) and not new.release.members
