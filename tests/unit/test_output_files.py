@@ -13,6 +13,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
+from lookalike.core.textfiles import CannotWrite, write_output
+
 LIMITED = """
 import resource, signal, sys
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -90,3 +94,16 @@ def test_a_command_whose_output_the_disk_refuses_says_so_in_one_line(tmp_path: P
     assert "Traceback" not in done.stderr
     assert f"error: cannot write {out}: File too large" in " ".join(done.stderr.split())
     assert not out.exists() and list(out.parent.iterdir()) == []
+
+
+def test_an_output_path_that_cannot_be_a_file_says_what_to_name_instead(tmp_path: Path) -> None:
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    with pytest.raises(CannotWrite, match="it is a folder: name a file to write"):
+        write_output(folder, "x")
+    plain = tmp_path / "items.csv"
+    plain.write_text("a,b\n")
+    with pytest.raises(CannotWrite, match="a part of its path is a file, not a folder"):
+        write_output(plain / "out.json", "x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["items.csv", "reports"]
+    assert list(folder.iterdir()) == [] and plain.read_text() == "a,b\n"

@@ -53,8 +53,18 @@ class CannotWrite(ConfigError):
     """A file or folder could not be written for a reason of the machine (see CANNOT_WRITE)."""
 
 
+# A path a user named that cannot be a file: what to do instead.
+_NOT_A_FILE = {
+    errno.EISDIR: "it is a folder: name a file to write",
+    errno.ENOTDIR: "a part of its path is a file, not a folder",
+    errno.EEXIST: "a part of its path is a file, not a folder",
+}
+
+
 def cannot_write(exc: OSError, what: str) -> CannotWrite | None:
     """The one-line error for ``exc`` while writing ``what``; None for any other OSError."""
+    if exc.errno in _NOT_A_FILE:
+        return CannotWrite(f"cannot write {what}: {_NOT_A_FILE[exc.errno]}")
     if exc.errno not in CANNOT_WRITE:
         return None
     return CannotWrite(
