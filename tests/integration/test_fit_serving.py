@@ -193,6 +193,11 @@ def test_builds_fit_on_the_reviews_fit_import_put_in_the_database(
     from_file = registry.manifest(build_fit_model(registry, data))
     assert from_file["data"]["file"] == data.name
     assert from_file["metrics"] == m["metrics"] and from_file["holdout_rows"] == m["holdout_rows"]
+    # its evaluation, on the same reviews, reads in 80 columns with every figure whole
+    shown = run_cli(home, "eval", "fit", check=True, COLUMNS="80").stdout
+    assert max(len(line) for line in shown.splitlines()) <= 80 and "…" not in shown
+    macro = next(line for line in shown.splitlines() if "macro-F1" in line).split()
+    assert len([v for v in macro if v.replace(".", "").isdigit()]) == 2, shown
 
 
 def test_builds_with_no_reviews_anywhere_say_how_to_get_some(tmp_path: Path) -> None:

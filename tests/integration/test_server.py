@@ -36,8 +36,11 @@ def test_cli_import_build_and_serve_over_real_uvicorn(tmp_path, built_models, de
     assert "T-bad" in out.stdout
     out = _run(home, "index", "build")
     assert "catalog:1" in out.stdout
-    listing = _run(home, "index", "list").stdout
-    assert "production" in listing and "effnet_lite0" in listing
+    listing = run_cli(home, "index", "list", check=True, COLUMNS="80").stdout
+    assert "production" in listing and "catalog:1" in listing
+    # the embedder's whole ref (its version too) in 80 columns, nothing cut to "effnet_li…"
+    assert "effnet_lite0:1" in listing and "…" not in listing
+    assert max(len(line) for line in listing.splitlines()) <= 80
 
     with live_server(home) as server:
         base = server.base

@@ -127,19 +127,18 @@ def eval_fit(
         title=f"fit prediction — {figures['split']}; {figures['train_rows']} train / "
         f"{figures['test_rows']} test reviews (reviews are a lower bound on rentals)"
     )
-    for col in ("model", "macro-F1", "F1 small", "F1 fit", "F1 large", "AUC small", "AUC fit",
-                "AUC large", "mean AUC", "accuracy"):  # fmt: skip
-        table.add_column(col, justify="left" if col == "model" else "right")
-    for name, key in (("item majority (baseline)", "baseline"), ("logistic (ours)", "model")):
-        f = figures[key]
-        table.add_row(
-            name,
-            f"{f['macro_f1']:.4f}",
-            *(f"{f['f1'][c]:.4f}" for c in ("small", "fit", "large")),
-            *(f"{f['auc'][c]:.4f}" for c in ("small", "fit", "large")),
-            f"{f['mean_auc']:.4f}",
-            f"{f['accuracy']:.4f}",
-        )
+    # One row per figure, one column per model: ten figures side by side would not fit 80
+    # columns, and a table cut to fit shows "0.46…" instead of the number.
+    models = (("item majority (baseline)", "baseline"), ("logistic (ours)", "model"))
+    table.add_column("figure")
+    for name, _ in models:
+        table.add_column(name, justify="right")
+    rows = [("macro-F1", lambda f: f["macro_f1"])]
+    rows += [(f"F1 {c}", lambda f, c=c: f["f1"][c]) for c in ("small", "fit", "large")]
+    rows += [(f"AUC {c}", lambda f, c=c: f["auc"][c]) for c in ("small", "fit", "large")]
+    rows += [("mean AUC", lambda f: f["mean_auc"]), ("accuracy", lambda f: f["accuracy"])]
+    for label, value in rows:
+        table.add_row(label, *(f"{value(figures[key]):.4f}" for _, key in models))
     console.print(table)
     console.print(
         f"later labels {figures['label_share']}; items of the later months the model knows: "

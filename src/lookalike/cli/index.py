@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -79,20 +80,27 @@ def update(promote: bool = typer.Option(True, help="Make the new index productio
 def list_indexes() -> None:
     """Every index version with its aliases and figures."""
     indexes = Registry(Settings().index_dir, "index")
-    table = Table("name", "version", "aliases", "embedder", "factory", "vectors", "created")
+    # 80 columns without cutting what an operator reads: one "name:version" (as every command
+    # takes it), the embedder folds rather than hide its version, the date without the time.
+    table = Table(title=f"indexes in {indexes.root}", box=box.SIMPLE)
+    table.add_column("index", overflow="fold")
+    table.add_column("aliases", overflow="fold")
+    table.add_column("embedder", overflow="fold")
+    table.add_column("factory", overflow="fold")
+    table.add_column("vectors", justify="right", no_wrap=True)
+    table.add_column("created", no_wrap=True)
     for name in indexes.names():
         aliases = indexes.aliases(name)
         for version in indexes.versions(name):
             m = indexes.manifest(Ref(name, version))
             tags = ",".join(a for a, v in aliases.items() if v == version)
             table.add_row(
-                name,
-                version,
+                f"{name}:{version}",
                 tags,
-                m.get("embedder"),
-                m.get("factory"),
+                str(m.get("embedder") or "-"),
+                str(m.get("factory") or "-"),
                 str(m.get("count")),
-                m.get("created_at"),
+                str(m.get("created_at") or "")[:10],
             )
     console.print(table)
 
