@@ -220,6 +220,27 @@ def test_login_sets_a_strict_http_only_cookie_and_refuses_bad_passwords(app) -> 
     assert dead.get("/v1/moderation/session").status_code == 401
 
 
+def test_signing_in_while_the_database_is_gone_is_a_page_that_says_so(app) -> None:
+    """A moderator at the login form while the database is unreachable: the form again, 503,
+    with a sentence, not a JSON error body; once it is back the same form signs her in."""
+    client = TestClient(app["client"].app)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/moderation/login").text)
+    db = app["home"] / "var" / "catalog.db"
+    db.rename(db.with_suffix(".away"))
+    try:
+        r = client.post(
+            "/moderation/login",
+            data={"username": "alice", "password": PASSWORD, "csrf_token": token.group(1)},
+            follow_redirects=False,
+        )
+    finally:
+        db.with_suffix(".away").rename(db)
+    assert r.status_code == 503 and r.headers["content-type"].startswith("text/html")
+    assert "database cannot be reached" in r.text and 'name="csrf_token"' in r.text
+    assert "lk_session" not in r.headers.get("set-cookie", "")
+    assert _login(app["client"], "alice").cookies.get("lk_session")
+
+
 def test_state_changing_posts_need_the_csrf_token(app) -> None:
     browser = _login(app["client"], "bob")
     body = {"action": "skip"}

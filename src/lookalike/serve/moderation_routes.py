@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from lookalike.catalog.rental_store import RentalStore
-from lookalike.core.errors import InvalidInput, NotFound
+from lookalike.core.errors import InvalidInput, NotFound, Unavailable
 from lookalike.moderation.posts import Decision, QueuedPost
 from lookalike.serve.fit_routes import fit_reviews
 from lookalike.serve.schemas import ErrorResponse
@@ -170,11 +170,17 @@ def build_moderation_router() -> APIRouter:
     ) -> Response:
         if not login_csrf_ok(request.scope, csrf_token):
             return _login_response(request, "The form expired: please sign in again.", 400)
-        store = await run_in_threadpool(moderation_store, request.app)
-        account = await run_in_threadpool(store.verify_password, username.strip(), password)
-        if account is None:
-            return _login_response(request, "Wrong username or password.", 401)
-        token, _ = await run_in_threadpool(start_session, request.app, account.username)
+        try:
+            store = await run_in_threadpool(moderation_store, request.app)
+            account = await run_in_threadpool(store.verify_password, username.strip(), password)
+            if account is None:
+                return _login_response(request, "Wrong username or password.", 401)
+            token, _ = await run_in_threadpool(start_session, request.app, account.username)
+        except Unavailable:  # the page a moderator reads, not a JSON error body
+            return _login_response(
+                request, "Signing in is unavailable: the database cannot be reached. Try "
+                "again in a minute.", 503,
+            )  # fmt: skip
         target = "/moderation/admin" if account.role == "admin" else "/moderation"
         response = RedirectResponse(target, status_code=303, headers=_NO_STORE)
         response.set_cookie(
