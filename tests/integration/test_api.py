@@ -106,6 +106,18 @@ def test_items_images_similar_and_categories(client) -> None:
     huge = client.get("/v1/items/" + "A" * 3000)  # quoted up to 64 characters, the id limit
     assert huge.status_code == 404 and len(huge.json()["error"]["message"]) < 120
     assert client.get("/v1/items/LK-0001/image", params={"n": 5}).status_code == 404
+    # a photo the media store lost (a partial restore, a cleanup): a 404 that says so, not a 500
+    catalog = client.app.state.serving.catalog
+    photo = catalog.media_path(catalog.get_item("LK-0001").images[0])
+    photo.rename(photo.with_suffix(".away"))
+    try:
+        lost = client.get("/v1/items/LK-0001/image")
+    finally:
+        photo.with_suffix(".away").rename(photo)
+    assert lost.status_code == 404, lost.text
+    assert "missing from the media store" in lost.json()["error"]["message"]
+    assert str(photo) not in lost.text  # no server path in the answer
+    assert client.get("/v1/items/LK-0001/image").status_code == 200
     cats = {c["name"]: c["count"] for c in client.get("/v1/categories").json()["categories"]}
     assert cats["Dress"] > 250 and "Skirt" in cats
 

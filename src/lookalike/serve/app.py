@@ -461,8 +461,12 @@ def build_router(max_k: int) -> APIRouter:
         item, _ = await run_in_threadpool(_catalog_item, state, item_id)
         if n >= len(item.images):
             raise NotFound(f"item {item_id!r} has {len(item.images)} image(s); no image {n}")
+        path = catalog.media_path(item.images[n])
+        if not path.is_file():  # the media store lost it (a restore, a cleanup): 404, not a 500
+            log.warning("item %s: image %d is missing from the media store (%s)", item_id, n, path)
+            raise NotFound(f"item {item_id!r}: image {n} is missing from the media store")
         return FileResponse(
-            catalog.media_path(item.images[n]),
+            path,
             media_type="image/jpeg",
             headers={"Cache-Control": "public, max-age=86400, immutable"},
         )
