@@ -111,7 +111,6 @@ def retrieval(
         )
     if json_out:
         doc = {**report.to_dict(), "pairs": str(pairs), "split": split}
-        json_out.parent.mkdir(parents=True, exist_ok=True)
         write_output(json_out, json.dumps(doc, indent=2))
         console.print(f"wrote {json_out}")
 

@@ -145,7 +145,6 @@ def eval_fit(
         f"{figures['later_items_known']:.1%}; imbalance: {figures['class_imbalance']}"
     )
     if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
         write_output(json_out, json.dumps(figures, indent=2))
         console.print(f"wrote {json_out}")
 

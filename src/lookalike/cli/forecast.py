@@ -302,7 +302,6 @@ def eval_forecast(
         f"{s['items_under_one_per_week_share']:.1%} of items under one a week"
     )
     if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
         write_output(json_out, json.dumps({"data": source.source, **figures}, indent=2))
         out.print(f"wrote {json_out}")
 

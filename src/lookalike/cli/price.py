@@ -114,7 +114,6 @@ def eval_price(
         f"test rents inside: {ev.interval['coverage_on_test']:.1%}"
     )
     if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
         write_output(json_out, json.dumps(ev.to_dict(), indent=2))
         console.print(f"wrote {json_out}")
 

@@ -34,7 +34,6 @@ NOTE = "reviews are a lower bound on rentals: a 'next rental' is the next review
 
 def _write(json_out: Path | None, doc: dict[str, Any]) -> None:
     if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
         write_output(json_out, json.dumps(doc, indent=2))
         console.print(f"wrote {json_out}")
 

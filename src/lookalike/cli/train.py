@@ -226,7 +226,6 @@ def train_embedding(
         f"run `lookalike models promote {result.ref}`"
     )
     if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
         write_output(json_out, json.dumps({"ref": str(result.ref), **result.manifest}, indent=2))
 
 

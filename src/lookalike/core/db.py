@@ -118,6 +118,9 @@ def normalise_url(url: str | URL) -> str:
 
 # ---- error translation ----------------------------------------------------------------------
 
+# A SQLite file overwritten or corrupted under a running server: sqlite3.DatabaseError, not an
+# OperationalError, yet the same for every caller as a database that went away.
+_DAMAGED = ("file is not a database", "database disk image is malformed")
 # (words in the driver's message, the reason we show). First match wins; no match -> generic.
 _REASONS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("refused",), "connection refused"),
@@ -161,13 +164,10 @@ _REASONS: tuple[tuple[tuple[str, ...], str], ...] = (
         "the database file cannot be opened or written",
     ),
     (
-        ("file is not a database", "database disk image is malformed"),
+        _DAMAGED,
         "the database file is damaged or is not a database (restore it from a backup)",
     ),
 )
-# A SQLite file overwritten or corrupted under a running server: sqlite3.DatabaseError, not an
-# OperationalError, yet the same for every caller as a database that went away.
-_DAMAGED = _REASONS[-1][0]
 
 
 def _reason(orig: BaseException) -> str:

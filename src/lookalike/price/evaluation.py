@@ -29,7 +29,7 @@ import numpy as np
 from lookalike.core.errors import InvalidInput
 from lookalike.price.fit import Selection, fit_price_model
 from lookalike.price.listings import Listings, ReadReport, read_listings
-from lookalike.price.model import PriceModel
+from lookalike.price.model import PriceModel, covered
 
 __all__ = [
     "DEFAULT_SEED",
@@ -132,8 +132,7 @@ def evaluate_model(model: PriceModel, test: Listings) -> dict[str, float]:
     """The model's own figures on ``test`` (what the deploy gate compares): MAPE and friends."""
     out = model.suggest(test)
     figures = row_figures(out.price, test.rent, model.floor)
-    inside = (test.rent >= out.low - 1e-9) & (test.rent <= out.high + 1e-9)
-    figures["interval_coverage"] = round(float(inside.mean()), 4)
+    figures["interval_coverage"] = round(covered(test.rent, out.low, out.high), 4)
     figures["rows"] = len(test)
     return figures
 

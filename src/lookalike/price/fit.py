@@ -28,7 +28,7 @@ import numpy as np
 from lookalike.core.errors import InvalidInput
 from lookalike.price.boost import fit_boost
 from lookalike.price.listings import CATEGORICAL, Listings
-from lookalike.price.model import FeatureSpace, PriceModel, bounds, snap
+from lookalike.price.model import FeatureSpace, PriceModel, bounds, covered, snap
 
 __all__ = [
     "ALPHAS",
@@ -197,7 +197,7 @@ def _interval(
     for q in sorted(INTERVAL_QS, reverse=True):
         quantiles = (float(np.quantile(residual, q)), float(np.quantile(residual, 1 - q)))
         low, high = bounds(raw, price, quantiles, step, floor)
-        if np.mean((actual >= low - 1e-9) & (actual <= high + 1e-9)) >= INTERVAL_LEVEL:
+        if covered(actual, low, high) >= INTERVAL_LEVEL:
             break
     return q, quantiles  # the widest, 10th and 90th percentiles, when none holds enough
 

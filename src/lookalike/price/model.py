@@ -472,6 +472,11 @@ def bounds(
     return np.minimum(low, price), np.maximum(high, price)
 
 
+def covered(actual: np.ndarray, low: np.ndarray, high: np.ndarray) -> float:
+    """The share of ``actual`` inside its interval [low, high] (ends included)."""
+    return float(np.mean((actual >= low - 1e-9) & (actual <= high + 1e-9)))
+
+
 def _read_doc(folder: Path) -> dict[str, Any]:
     try:
         doc = json.loads((folder / MODEL_FILE).read_text("utf-8"))

@@ -41,7 +41,7 @@ from lookalike.search.crops import (
 )
 from lookalike.search.indexing import LoadedIndex
 
-__all__ = ["GarmentGroup", "Hit", "Phases", "SearchResult", "SearchService"]
+__all__ = ["CatalogView", "GarmentGroup", "Hit", "Phases", "SearchResult", "SearchService"]
 
 Box = tuple[float, float, float, float]
 T = TypeVar("T")
@@ -127,7 +127,7 @@ class _Snapshot:
 _EMPTY = _Snapshot(-1, {}, frozenset(), {})
 
 
-class _CatalogView:
+class CatalogView:
     """The catalog rows search answers with, in memory: image id → item id, every item with an
     image, and filter id-sets; rebuilt when the catalog's revision changes.
 
@@ -236,16 +236,16 @@ class _CatalogView:
         return found
 
 
-_VIEWS: weakref.WeakKeyDictionary[CatalogStore, _CatalogView] = weakref.WeakKeyDictionary()
+_VIEWS: weakref.WeakKeyDictionary[CatalogStore, CatalogView] = weakref.WeakKeyDictionary()
 _VIEWS_LOCK = threading.Lock()
 
 
-def _view_of(catalog: CatalogStore) -> _CatalogView:
+def _view_of(catalog: CatalogStore) -> CatalogView:
     """The one in-memory view of ``catalog`` (made on first use, freed with the store)."""
     with _VIEWS_LOCK:
         view = _VIEWS.get(catalog)
         if view is None:
-            view = _VIEWS[catalog] = _CatalogView(catalog)
+            view = _VIEWS[catalog] = CatalogView(catalog)
         return view
 
 

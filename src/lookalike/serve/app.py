@@ -38,6 +38,7 @@ from lookalike.core.settings import Settings
 from lookalike.search import Hit, SearchResult
 from lookalike.search.crops import CROP_MODES
 from lookalike.search.served import SearchGeneration
+from lookalike.search.service import CatalogView
 from lookalike.serve.access import ROUTE_ACCESS, RouteClass
 from lookalike.serve.auth import ApiKeyStore, install_auth
 from lookalike.serve.caching import etag_for, matches, not_modified
@@ -113,29 +114,33 @@ def _search(request: Request) -> SearchGeneration:
     return search
 
 
+def _held_rows(state: ServingState, unreachable: Unavailable) -> CatalogView:
+    """The catalog rows search answers with (its in-memory view), for a read the database could
+    not answer: the results a shopper just got keep their photos, item pages and categories.
+    No search loaded, or it never read the catalog: the database's ``unreachable``."""
+    search = state.search
+    if search is None or not search.service.view.holds_rows:
+        raise unreachable
+    return search.service.view
+
+
 def _catalog_item(state: ServingState, item_id: str) -> tuple[Item, int]:
-    """An item and the catalog revision it is read at: from the database, or, while the
-    database is unreachable, from the rows search answers with (its in-memory view), so the
-    results a shopper just got keep their photos and item pages. Unavailable when neither."""
+    """An item and the catalog revision it is read at, from the database or the held rows."""
     try:
         return state.catalog.get_item(item_id), state.catalog.revision()
-    except Unavailable:
-        search = state.search
-        item = None if search is None else search.service.view.item(item_id)
-        if item is None or search is None:
+    except Unavailable as exc:
+        view = _held_rows(state, exc)
+        item = view.item(item_id)
+        if item is None:  # not held: only the database could say whether it exists
             raise
-        return item, search.service.view.revision()
+        return item, view.revision()
 
 
 def _categories(state: ServingState) -> list[tuple[str, int]]:
-    """The catalog's categories; while the database is unreachable, those of the items search
-    holds in memory (the ones a shopper can find), as :func:`_catalog_item` does for items."""
     try:
         return state.catalog.categories()
-    except Unavailable:
-        if state.search is None:
-            raise
-        return state.search.service.view.categories()
+    except Unavailable as exc:
+        return _held_rows(state, exc).categories()
 
 
 def _metrics(request: Request) -> ServingMetrics:
